@@ -1,0 +1,307 @@
+// CUDA sigmoid-rank kernels: one thread block per row, the comparison row streamed through shared
+// memory in tiles, so any row length works and extra memory stays O(rows * cols). Every pair gets
+// its sigmoid (dense algorithm); results match the CPU kernels to rounding.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+#include "sigmoid_math.h"
+
+namespace vsl {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTile = 1024;
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string("vsl_ext CUDA error in ") + what + ": " +
+                                                   cudaGetErrorString(err));
+}
+
+template <typename T> struct DevParams {
+  T k;         // sgn / tau
+  T clamp_at;  // +inf: no clamp
+};
+
+template <typename T> DevParams<T> dev_params(const RankArgs& a) {
+  DevParams<T> p;
+  p.k = static_cast<T>((a.descending ? 1.0 : -1.0) / a.tau);
+  p.clamp_at = a.clamp_at > 0 ? static_cast<T>(a.clamp_at) : static_cast<T>(INFINITY);
+  return p;
+}
+
+
+// Loads tile [t0, t0 + len) of up to two rows into shared memory (all threads of the block call it).
+template <typename T>
+__device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t t0, int len) {
+  for (int i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[t0 + i];
+}
+
+// out[c] = 1 + sum_{a != c} sigma((y_a - x_c) k)
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+rank_forward_kernel(const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ out, int64_t cols,
+                    DevParams<T> p) {
+  __shared__ T tile[kTile];
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
+  const T* xr = x + o;
+  const T* yr = (y ? y : x) + o;
+  for (int64_t c0 = 0; c0 < cols; c0 += blockDim.x) {
+    const int64_t c = c0 + threadIdx.x;
+    const bool active = c < cols;
+    const T xc = active ? xr[c] : T(0);
+    double total = 0;
+    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
+      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
+      __syncthreads();
+      load_tile(tile, yr, t0, len);
+      __syncthreads();
+      if (active) {
+        T s = 0;
+        for (int i = 0; i < len; ++i) s += sigmoid_clamped((tile[i] - xc) * p.k, p.clamp_at);
+        total += static_cast<double>(s);
+      }
+    }
+    if (active) out[o + c] = static_cast<T>(1.0 + total - static_cast<double>(sigmoid_clamped((yr[c] - xc) * p.k, p.clamp_at)));
+  }
+}
+
+// Row form: gx[l] = k * sum_j sigma'((x_j - x_l) k) (g_j - g_l)   (the j = l term is 0)
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+rank_backward_self_kernel(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ gx, int64_t cols,
+                          DevParams<T> p) {
+  __shared__ T tx[kTile];
+  __shared__ T tg[kTile];
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
+  for (int64_t l0 = 0; l0 < cols; l0 += blockDim.x) {
+    const int64_t l = l0 + threadIdx.x;
+    const bool active = l < cols;
+    const T xl = active ? x[o + l] : T(0);
+    const T gl = active ? g[o + l] : T(0);
+    double total = 0;
+    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
+      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
+      __syncthreads();
+      load_tile(tx, x + o, t0, len);
+      load_tile(tg, g + o, t0, len);
+      __syncthreads();
+      if (active) {
+        T s = 0;
+        for (int i = 0; i < len; ++i) s += sigmoid_grad_clamped((tx[i] - xl) * p.k, p.clamp_at) * (tg[i] - gl);
+        total += static_cast<double>(s);
+      }
+    }
+    if (active) gx[o + l] = static_cast<T>(static_cast<double>(p.k) * total);
+  }
+}
+
+// Cross form, x side: gx[c] = -k g_c sum_{a != c} sigma'((y_a - x_c) k)
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+rank_backward_cross_x_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
+                             T* __restrict__ gx, int64_t cols, DevParams<T> p) {
+  __shared__ T ty[kTile];
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
+  for (int64_t c0 = 0; c0 < cols; c0 += blockDim.x) {
+    const int64_t c = c0 + threadIdx.x;
+    const bool active = c < cols;
+    const T xc = active ? x[o + c] : T(0);
+    double total = 0;
+    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
+      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
+      __syncthreads();
+      load_tile(ty, y + o, t0, len);
+      __syncthreads();
+      if (active) {
+        T s = 0;
+        for (int i = 0; i < len; ++i) s += sigmoid_grad_clamped((ty[i] - xc) * p.k, p.clamp_at);
+        total += static_cast<double>(s);
+      }
+    }
+    if (active) {
+      total -= static_cast<double>(sigmoid_grad_clamped((y[o + c] - xc) * p.k, p.clamp_at));
+      gx[o + c] = static_cast<T>(-static_cast<double>(p.k) * static_cast<double>(g[o + c]) * total);
+    }
+  }
+}
+
+// Cross form, y side: gy[a] = k sum_{c != a} sigma'((y_a - x_c) k) g_c
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+rank_backward_cross_y_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
+                             T* __restrict__ gy, int64_t cols, DevParams<T> p) {
+  __shared__ T tx[kTile];
+  __shared__ T tg[kTile];
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
+  for (int64_t a0 = 0; a0 < cols; a0 += blockDim.x) {
+    const int64_t a = a0 + threadIdx.x;
+    const bool active = a < cols;
+    const T ya = active ? y[o + a] : T(0);
+    double total = 0;
+    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
+      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
+      __syncthreads();
+      load_tile(tx, x + o, t0, len);
+      load_tile(tg, g + o, t0, len);
+      __syncthreads();
+      if (active) {
+        T s = 0;
+        for (int i = 0; i < len; ++i) s += sigmoid_grad_clamped((ya - tx[i]) * p.k, p.clamp_at) * tg[i];
+        total += static_cast<double>(s);
+      }
+    }
+    if (active) {
+      total -= static_cast<double>(sigmoid_grad_clamped((ya - x[o + a]) * p.k, p.clamp_at) * g[o + a]);
+      gy[o + a] = static_cast<T>(static_cast<double>(p.k) * total);
+    }
+  }
+}
+
+// Fused VSL row: SR and CR of row i, then ratio, dL/dSR, dL/dCR and the row's ratio sum.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* __restrict__ cx,
+                   const T* __restrict__ cy, T* __restrict__ gs, T* __restrict__ gc, double* __restrict__ partials,
+                   int64_t n, DevParams<T> p, T scale) {  // n: columns; one block per row
+  __shared__ T ts[kTile];
+  __shared__ T tc[kTile];
+  __shared__ double red[kThreads];
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * n;
+  const T* syr = (sy ? sy : sx) + o;
+  const T* cyr = (cy ? cy : cx) + o;
+  double ratio_sum = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += blockDim.x) {
+    const int64_t j = j0 + threadIdx.x;
+    const bool active = j < n;
+    const T xs = active ? sx[o + j] : T(0);
+    const T xc = active ? cx[o + j] : T(0);
+    double rs = 0, rc = 0;
+    for (int64_t t0 = 0; t0 < n; t0 += kTile) {
+      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), n - t0));
+      __syncthreads();
+      load_tile(ts, syr, t0, len);
+      load_tile(tc, cyr, t0, len);
+      __syncthreads();
+      if (active) {
+        T s1 = 0, s2 = 0;
+        for (int i = 0; i < len; ++i) {
+          s1 += sigmoid_clamped((ts[i] - xs) * p.k, p.clamp_at);
+          s2 += sigmoid_clamped((tc[i] - xc) * p.k, p.clamp_at);
+        }
+        rs += static_cast<double>(s1);
+        rc += static_cast<double>(s2);
+      }
+    }
+    if (active) {
+      const T a = static_cast<T>(1.0 + rs - static_cast<double>(sigmoid_clamped((syr[j] - xs) * p.k, p.clamp_at)));
+      const T b = static_cast<T>(1.0 + rc - static_cast<double>(sigmoid_clamped((cyr[j] - xc) * p.k, p.clamp_at)));
+      T ratio, da, db;
+      if (isnan(a) || isnan(b)) {
+        ratio = da = db = a + b;
+      } else if (a < b) {
+        ratio = a / b;
+        da = T(1) / b;
+        db = -a / (b * b);
+      } else if (a > b) {
+        ratio = b / a;
+        da = -b / (a * a);
+        db = T(1) / a;
+      } else {
+        ratio = T(1);
+        da = db = T(0);
+      }
+      gs[o + j] = scale * da;
+      if (gc) gc[o + j] = scale * db;
+      ratio_sum += static_cast<double>(ratio);
+    }
+  }
+  red[threadIdx.x] = ratio_sum;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partials[blockIdx.x] = red[0];
+}
+
+struct Launch {
+  Launch(int device, uintptr_t stream_handle) : stream(reinterpret_cast<cudaStream_t>(stream_handle)) {
+    check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  cudaStream_t stream;
+};
+
+template <typename T>
+void rank_forward_t(const void* x, const void* y, void* out, int64_t rows, int64_t cols, const RankArgs& args,
+                    int device, uintptr_t stream) {
+  Launch L(device, stream);
+  rank_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, L.stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(out), cols, dev_params<T>(args));
+  check(cudaGetLastError(), "rank_forward_kernel launch");
+}
+
+template <typename T>
+void rank_backward_t(const void* x, const void* y, const void* g, void* gx, void* gy, int64_t rows, int64_t cols,
+                     const RankArgs& args, int device, uintptr_t stream) {
+  Launch L(device, stream);
+  const DevParams<T> p = dev_params<T>(args);
+  const unsigned blocks = static_cast<unsigned>(rows);
+  if (!y) {
+    rank_backward_self_kernel<T><<<blocks, kThreads, 0, L.stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(g), static_cast<T*>(gx), cols, p);
+    check(cudaGetLastError(), "rank_backward_self_kernel launch");
+    return;
+  }
+  rank_backward_cross_x_kernel<T><<<blocks, kThreads, 0, L.stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(g), static_cast<T*>(gx), cols, p);
+  check(cudaGetLastError(), "rank_backward_cross_x_kernel launch");
+  rank_backward_cross_y_kernel<T><<<blocks, kThreads, 0, L.stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(g), static_cast<T*>(gy), cols, p);
+  check(cudaGetLastError(), "rank_backward_cross_y_kernel launch");
+}
+
+template <typename T>
+void vsl_forward_t(const void* sx, const void* sy, const void* cx, const void* cy, void* gs, void* gc,
+                   double* partials, int64_t rows, int64_t cols, double grad_scale, const RankArgs& args, int device,
+                   uintptr_t stream) {
+  Launch L(device, stream);
+  vsl_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, L.stream>>>(
+      static_cast<const T*>(sx), static_cast<const T*>(sy), static_cast<const T*>(cx), static_cast<const T*>(cy),
+      static_cast<T*>(gs), static_cast<T*>(gc), partials, cols, dev_params<T>(args), static_cast<T>(-grad_scale));
+  check(cudaGetLastError(), "vsl_forward_kernel launch");
+}
+
+}  // namespace
+
+void rank_forward_cuda(DType dt, const void* x, const void* y, void* out, int64_t rows, int64_t cols,
+                       const RankArgs& args, int device, uintptr_t stream) {
+  if (dt == DType::f32) rank_forward_t<float>(x, y, out, rows, cols, args, device, stream);
+  else rank_forward_t<double>(x, y, out, rows, cols, args, device, stream);
+}
+
+void rank_backward_cuda(DType dt, const void* x, const void* y, const void* g, void* gx, void* gy, int64_t rows,
+                        int64_t cols, const RankArgs& args, int device, uintptr_t stream) {
+  if (dt == DType::f32) rank_backward_t<float>(x, y, g, gx, gy, rows, cols, args, device, stream);
+  else rank_backward_t<double>(x, y, g, gx, gy, rows, cols, args, device, stream);
+}
+
+void vsl_forward_cuda(DType dt, const void* sx, const void* sy, const void* cx, const void* cy, void* gs, void* gc,
+                      double* partials, int64_t rows, int64_t cols, double grad_scale, const RankArgs& args,
+                      int device, uintptr_t stream) {
+  if (dt == DType::f32) vsl_forward_t<float>(sx, sy, cx, cy, gs, gc, partials, rows, cols, grad_scale, args, device, stream);
+  else vsl_forward_t<double>(sx, sy, cx, cy, gs, gc, partials, rows, cols, grad_scale, args, device, stream);
+}
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return count;
+}
+
+}  // namespace vsl

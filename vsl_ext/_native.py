@@ -1,0 +1,92 @@
+"""Loads the compiled module ``vsl_ext._C`` and hands it tensors as pointers.
+
+Everything here assumes validated, contiguous float32/float64 tensors on one device; the public
+functions in :mod:`vsl_ext.sigmoid_rank` and :mod:`vsl_ext.vsl_loss` guarantee that.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._version import __version__
+
+try:
+    from . import _C
+except ImportError as exc:  # pragma: no cover - only when the package was not built
+    raise ImportError(
+        "vsl_ext's native module is missing: install the package with `pip install .` "
+        "(running from a source checkout without building it does not work)"
+    ) from exc
+
+ALGORITHMS = {"auto": 0, "dense": 1, "sorted": 2}
+PUBLIC_CODE_CLAMP = 50.0  # the published sigmoid clamps its exponent to [-50, 50]
+
+
+def build_info() -> dict:
+    """What the native module was built with.
+
+    Returns ``{"version", "cuda", "cuda_arch", "openmp", "compiler", "cuda_devices"}``: ``cuda``
+    tells whether CUDA kernels were compiled in, ``cuda_arch`` the CMake CUDA architectures,
+    ``cuda_devices`` how many GPUs the kernels can see now.
+    """
+    info = dict(_C.build_info())
+    info["version"] = __version__
+    info["cuda_devices"] = _C.cuda_device_count() if info["cuda"] else 0
+    return info
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return "float64" if t.dtype == torch.float64 else "float32"
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _cuda_tail(t: torch.Tensor) -> tuple:
+    if not _C.build_info()["cuda"]:
+        raise RuntimeError(
+            "vsl_ext was built without CUDA kernels, so it cannot run on "
+            f"{t.device}; reinstall with nvcc on PATH (VSL_EXT_CUDA=1 pip install .)"
+        )
+    index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+    return index, torch.cuda.current_stream(t.device).cuda_stream
+
+
+def rank_forward(x: torch.Tensor, y: Optional[torch.Tensor], out: torch.Tensor, tau: float,
+                 descending: bool, clamp_at: float, algorithm: int) -> None:
+    """out = cross rank of x against y (y None: row rank of x); see csrc/kernels.h."""
+    rows, cols = x.shape
+    args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(out), rows, cols, tau, descending, clamp_at, algorithm)
+    if x.is_cuda:
+        _C.rank_forward_cuda(*args, *_cuda_tail(x))
+    else:
+        _C.rank_forward_cpu(*args, torch.get_num_threads())
+
+
+def rank_backward(x: torch.Tensor, y: Optional[torch.Tensor], g: torch.Tensor, gx: torch.Tensor,
+                  gy: Optional[torch.Tensor], tau: float, descending: bool, clamp_at: float,
+                  algorithm: int) -> None:
+    """gx (and gy when y is given) = gradients of sum(g * rank) with respect to x (and y)."""
+    rows, cols = x.shape
+    args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(g), _ptr(gx), _ptr(gy), rows, cols, tau, descending,
+            clamp_at, algorithm)
+    if x.is_cuda:
+        _C.rank_backward_cuda(*args, *_cuda_tail(x))
+    else:
+        _C.rank_backward_cpu(*args, torch.get_num_threads())
+
+
+def vsl_forward(sx: torch.Tensor, sy: Optional[torch.Tensor], cx: torch.Tensor, cy: Optional[torch.Tensor],
+                gs: torch.Tensor, gc: Optional[torch.Tensor], partials: torch.Tensor, grad_scale: float,
+                tau: float, clamp_at: float, algorithm: int) -> None:
+    """Fused VSL forward over (rows, cols) blocks: row ratio sums into partials, and the gradients of
+    ``L = 1 - grad_scale * partials.sum()``, dL/dSR into gs and dL/dCR into gc (if given)."""
+    rows, cols = sx.shape
+    args = (_dtype_name(sx), _ptr(sx), _ptr(sy), _ptr(cx), _ptr(cy), _ptr(gs), _ptr(gc), _ptr(partials), rows,
+            cols, grad_scale, tau, clamp_at, algorithm)
+    if sx.is_cuda:
+        _C.vsl_forward_cuda(*args, *_cuda_tail(sx))
+    else:
+        _C.vsl_forward_cpu(*args, torch.get_num_threads())

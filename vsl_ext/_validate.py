@@ -1,0 +1,64 @@
+"""Argument checks shared by the public ops: each error names the argument and what was expected."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from ._native import ALGORITHMS
+
+_FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def matrix(name: str, t) -> torch.Tensor:
+    """A non-empty 2-D floating-point tensor."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOAT_TYPES:
+        raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+                        f"got {t.dtype}")
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got {t.dim()}-D tensor of shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(t.shape)}")
+    return t
+
+
+def square(name: str, t: torch.Tensor) -> None:
+    if t.shape[0] != t.shape[1]:
+        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {tuple(t.shape)}")
+
+
+def same_shape_and_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.shape != ref.shape:
+        raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
+
+
+def tau(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"tau must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"tau must be a finite number > 0, got {value}")
+    return value
+
+
+def choice(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
+    return value
+
+
+def algorithm(value: str, device: torch.device) -> int:
+    choice("algorithm", value, ALGORITHMS)
+    if value == "sorted" and device.type == "cuda":
+        raise ValueError("algorithm='sorted' runs on CPU only in this release; use 'auto' or 'dense' on CUDA")
+    return ALGORITHMS[value]
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32 (half precision inputs are computed in float32)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32

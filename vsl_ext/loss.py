@@ -1,0 +1,94 @@
+"""``vsl_loss``: the Visual Semantic Loss as one fused custom op.
+
+``L_vs = 1 - mean_ij min(SR_ij, CR_ij) / max(SR_ij, CR_ij)`` with SR = R(S), CR = R(C) (descending
+sigmoid ranks, see :mod:`vsl_ext.rank`). The forward ranks one row of S and C at a time and keeps
+only dL/dSR and dL/dCR (n x n each), so memory is O(n^2) instead of the reference's O(n^3).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from . import _native, _validate
+from .rank import _sigmoid_rank_backward
+
+VARIANTS = ("row", "public-code")
+
+
+@torch.library.custom_op("vsl_ext::vsl_forward", mutates_args=())
+def _vsl_forward(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, semantic_grad: bool,
+                 algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Returns (loss, dL/dSR, dL/dCR); dL/dCR is empty unless ``semantic_grad``."""
+    n = sims.shape[0]
+    grad_sr = torch.empty_like(sims)
+    grad_cr = torch.empty_like(semantic) if semantic_grad else semantic.new_empty(0)
+    partials = torch.empty(n, dtype=torch.float64, device=sims.device)
+    sy = sims.t().contiguous() if public_code else None
+    cy = semantic.t().contiguous() if public_code else None
+    clamp_at = _native.PUBLIC_CODE_CLAMP if public_code else 0.0
+    _native.vsl_forward(sims, sy, semantic, cy, grad_sr, grad_cr if semantic_grad else None, partials,
+                        1.0 / float(n * n), tau, clamp_at, algorithm)
+    loss = (1.0 - partials.sum() / float(n * n)).to(sims.dtype)
+    return loss, grad_sr, grad_cr
+
+
+@_vsl_forward.register_fake
+def _(sims, semantic, tau, public_code, semantic_grad, algorithm):
+    grad_cr = torch.empty_like(semantic) if semantic_grad else semantic.new_empty(0)
+    return sims.new_empty(()), torch.empty_like(sims), grad_cr
+
+
+def _setup_context(ctx, inputs, output):
+    sims, semantic, tau, public_code, semantic_grad, algorithm = inputs
+    _, grad_sr, grad_cr = output
+    ctx.save_for_backward(sims, semantic, grad_sr, grad_cr)
+    ctx.args = (tau, public_code, semantic_grad, algorithm)
+    ctx.mark_non_differentiable(grad_sr, grad_cr)
+
+
+def _backward(ctx, grad_loss, _grad_sr, _grad_cr):
+    sims, semantic, grad_sr, grad_cr = ctx.saved_tensors
+    tau, public_code, semantic_grad, algorithm = ctx.args
+    clamp_at = _native.PUBLIC_CODE_CLAMP if public_code else 0.0
+
+    def through_rank(m, g):
+        return _sigmoid_rank_backward(m, g, tau, True, public_code, clamp_at, algorithm) * grad_loss
+
+    d_semantic = through_rank(semantic, grad_cr) if semantic_grad else None
+    return through_rank(sims, grad_sr), d_semantic, None, None, None, None
+
+
+_vsl_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: str = "row", *,
+             algorithm: str = "auto") -> Tensor:
+    """Visual Semantic Loss between an image-text similarity matrix and a semantic similarity matrix.
+
+    Args:
+        sims: (n, n) image-text similarities S (row i: image i against the batch's n texts).
+        semantic_sims: (n, n) semantic similarities C between the batch's images (e.g. from
+            :class:`vsl_ext.CaptionIndex`); receives gradients only if it requires grad.
+        tau: sigmoid temperature of the ranks (> 0, default 1e-3 as in the paper).
+        variant: "row" ranks each row of S and C (the paper's Eq. 5); "public-code" reproduces the
+            published implementation, which ranks S[b, c] against column b of S (see
+            :func:`vsl_ext.reference.public_code_vsl_loss`). Neither is multiplied by beta.
+        algorithm: "auto", "dense" or "sorted" (CPU only), as for :func:`vsl_ext.sigmoid_rank`.
+
+    Returns:
+        Scalar loss in [0, 1) in the computation dtype (float32, or float64 if an input is float64).
+    """
+    _validate.matrix("sims", sims)
+    _validate.square("sims", sims)
+    _validate.matrix("semantic_sims", semantic_sims)
+    _validate.same_shape_and_device("semantic_sims", semantic_sims, "sims", sims)
+    tau = _validate.tau(tau)
+    _validate.choice("variant", variant, VARIANTS)
+    algo = _validate.algorithm(algorithm, sims.device)
+    dtype = _validate.compute_dtype(sims, semantic_sims)
+    s = sims.to(dtype).contiguous()
+    c = semantic_sims.to(dtype).contiguous()
+    loss, _, _ = _vsl_forward(s, c, tau, variant == "public-code", semantic_sims.requires_grad, algo)
+    return loss
