@@ -1,0 +1,116 @@
+"""sigmoid_rank vs the pure-PyTorch reference: values and gradients on every input regime."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vsl_ext
+from vsl_ext import reference
+
+from conftest import assert_close_grad, make_input, requires_cuda
+
+KINDS = ["random", "wide", "tied", "constant", "adversarial"]
+SHAPES = [(1, 1), (2, 2), (3, 3), (17, 17), (128, 128), (300, 300), (1, 5), (7, 3), (5, 300), (300, 2)]
+
+
+def _check(m: torch.Tensor, tau: float, descending: bool, algorithms=("auto",), device: str = "cpu") -> None:
+    """Ranks and gradients of every algorithm vs the float64 reference (computed once)."""
+    x64 = m.double().requires_grad_()
+    expected = reference.sigmoid_rank(x64, tau, descending)
+    grad = torch.randn(m.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (ge,) = torch.autograd.grad(expected, x64, grad)
+    for algorithm in algorithms:
+        x = m.to(device).requires_grad_()
+        r = vsl_ext.sigmoid_rank(x, tau, descending, algorithm=algorithm)
+        torch.testing.assert_close(r.double().cpu(), expected.detach(), rtol=1e-5, atol=0)
+        (gx,) = torch.autograd.grad(r, x, grad.to(r.dtype).to(device))
+        assert gx.dtype == m.dtype
+        assert_close_grad(gx.cpu(), ge)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_matches_reference(shape, kind, dtype):
+    m = make_input(kind, shape, dtype)
+    for descending in (True, False):
+        _check(m, 1e-3, descending, ("dense", "sorted"))
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "dense", "sorted"])
+def test_ranks_are_hard_ranks_for_well_separated_values(algorithm):
+    m = torch.tensor([[0.3, 0.9, 0.1, 0.5]])
+    torch.testing.assert_close(vsl_ext.sigmoid_rank(m, algorithm=algorithm), torch.tensor([[3.0, 1.0, 4.0, 2.0]]))
+    asc = vsl_ext.sigmoid_rank(m, descending=False, algorithm=algorithm)
+    torch.testing.assert_close(asc, torch.tensor([[2.0, 4.0, 1.0, 3.0]]))
+
+
+def test_ties_share_half_ranks():
+    m = torch.tensor([[0.5, 0.5, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(vsl_ext.sigmoid_rank(m), torch.full((1, 3), 2.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(dtype):
+    m = make_input("random", (9, 9), torch.float32)
+    x = m.to(dtype).requires_grad_()
+    r = vsl_ext.sigmoid_rank(x)
+    assert r.dtype == torch.float32
+    expected = reference.sigmoid_rank(x.detach().double())
+    torch.testing.assert_close(r.double(), expected, rtol=1e-5, atol=0)
+    r.sum().backward()
+    assert x.grad.dtype == dtype
+
+
+def test_non_contiguous_input():
+    m = make_input("random", (40, 30), torch.float64)
+    t = m.t()  # (30, 40), not contiguous
+    torch.testing.assert_close(vsl_ext.sigmoid_rank(t), reference.sigmoid_rank(t.contiguous()), rtol=1e-10, atol=0)
+
+
+def test_large_temperature_gradcheck():
+    for descending in (True, False):
+        for algorithm in ("dense", "sorted"):
+            m = make_input("random", (6, 7), torch.float64, seed=3) * 10
+            assert torch.autograd.gradcheck(
+                lambda x: vsl_ext.sigmoid_rank(x, 0.05, descending, algorithm=algorithm), (m.requires_grad_(),))
+
+
+def test_nan_propagates_within_its_row():
+    m = make_input("random", (4, 6), torch.float32)
+    m[1, 2] = float("nan")
+    r = vsl_ext.sigmoid_rank(m)
+    assert torch.isnan(r[1]).all()
+    assert torch.isfinite(r[[0, 2, 3]]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 70),
+    values=st.lists(st.sampled_from([0.0, 1e-3, -2e-3, 0.03, 0.0301, -0.0299, 5e-4, 1.0]), min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+    descending=st.booleans(),
+)
+def test_hypothesis_tied_grids(rows, cols, values, seed, descending):
+    g = torch.Generator().manual_seed(seed)
+    pool = torch.tensor(values, dtype=torch.float64)
+    m = pool[torch.randint(0, len(values), (rows, cols), generator=g)]
+    _check(m, 1e-3, descending, ("dense", "sorted"))
+
+
+@requires_cuda
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (17, 17), (300, 300), (5, 1500), (2, 3000)], ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_cuda_matches_reference(shape, kind, dtype):
+    m = make_input(kind, shape, dtype)
+    for descending in (True, False):
+        _check(m, 1e-3, descending, ("dense", "auto"), device="cuda")
+
+
+@requires_cuda
+def test_cuda_rejects_sorted_algorithm():
+    with pytest.raises(ValueError, match="algorithm"):
+        vsl_ext.sigmoid_rank(torch.rand(3, 3, device="cuda"), algorithm="sorted")
+
