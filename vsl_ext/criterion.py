@@ -1,0 +1,118 @@
+"""``VSLCriterion``: VSE++ hardest-negative triplet loss + beta * Visual Semantic Loss.
+
+For a batch of B matched (image, caption) pairs, ``sims`` is the (B, B) images x captions matrix
+with the positives on the diagonal. The total loss (the paper's Eq. 8) is
+
+    loss = alpha * triplet(S) + beta * L_vs(S, C_img) [+ beta * L_ts(S^T, C_cap)]
+
+* triplet: for every image its hardest negative caption and for every caption its hardest negative
+  image (``max_violation=True``; all negatives summed otherwise), hinge ``[margin + s_neg - s_pos]_+``,
+  summed over both directions (VSE++/SCAN/SGRAF's ``ContrastiveLoss``).
+* L_vs: :func:`vsl_ext.vsl_loss` between S (row i ranks the batch's captions for image i) and the
+  images' semantic similarity C_img (row i ranks the batch's images by similarity to image i;
+  caption j belongs to image j).
+* L_ts (Eq. 7, ``text_side=True``): the same on S^T (row j ranks images for caption j) and the
+  captions' semantic similarity C_cap.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .loss import VARIANTS, vsl_loss
+
+
+def triplet_loss(sims: Tensor, margin: float = 0.2, max_violation: bool = True) -> Tensor:
+    """VSE++ contrastive loss on a (B, B) matrix with positives on the diagonal (sum of both directions)."""
+    n = sims.shape[0]
+    diag = sims.diagonal().view(n, 1)
+    cost_cap = (margin + sims - diag).clamp(min=0)       # row i: captions j competing with image i's caption
+    cost_img = (margin + sims - diag.t()).clamp(min=0)   # column j: images i competing with caption j's image
+    eye = torch.eye(n, dtype=torch.bool, device=sims.device)
+    cost_cap = cost_cap.masked_fill(eye, 0)
+    cost_img = cost_img.masked_fill(eye, 0)
+    if max_violation:
+        return cost_cap.max(dim=1).values.sum() + cost_img.max(dim=0).values.sum()
+    return cost_cap.sum() + cost_img.sum()
+
+
+class VSLCriterion(nn.Module):
+    """Triplet + Visual Semantic Loss (Zhang et al., ICME 2023).
+
+    Args:
+        margin: triplet margin (0.2 as in VSE++/SGRAF).
+        max_violation: hardest negative only (VSE++), else the sum over all negatives.
+        alpha: weight of the triplet term.
+        beta: weight of the VSL term(s) (10 in the paper); 0 gives the plain triplet baseline and
+            skips the VSL computation.
+        tau: sigmoid temperature of the ranks.
+        text_side: also add the text-side loss L_ts on S^T and the captions' similarity (Eq. 7).
+        variant: ``"row"`` (paper) or ``"public-code"`` (published implementation), see
+            :func:`vsl_ext.vsl_loss`.
+
+    ``forward(sims, image_sem, caption_sem=None)`` returns a dict with scalar tensors ``loss``,
+    ``triplet``, ``vsl`` (and ``vsl_text`` when ``text_side``); ``vsl``/``vsl_text`` are the
+    unweighted L_vs/L_ts.
+    """
+
+    def __init__(self, margin: float = 0.2, max_violation: bool = True, alpha: float = 1.0, beta: float = 10.0,
+                 tau: float = 1e-3, text_side: bool = False, variant: str = "row"):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        for name, value in (("margin", margin), ("alpha", alpha), ("beta", beta)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(tau, (int, float)) or not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        self.margin = float(margin)
+        self.max_violation = bool(max_violation)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.tau = float(tau)
+        self.text_side = bool(text_side)
+        self.variant = variant
+
+    def extra_repr(self) -> str:
+        return (f"margin={self.margin}, max_violation={self.max_violation}, alpha={self.alpha}, beta={self.beta}, "
+                f"tau={self.tau}, text_side={self.text_side}, variant={self.variant!r}")
+
+    def forward(self, sims: Tensor, image_sem: Optional[Tensor] = None,
+                caption_sem: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        if not isinstance(sims, Tensor) or sims.dim() != 2 or sims.shape[0] != sims.shape[1]:
+            shape = tuple(sims.shape) if isinstance(sims, Tensor) else type(sims).__name__
+            raise ValueError(f"sims must be a square (B, B) images x captions matrix of matched pairs, got {shape}")
+        triplet = triplet_loss(sims, self.margin, self.max_violation)
+        out = {"triplet": triplet}
+        loss = self.alpha * triplet
+        zero = sims.new_zeros(())
+        if self.beta > 0:
+            if image_sem is None:
+                raise ValueError("image_sem (the batch images' (B, B) semantic similarity) is required when beta > 0")
+            image_sem = self._semantic("image_sem", image_sem, sims)
+            out["vsl"] = vsl_loss(sims, image_sem, self.tau, self.variant)
+            loss = loss + self.beta * out["vsl"]
+        else:
+            out["vsl"] = zero
+        if self.text_side:
+            if self.beta > 0:
+                if caption_sem is None:
+                    raise ValueError("caption_sem (the batch captions' (B, B) semantic similarity) is required "
+                                     "when text_side=True")
+                caption_sem = self._semantic("caption_sem", caption_sem, sims)
+                out["vsl_text"] = vsl_loss(sims.t(), caption_sem, self.tau, self.variant)
+                loss = loss + self.beta * out["vsl_text"]
+            else:
+                out["vsl_text"] = zero
+        out["loss"] = loss
+        return out
+
+    @staticmethod
+    def _semantic(name: str, sem: Tensor, sims: Tensor) -> Tensor:
+        if not isinstance(sem, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(sem).__name__}")
+        if sem.shape != sims.shape:
+            raise ValueError(f"{name} must have the shape of sims {tuple(sims.shape)}, got {tuple(sem.shape)}")
+        return sem.to(device=sims.device, dtype=sims.dtype if sims.dtype == torch.float64 else torch.float32)

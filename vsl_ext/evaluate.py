@@ -1,0 +1,169 @@
+"""Evaluate retrieval models and checkpoints: ``vsl-eval CHECKPOINT --data DIR``.
+
+Images and captions are encoded once; the (images x captions) similarity matrix is then filled in
+shards (``--shard`` images x captions at a time, as SCAN/SGRAF do), so COCO 5K (5,000 x 25,000) needs
+only the 500 MB result matrix plus one shard on the device.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .data import PrecompSplit, Vocabulary, resolve_data_dir
+from .data.precomp import split_paths
+from .metrics import evaluate_protocol, format_metrics
+from .models import build_model
+
+CHECKPOINT_FORMAT = "vsl_ext.checkpoint"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+@torch.no_grad()
+def encode_split(model, split: PrecompSplit, device, batch_size: int = 128,
+                 max_images: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embeddings of the split's first ``max_images`` images (all by default) and of their captions.
+
+    Returns (img_emb, cap_emb, cap_lengths) on the CPU; word-level caption embeddings (SGRAF) are
+    zero-padded to the longest caption.
+    """
+    was_training = model.training
+    model.eval()
+    n_img = split.num_images if not max_images else min(max_images, split.num_images)
+    n_cap = n_img * split.captions_per_image
+    imgs = [model.encode_images(split.images(np.arange(a, min(n_img, a + batch_size))).to(device)).float().cpu()
+            for a in range(0, n_img, batch_size)]
+    caps, lens = [], []
+    for a in range(0, n_cap, batch_size):
+        tokens, lengths = split.caption_tokens(np.arange(a, min(n_cap, a + batch_size)))
+        caps.append(model.encode_captions(tokens.to(device), lengths.to(device)).float().cpu())
+        lens.append(lengths)
+    model.train(was_training)
+    if caps[0].dim() == 3:
+        width = max(c.shape[1] for c in caps)
+        caps = [torch.nn.functional.pad(c, (0, 0, 0, width - c.shape[1])) for c in caps]
+    return torch.cat(imgs), torch.cat(caps), torch.cat(lens)
+
+
+@torch.no_grad()
+def compute_sims(model, img_emb: torch.Tensor, cap_emb: torch.Tensor, lengths: torch.Tensor, device,
+                 shard: int = 128) -> np.ndarray:
+    """(n_img, n_cap) float32 similarities, computed ``shard`` x ``shard`` blocks at a time on ``device``."""
+    was_training = model.training
+    model.eval()
+    n_img, n_cap = img_emb.shape[0], cap_emb.shape[0]
+    sims = np.empty((n_img, n_cap), dtype=np.float32)
+    cap_shard = shard if cap_emb.dim() == 3 else max(shard, 4096)
+    img_shard = shard if cap_emb.dim() == 3 else max(shard, 1024)
+    for a in range(0, n_img, img_shard):
+        im = img_emb[a:a + img_shard].to(device)
+        for c in range(0, n_cap, cap_shard):
+            ln = lengths[c:c + cap_shard]
+            ca = cap_emb[c:c + cap_shard]
+            if ca.dim() == 3:
+                ca = ca[:, :int(ln.max())]
+            sims[a:a + img_shard, c:c + cap_shard] = model.similarity(im, ca.to(device), ln.to(device)).float().cpu().numpy()
+    model.train(was_training)
+    return sims
+
+
+def evaluate_model(model, split: PrecompSplit, device, protocols: Sequence[str] = ("full",),
+                   max_images: Optional[int] = None, batch_size: int = 128, shard: int = 128,
+                   return_sims: bool = False):
+    """Metrics of ``model`` on ``split`` under each protocol: ``{protocol: metrics}`` (and the sims)."""
+    img, cap, lens = encode_split(model, split, device, batch_size, max_images)
+    sims = compute_sims(model, img, cap, lens, device, shard)
+    results = {p: evaluate_protocol(sims, p, split.captions_per_image) for p in protocols}
+    return (results, sims) if return_sims else results
+
+
+def default_protocols(dataset: Optional[str], split: str, n_images: int) -> List[str]:
+    """coco + 5,000 images: 1K (5 folds) and 5K; f30k + 1,000 images: 1K; otherwise all at once."""
+    name = (dataset or "").lower()
+    if name.startswith("coco") and n_images == 5000:
+        return ["coco1k", "coco5k"]
+    if name.startswith(("f30k", "flickr30k")) and n_images == 1000:
+        return ["f30k1k"]
+    return ["full"]
+
+
+def load_checkpoint(path: str, device="cpu"):
+    """(model, vocab, checkpoint dict) from a ``vsl-train`` checkpoint (``checkpoint.pth``/``model_best.pth``)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated/corrupt files raise various errors from zipfile/pickle
+        raise ValueError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a vsl-train checkpoint")
+    spec = ckpt["model"]
+    model = build_model(spec["name"], **spec["config"])
+    model.load_state_dict(spec["state_dict"])
+    model.to(device)
+    model.eval()
+    return model, Vocabulary.from_words(ckpt["vocab"]), ckpt
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="vsl-eval", description="Evaluate a vsl-train checkpoint: R@1/5/10 both "
+                                "directions, median ranks and rsum (SCAN/SGRAF protocol).")
+    p.add_argument("checkpoint", help="checkpoint.pth or model_best.pth written by vsl-train")
+    p.add_argument("--data", required=True, help="SCAN precomp folder (or its parent with --dataset)")
+    p.add_argument("--dataset", default=None, help="dataset name (coco, f30k, ...): picks DATA/{name}_precomp "
+                   "and the protocol; default: the one the checkpoint was trained with")
+    p.add_argument("--split", default=None, help="split to evaluate (default: testall for coco, else test)")
+    p.add_argument("--protocol", default="auto", help="auto, full, coco1k, coco5k or f30k1k (comma-separated)")
+    p.add_argument("--captions-per-image", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--shard", type=int, default=128, help="images/captions per similarity shard")
+    p.add_argument("--save-sims", default=None, help="write the similarity matrix to this .npy file")
+    p.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        model, vocab, ckpt = load_checkpoint(args.checkpoint, device)
+        cfg = ckpt.get("config", {})
+        dataset = args.dataset or cfg.get("dataset")
+        cpi = args.captions_per_image or cfg.get("captions_per_image", 5)
+        data_dir = resolve_data_dir(args.data, dataset)
+        split = args.split or ("testall" if (dataset or "").lower().startswith("coco")
+                               and os.path.isfile(split_paths(data_dir, "testall")[1]) else "test")
+        data = PrecompSplit(data_dir, split, vocab, cpi)
+        if data.img_dim != model.config["img_dim"]:
+            raise ValueError(f"{data.ims_path} has {data.img_dim}-dim features but the checkpoint's model expects "
+                             f"{model.config['img_dim']}")
+        protocols = (default_protocols(dataset, split, data.num_images) if args.protocol == "auto"
+                     else args.protocol.split(","))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"vsl-eval: error: {exc}", file=sys.stderr)
+        return 2
+    results, sims = evaluate_model(model, data, device, protocols, batch_size=args.batch_size, shard=args.shard,
+                                   return_sims=True)
+    print(f"{args.checkpoint} (epoch {ckpt.get('epoch')}, model {ckpt['model']['name']}) on {data}")
+    for proto, m in results.items():
+        print(f"  {proto:7s} {format_metrics(m)}")
+    if args.save_sims:
+        np.save(args.save_sims, sims)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"checkpoint": args.checkpoint, "split": split, "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
