@@ -190,7 +190,7 @@ def test_demo_pipeline_writes_table_and_chart(tmp_path, monkeypatch):
     small = SyntheticConfig(train_images=12, dev_images=4, test_images=4, regions=5, feat_dim=12)
     monkeypatch.setattr("vsl_ext.data.synthetic.SyntheticConfig", lambda: small)
     monkeypatch.setattr(train_mod, "demo_config", lambda data, output, seed, vsl, epochs=None, device="auto",
-                        progress=True: tiny_cfg(data, output, vsl=vsl, seed=seed, test_split="test"))
+                        progress=True, threads=1: tiny_cfg(data, output, vsl=vsl, seed=seed, test_split="test"))
     logs = []
     summary = train_mod.run_demo(str(tmp_path), seeds=[0, 1], progress=False, log=logs.append)
     assert len(summary["results"]["vsl"]) == 2

@@ -465,13 +465,13 @@ DEMO_METRICS = (("i2t_r1", "i2t R@1"), ("i2t_r5", "i2t R@5"), ("i2t_r10", "i2t R
 
 
 def demo_config(data: str, output: str, seed: int, vsl: bool, epochs: Optional[int] = None, device: str = "auto",
-                progress: bool = True) -> TrainConfig:
+                progress: bool = True, threads: int = 1) -> TrainConfig:
     """The demo's fixed recipe: ``vse`` (128-d joint space, mean pooling), batch 128, Adam 3e-4 for
     10 epochs then 3e-5, 15 epochs, triplet (margin 0.2, hardest negatives) [+ 10 * VSL, tau 1e-3,
     TF-IDF semantic similarity]. Only ``vsl`` differs between the two arms."""
     return TrainConfig(data=data, dataset="synthetic", output=output, model="vse", vsl=vsl, embed_size=128,
                        word_dim=64, batch_size=128, epochs=epochs or 15, lr=3e-4, lr_update=10, seed=seed,
-                       device=device, progress=progress, tensorboard=False, test_split="test")
+                       device=device, progress=progress, tensorboard=False, test_split="test", threads=threads)
 
 
 def _mean_std(values: Sequence[float]):
@@ -521,9 +521,12 @@ def demo_chart(results: Dict[str, List[dict]], path: str) -> bool:
 
 def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None,
              device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
-             index_factory: Optional[Callable] = None) -> dict:
+             index_factory: Optional[Callable] = None, threads: int = 1) -> dict:
     """``vsl-train --demo``: generate the synthetic data, train the two arms for every seed, write
-    ``results.md``, ``results.png`` and ``results.json`` to ``output`` and print the table."""
+    ``results.md``, ``results.png`` and ``results.json`` to ``output`` and print the table.
+
+    ``threads`` defaults to 1: the demo's small matrices gain nothing from more threads, and torch's
+    OpenMP threads slow down badly when the cores are shared with other processes."""
     from .data.synthetic import SyntheticConfig, generate
 
     t_start = time.perf_counter()
@@ -539,7 +542,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     for seed in seeds:
         for arm in ("baseline", "vsl"):
             cfg = demo_config(data, os.path.join(output, f"{arm}_seed{seed}"), seed, arm == "vsl", epochs, device,
-                              progress)
+                              progress, threads)
             t0 = time.perf_counter()
             summary = Trainer(cfg, quiet, index_factory).run()
             test = summary["test"]["full"]
@@ -621,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("runtime")
     g.add_argument("--output", default=None, help="run folder (default runs/<dataset>_<model>[_novsl])")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
+    g.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default; "
+                   "the demo uses 1 unless set)")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
@@ -659,7 +663,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.demo:
         run_demo(output=args.output or os.path.join("runs", "demo"), seeds=args.seeds, epochs=args.demo_epochs,
-                 device=args.device, progress=not args.no_progress)
+                 device=args.device, progress=not args.no_progress, threads=args.threads or 1)
         return 0
     if args.data is None and not args.resume:
         parser.error("--data DIR is required (or --demo, or --resume with --output)")

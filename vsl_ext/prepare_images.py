@@ -1,0 +1,115 @@
+"""Turn an image folder + captions CSV into a SCAN precomp folder: ``vsl-prepare-images``.
+
+    vsl-prepare-images --images ../shared/data/flickr8k_mini/images \\
+        --captions ../shared/data/flickr8k_mini/captions.txt --out data/f8k_mini_precomp
+
+The CSV has a header with ``image`` and ``caption`` columns (Flickr8k's ``captions.txt`` layout), one
+row per caption. Images are split by a seeded permutation of their sorted file names into
+train/dev/test (default 800/100/100 - set ``--split``), features are the hand-crafted region
+descriptors of :mod:`vsl_ext.data.images` (4 x 4 grid + whole image, 114-d), standardised with the
+training split's per-dimension mean and standard deviation. Written: ``{split}_ims.npy`` (float32,
+images x 17 x 114), ``{split}_caps.txt`` (``--captions-per-image`` lines per image, CSV order),
+``{split}_images.txt`` (file names) and ``prepare_config.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .data.images import FEATURE_DIM, image_features
+
+
+def read_caption_csv(path: str) -> "OrderedDict[str, List[str]]":
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"captions file not found: {path}")
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"image", "caption"} <= set(reader.fieldnames):
+            raise ValueError(f"{path} must be a CSV with a header holding 'image' and 'caption' columns, "
+                             f"got {reader.fieldnames}")
+        for row in reader:
+            caption = " ".join((row["caption"] or "").split())
+            groups.setdefault(row["image"].strip(), []).append(caption)
+    if not groups:
+        raise ValueError(f"{path} holds no captions")
+    return groups
+
+
+def prepare(images: str, captions: str, out: str, split: Sequence[int] = (800, 100, 100), seed: int = 0,
+            captions_per_image: int = 5, grid: int = 4, size: int = 192, log=print) -> Dict[str, int]:
+    groups = read_caption_csv(captions)
+    names = sorted(groups)
+    missing = [n for n in names if not os.path.isfile(os.path.join(images, n))]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} images named in {captions} are not in {images}, "
+                                f"e.g. {missing[:3]}")
+    short = [n for n in names if len(groups[n]) < captions_per_image]
+    if short:
+        raise ValueError(f"{len(short)} images have fewer than {captions_per_image} captions, e.g. {short[0]} "
+                         f"({len(groups[short[0]])}); set --captions-per-image")
+    if sum(split) > len(names):
+        raise ValueError(f"--split {'/'.join(map(str, split))} needs {sum(split)} images, {captions} names "
+                         f"{len(names)}")
+    perm = np.random.default_rng(seed).permutation(len(names))
+    bounds = np.cumsum([0] + list(split))
+    parts = {s: [names[i] for i in perm[bounds[k]:bounds[k + 1]]] for k, s in enumerate(("train", "dev", "test"))}
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    feats = {}
+    for s, files in parts.items():
+        feats[s] = np.stack([image_features(os.path.join(images, n), grid, size) for n in files]) \
+            if files else np.zeros((0, grid * grid + 1, FEATURE_DIM), np.float32)
+    mean = feats["train"].reshape(-1, FEATURE_DIM).mean(0)
+    std = feats["train"].reshape(-1, FEATURE_DIM).std(0) + 1e-6
+    for s, files in parts.items():
+        np.save(os.path.join(out, f"{s}_ims.npy"), ((feats[s] - mean) / std).astype(np.float32))
+        with open(os.path.join(out, f"{s}_caps.txt"), "w", encoding="utf-8") as f:
+            f.writelines(c + "\n" for n in files for c in groups[n][:captions_per_image])
+        with open(os.path.join(out, f"{s}_images.txt"), "w", encoding="utf-8") as f:
+            f.writelines(n + "\n" for n in files)
+    meta = {"images": os.path.abspath(images), "captions": os.path.abspath(captions), "split": list(split),
+            "seed": seed, "captions_per_image": captions_per_image, "grid": grid, "size": size,
+            "regions": grid * grid + 1, "feature_dim": FEATURE_DIM,
+            "features": "HSV histogram 8x3x3 (sqrt) + HOG 9 orientations x 2x2 cells + RGB mean/std, "
+                        "standardised with train statistics"}
+    with open(os.path.join(out, "prepare_config.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1)
+    counts = {s: len(v) for s, v in parts.items()}
+    log(f"wrote {out}: " + ", ".join(f"{s} {n} images" for s, n in counts.items()) +
+        f", {grid * grid + 1} regions x {FEATURE_DIM} features, {time.perf_counter() - t0:.1f} s")
+    return counts
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="vsl-prepare-images", description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", required=True, help="folder with the image files")
+    p.add_argument("--captions", required=True, help="CSV with header image,caption (one row per caption)")
+    p.add_argument("--out", required=True, help="output SCAN precomp folder")
+    p.add_argument("--split", default="800,100,100", help="train,dev,test image counts")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split permutation")
+    p.add_argument("--captions-per-image", type=int, default=5)
+    p.add_argument("--grid", type=int, default=4, help="grid x grid regions (+1 whole-image region)")
+    p.add_argument("--size", type=int, default=192, help="images are resized to size x size")
+    args = p.parse_args(argv)
+    try:
+        split = [int(x) for x in args.split.split(",")]
+        if len(split) != 3 or min(split) < 0:
+            raise ValueError(f"--split must be three counts train,dev,test, got {args.split!r}")
+        prepare(args.images, args.captions, args.out, split, args.seed, args.captions_per_image, args.grid, args.size)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        print(f"vsl-prepare-images: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
