@@ -58,7 +58,7 @@ int cuda_device_count() { return 0; }
 }  // namespace vsl
 
 // Each kernel family beside this one registers its functions here (csrc/<family>.cpp).
-// void register_caption_index(py::module_& m);
+void register_caption_index(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "vsl_ext native kernels (pointer-level; use the vsl_ext Python API)";
@@ -131,4 +131,5 @@ PYBIND11_MODULE(_C, m) {
     return d;
   });
   m.def("cuda_device_count", &vsl::cuda_device_count);
+  register_caption_index(m);
 }

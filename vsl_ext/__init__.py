@@ -12,3 +12,5 @@ from .loss import vsl_loss
 from .rank import sigmoid_rank
 
 __all__ = ["__version__", "build_info", "reference", "sigmoid_rank", "vsl_loss"]
+from .captions import CaptionIndex
+__all__.append("CaptionIndex")
