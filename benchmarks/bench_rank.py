@@ -1,0 +1,96 @@
+"""sigmoid_rank and vsl_loss: vsl_ext's fused kernels vs the pure-PyTorch reference.
+
+Cases (see ``_cases.make_cases``): forward and forward+backward of
+  * ``sigmoid_rank``: vsl_ext (algorithm="auto") vs ``reference.sigmoid_rank``;
+  * ``vsl_loss``: vsl_ext row vs ``reference.vsl_loss``, and vsl_ext public-code vs
+    ``reference.public_code_vsl_loss``;
+and the large-n section (forward+backward, vsl_ext algorithm="dense" vs "sorted").
+
+A reference whose n^3 tensors would not fit in memory is recorded as "does not fit" and never run;
+a case whose time, extrapolated as n^3 from the previous n, exceeds the budget is recorded as
+"over time budget". Timing: CPU perf_counter through pytest-benchmark (threads fixed, see
+--vsl-threads); CUDA events after warm-up (median, in extra_info) besides pytest-benchmark's
+synchronised wall time.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import _cases
+from benchmarks._env import fmt_bytes, fmt_seconds
+from benchmarks._measure import choose_rounds, cuda_event_times, cuda_peak_extra_bytes, median, now
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        env = metafunc.config._vsl_env
+        cases = _cases.make_cases(env.device, env.quick, env.max_n)
+        metafunc.parametrize("case", cases, ids=[_cases.case_id(c) for c in cases])
+
+
+def test_rank(benchmark, bench_env, case):
+    env = bench_env
+    n = case["n"]
+    benchmark.group = f"{case['section']} {case['op']} {case['pass']} n={n}"
+    extra = {}
+
+    if case["impl"] == "reference":
+        need, limit = _cases.reference_bytes(case), env.memory_limit()
+        extra["predicted_bytes"] = need
+        if need > limit:
+            env.skip(case, "does not fit", f"needs {fmt_bytes(need)} for its n^3 tensors "
+                     f"({_cases.reference_cube_count(case['op'], case['variant'], case['pass'])} x n^3 x 4 B), "
+                     f"limit {fmt_bytes(limit)}", predicted_bytes=need, memory_limit_bytes=limit)
+    predicted = env.predicted_seconds(case)
+    if predicted is not None and predicted > env.max_case_s:
+        env.skip(case, "over time budget", f"one call predicted {fmt_seconds(predicted)} (n^3 from the previous n) "
+                 f"> {fmt_seconds(env.max_case_s)}", predicted_seconds=predicted, **extra)
+
+    inputs = env.inputs(n)
+    call = _cases.make_call(case, inputs)
+
+    if env.device == "cuda":
+        def timed_call():
+            call()
+            torch.cuda.synchronize()
+        try:
+            timed_call()  # warm-up; also rejects paths the device lacks
+        except ValueError as exc:
+            env.skip(case, "not available", str(exc))
+        peak = cuda_peak_extra_bytes(call)
+        memory_method = "torch.cuda.max_memory_allocated - memory_allocated before"
+        events = cuda_event_times(call, rounds=3, warmup=1)
+        rounds = choose_rounds(median(events), env.target_s, env.min_rounds, env.max_rounds)
+        events = cuda_event_times(call, rounds=rounds, warmup=0) if rounds > 3 else events
+        benchmark.pedantic(timed_call, rounds=rounds, iterations=1, warmup_rounds=0)
+        extra.update(time_s=median(events), time_method=f"CUDA events, median of {len(events)} after warm-up",
+                     cuda_event_times_s=events)
+    else:
+        timeout = 60 + 5 * (predicted if predicted is not None else env.max_case_s)
+        probe = env.probe().measure(case, _cases.inputs_file(env.cache_dir, n), timeout_s=timeout)
+        if "error" in probe:
+            env.skip(case, "failed", f"memory probe: {probe['error']}", **extra)
+        peak = probe["peak_extra_bytes"]
+        memory_method = f"extra peak RSS of one call in a fresh process ({probe['method']})"
+        if probe["seconds"] >= env.target_s:
+            rounds = 1  # one long call: no warm-up needed, the n^3 work dominates
+        else:
+            t0 = now()
+            call()  # warm-up, and the time per call that sets the number of rounds
+            rounds = choose_rounds(now() - t0, env.target_s, env.min_rounds, env.max_rounds)
+        benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
+        extra.update(time_s=benchmark.stats.stats.median,
+                     time_method=f"perf_counter, median of {rounds} (pytest-benchmark), {env.threads} threads",
+                     probe_seconds=probe["seconds"])
+
+    env.last_time[_cases.series_key(case)] = (n, extra["time_s"])
+    benchmark.extra_info.update(case, label=_cases.label(case), status="ok", peak_extra_bytes=peak,
+                                memory_method=memory_method, rounds=rounds, threads=env.threads, **extra)
+
+
+@pytest.fixture(autouse=True)
+def _free_cuda_cache():
+    yield
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

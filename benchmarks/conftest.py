@@ -1,0 +1,143 @@
+"""pytest options and shared state of the benchmark suites.
+
+Run from the repository root, e.g.::
+
+    python -m pytest benchmarks/bench_rank.py --vsl-quick --benchmark-json=/tmp/rank.json
+
+Cases that are not run (a reference that does not fit in memory, a case over the time budget, a
+path the device lacks) are still recorded, under ``"vsl"`` in the ``--benchmark-json`` output,
+together with the device stamp; ``python -m benchmarks.report`` reads both.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import _cases, _env
+from benchmarks._measure import RssProbe
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("vsl_ext benchmarks")
+    group.addoption("--vsl-device", default="cpu", choices=("cpu", "cuda"), help="device to benchmark")
+    group.addoption("--vsl-quick", action="store_true", help="small sizes, few repeats (minutes on 2 cores)")
+    group.addoption("--vsl-threads", type=int, default=None,
+                    help="torch CPU threads (default: all CPUs this process may use)")
+    group.addoption("--vsl-max-n", type=int, default=None, help="largest n (rank) / B (captions) to run")
+    group.addoption("--vsl-max-case-seconds", type=float, default=None,
+                    help="skip a case whose one call is predicted (n^3 from the previous n) to take longer "
+                         "(default 5 quick, 600 full)")
+    group.addoption("--vsl-target-seconds", type=float, default=None,
+                    help="timing time per case; sets the number of repeats (default 0.3 quick, 5 full)")
+    group.addoption("--vsl-memory-fraction", type=float, default=None,
+                    help="a reference fits if its n^3 tensors need at most this fraction of the free memory "
+                         "(default 0.75 CPU MemAvailable, 0.9 free GPU memory)")
+
+
+class BenchEnv:
+    """Session-wide settings, the not-run records and the per-series timings."""
+
+    def __init__(self, config):
+        opt = config.getoption
+        self.device = opt("--vsl-device")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise pytest.UsageError("--vsl-device cuda: no CUDA device is visible to torch")
+        self.quick = bool(opt("--vsl-quick"))
+        self.threads = opt("--vsl-threads") or _env.default_threads()
+        torch.set_num_threads(self.threads)
+        _cases.warm_up_lazy_imports()
+        self.max_n = opt("--vsl-max-n")
+        self.max_case_s = opt("--vsl-max-case-seconds") or (5.0 if self.quick else 600.0)
+        self.target_s = opt("--vsl-target-seconds") or (0.3 if self.quick else 5.0)
+        self.min_rounds = 2 if self.quick else 5
+        self.max_rounds = 10 if self.quick else 50
+        default_fraction = 0.9 if self.device == "cuda" else 0.75
+        self.memory_fraction = opt("--vsl-memory-fraction") or default_fraction
+        # CPU: measured once, before any case allocates; CUDA: free memory at each case (inputs resident).
+        self.cpu_memory_limit = int(self.memory_fraction * _env.available_memory_bytes("cpu"))
+        self.not_run = []      # records of cases that were not run
+        self.last_time = {}    # series -> (n, seconds per call)
+        self.cache_dir = Path(tempfile.mkdtemp(prefix="vsl-bench-"))
+        self._probe = None
+        self._inputs = {}
+
+    # ------------------------------------------------------------------ helpers for the suites
+    def memory_limit(self) -> int:
+        if self.device == "cuda":
+            return int(self.memory_fraction * _env.available_memory_bytes("cuda"))
+        return self.cpu_memory_limit
+
+    def skip(self, case: dict, status: str, reason: str, **extra) -> None:
+        """Record a case that is not run, then skip its test."""
+        record = dict(case, status=status, reason=reason, **extra)
+        self.not_run.append(record)
+        pytest.skip(f"{status}: {reason}")
+
+    def predicted_seconds(self, case: dict):
+        """n^3 extrapolation from the previous n of the same series (None for the first)."""
+        prev = self.last_time.get(_cases.series_key(case))
+        if prev is None:
+            return None
+        n0, t0 = prev
+        return t0 * (case["n"] / n0) ** 3
+
+    def inputs(self, n: int):
+        """Inputs for size n on the device (one size cached at a time), saved for the memory probe."""
+        if n not in self._inputs:
+            self._inputs.clear()
+            inputs = _cases.make_inputs(n, self.device)
+            if self.device == "cpu":
+                torch.save(inputs, _cases.inputs_file(self.cache_dir, n))
+            self._inputs[n] = inputs
+        return self._inputs[n]
+
+    def probe(self) -> RssProbe:
+        if self._probe is None:
+            self._probe = RssProbe(self.threads)
+        return self._probe
+
+    def settings(self) -> dict:
+        return {"quick": self.quick, "threads": self.threads, "max_n": self.max_n,
+                "max_case_seconds": self.max_case_s, "target_seconds": self.target_s,
+                "min_rounds": self.min_rounds, "max_rounds": self.max_rounds,
+                "memory_fraction": self.memory_fraction,
+                "memory_limit_bytes": self.memory_limit() if self.device == "cpu" else None,
+                "semantic_source": _cases.semantic_source()}
+
+    def close(self):
+        if self._probe is not None:
+            self._probe.close()
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("benchmark"):
+        config._vsl_env = BenchEnv(config)
+
+
+def pytest_unconfigure(config):
+    env = getattr(config, "_vsl_env", None)
+    if env is not None:
+        env.close()
+
+
+@pytest.fixture(scope="session")
+def bench_env(request) -> BenchEnv:
+    return request.config._vsl_env
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    env = getattr(config, "_vsl_env", None)
+    if env is not None:
+        machine_info["vsl_stamp"] = _env.stamp(env.device, env.threads)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    env = getattr(config, "_vsl_env", None)
+    if env is not None:
+        output_json["vsl"] = {"stamp": _env.stamp(env.device, env.threads), "settings": env.settings(),
+                              "not_run": env.not_run}
