@@ -42,6 +42,7 @@ void vsl_forward_cpu(DType dt, const void* sx, const void* sy, const void* cx, c
                      const RankArgs& args);
 
 bool cuda_compiled();
+const char* cpu_isa();  // instruction set of the CPU kernels in use: "avx2" or "baseline"
 int cuda_device_count();
 
 #if VSL_WITH_CUDA

@@ -24,15 +24,15 @@ template <typename T> struct Saturation;
 template <> struct Saturation<float> { static constexpr float value = 30.0f; };
 template <> struct Saturation<double> { static constexpr double value = 50.0; };
 
-// exp(x) for x <= 0, branch-free so that GCC vectorises the loops calling it (no libmvec, which
-// needs -ffast-math and with it the loss of NaN propagation). Max error about 1 ulp.
-// NaN in gives NaN out; x below -87 returns exp(-87) (~1.6e-38), which only ever ends up in
-// sums where it is rounded away.
-VSL_HD float exp_nonpositive(float x) {
+// exp(x), branch-free so that GCC vectorises the loops calling it (no libmvec, which needs
+// -ffast-math and with it the loss of NaN propagation). Max error about 1 ulp on [-87, 88];
+// arguments are clamped to that range (exp(-87) ~ 1.6e-38 only ever ends up rounded away in a
+// sum). NaN in gives NaN out.
+VSL_HD float exp_bounded(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #endif
-  x = x < -87.0f ? -87.0f : x;
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float t = x * 1.44269504088896341f;
   const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
   float r = x - n * 0.693145751953125f;              // Cody-Waite split of ln 2
@@ -55,7 +55,7 @@ VSL_HD float exp_nonpositive(float x) {
   return p * scale;
 }
 
-VSL_HD double exp_nonpositive(double x) {
+VSL_HD double exp_bounded(double x) {
 #if defined(__CUDA_ARCH__)
   return ::exp(x);
 #else
@@ -66,13 +66,13 @@ VSL_HD double exp_nonpositive(double x) {
 template <typename T> VSL_HD T abs_(T x) { return x < T(0) ? -x : x; }
 
 template <typename T> VSL_HD T sigmoid(T d) {
-  const T e = exp_nonpositive(-abs_(d));
+  const T e = exp_bounded(-abs_(d));
   const T inv = T(1) / (T(1) + e);
   return d >= T(0) ? inv : e * inv;
 }
 
 template <typename T> VSL_HD T sigmoid_grad(T d) {
-  const T e = exp_nonpositive(-abs_(d));
+  const T e = exp_bounded(-abs_(d));
   const T inv = T(1) / (T(1) + e);
   return e * inv * inv;
 }

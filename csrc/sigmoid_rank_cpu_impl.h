@@ -1,0 +1,390 @@
+// CPU sigmoid-rank kernels, compiled once per instruction set (see sigmoid_rank_cpu.cpp): rows in
+// parallel (OpenMP), each row by one of two exact algorithms.
+//
+// dense : every pair (a, c) of the row gets a sigmoid; O(cols^2) exps per row.
+// sorted: values and centres are sorted; pairs with |d| > Saturation<T> contribute exactly 0 or 1
+//         (sigma) and 0 (sigma') and are counted by position; inside the window the exponential
+//         separates, exp(-(v_a - u_c) k) = E_a * X_c with E_a = exp(-(v_a - m) k) and
+//         X_c = exp((u_c - m) k) around a reference m shared by a block of nearby centres, so a
+//         pair costs a multiply, an add and a divide instead of an exp.
+// Rows holding NaN or +-inf take the dense path, which propagates them like the reference.
+//
+// VSL_CPU_ISA names the namespace of this copy (baseline, avx2).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#if VSL_WITH_OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels.h"
+#include "sigmoid_math.h"
+
+namespace vsl {
+namespace VSL_CPU_ISA {
+namespace {
+
+// The sorted algorithm is used from this many columns on (benchmarks/bench_rank.py measures it).
+constexpr int64_t kSortedFromCols = 64;
+// Centres sharing one reference m lie within this many units of d = (u - m) k of it, which keeps
+// every E_a and X_c of the block inside exp(+-(Saturation + kBlockSpan)).
+constexpr double kBlockSpan = 16.0;
+
+template <typename T> struct RowParams {
+  T k;         // sgn / tau: d = (y - x) * k
+  T clamp_at;  // +inf when not clamping
+  T half_window;
+  T block_span;  // kBlockSpan in units of the input
+  bool descending;
+};
+
+template <typename T> RowParams<T> row_params(const RankArgs& a) {
+  RowParams<T> p;
+  p.descending = a.descending;
+  p.k = static_cast<T>((a.descending ? 1.0 : -1.0) / a.tau);
+  p.clamp_at = a.clamp_at > 0 ? static_cast<T>(a.clamp_at) : static_cast<T>(INFINITY);
+  p.half_window = static_cast<T>(Saturation<T>::value * a.tau);
+  p.block_span = static_cast<T>(kBlockSpan * a.tau);
+  return p;
+}
+
+template <typename T> bool all_finite(const T* v, int64_t n) {
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(v[i]);
+  return finite;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense algorithm: one exp per pair.
+
+template <typename T> T dense_sigmoid_sum(const T* v, int64_t n, T x, const RowParams<T>& p) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t a = 0; a < n; ++a) s += sigmoid_clamped((v[a] - x) * p.k, p.clamp_at);
+  return s;
+}
+
+template <typename T> T dense_grad_sum(const T* v, int64_t n, T x, const RowParams<T>& p) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t a = 0; a < n; ++a) s += sigmoid_grad_clamped((v[a] - x) * p.k, p.clamp_at);
+  return s;
+}
+
+// sum_a sigma'((v_a - x) k) * (w_a - wx)
+template <typename T> T dense_weighted_grad_sum(const T* v, const T* w, int64_t n, T x, T wx, const RowParams<T>& p) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t a = 0; a < n; ++a) s += sigmoid_grad_clamped((v[a] - x) * p.k, p.clamp_at) * (w[a] - wx);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sorted algorithm.
+
+enum PairKind { kSigmoid, kGrad, kGradWeighted, kGradDiff };
+
+// sum over a in [lo, hi) of f(t_a), t_a = E_a X = exp(-d_a):
+//   kSigmoid: sigma(d) = 1/(1+t);  kGrad: sigma'(d) = t/(1+t)^2;  kGradWeighted: sigma' w_a;
+//   kGradDiff: sigma' (w_a - wc)
+template <int Kind, typename T> T pair_sum(const T* E, const T* w, int64_t lo, int64_t hi, T X, T wc) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t a = lo; a < hi; ++a) {
+    const T t = E[a] * X;
+    const T inv = T(1) / (T(1) + t);
+    if constexpr (Kind == kSigmoid) {
+      s += inv;
+    } else if constexpr (Kind == kGrad) {
+      s += t * inv * inv;
+    } else if constexpr (Kind == kGradWeighted) {
+      s += t * inv * inv * w[a];
+    } else {
+      s += t * inv * inv * (w[a] - wc);
+    }
+  }
+  return s;
+}
+
+// For sorted centres u[0..nu) against sorted values v[0..nv) (weights w, may be null), calls
+// emit(i, sum, lo, hi) with [lo, hi) the window of v within [u_i - hw, u_i + hw] and sum the pair
+// sum of Kind over that window, leaving out position skip[i] (skip may be null; -1 = none).
+template <int Kind, typename T, typename Emit>
+void windowed_sums(const T* v, const T* w, int64_t nv, const T* u, const T* wu, int64_t nu, const int64_t* skip,
+                   const RowParams<T>& p, T* E, Emit&& emit) {
+  const T hw = p.half_window;
+  int64_t lo = 0, hi = 0;
+  for (int64_t b0 = 0; b0 < nu;) {
+    const T m = u[b0];
+    int64_t b1 = b0 + 1;
+    while (b1 < nu && u[b1] - m <= p.block_span) ++b1;
+    // Exponentials of the block's whole window [lo(u[b0]), hi(u[b1 - 1])).
+    while (lo < nv && v[lo] < m - hw) ++lo;
+    int64_t block_hi = std::max(hi, lo);
+    while (block_hi < nv && v[block_hi] <= u[b1 - 1] + hw) ++block_hi;
+    const T neg_k = -p.k;
+#pragma omp simd
+    for (int64_t a = lo; a < block_hi; ++a) E[a] = exp_bounded((v[a] - m) * neg_k);
+    for (int64_t i = b0; i < b1; ++i) {
+      const T ui = u[i];
+      while (lo < nv && v[lo] < ui - hw) ++lo;
+      if (hi < lo) hi = lo;
+      while (hi < nv && v[hi] <= ui + hw) ++hi;
+      const T X = exp_bounded((ui - m) * p.k);
+      const T wc = wu ? wu[i] : T(0);
+      const int64_t s = skip ? skip[i] : -1;
+      T sum;
+      if (s >= lo && s < hi)
+        sum = pair_sum<Kind>(E, w, lo, s, X, wc) + pair_sum<Kind>(E, w, s + 1, hi, X, wc);
+      else
+        sum = pair_sum<Kind>(E, w, lo, hi, X, wc);
+      emit(i, sum, lo, hi);
+    }
+    b0 = b1;
+  }
+}
+
+// Per-thread scratch for one row.
+template <typename T> struct Scratch {
+  std::vector<T> xs, xw, ys, yw, E, r1, r2;
+  std::vector<int64_t> xperm, yperm, xskip, yskip, tmp;
+  void reserve(int64_t n) {
+    for (auto* v : {&xs, &xw, &ys, &yw, &E, &r1, &r2}) v->resize(n);
+    for (auto* v : {&xperm, &yperm, &xskip, &yskip, &tmp}) v->resize(n);
+  }
+};
+
+template <typename T> Scratch<T>& thread_scratch(int64_t n) {
+  thread_local Scratch<T> s;
+  if (static_cast<int64_t>(s.E.size()) < n) s.reserve(n);
+  return s;
+}
+
+// Sorts x (carrying g along if given): sorted values, weights and the permutation (sorted -> original).
+template <typename T> void sort_row(const T* x, const T* g, int64_t n, T* xs, T* ws, int64_t* perm) {
+  std::iota(perm, perm + n, int64_t(0));
+  std::sort(perm, perm + n, [x](int64_t a, int64_t b) { return x[a] < x[b]; });
+  for (int64_t i = 0; i < n; ++i) xs[i] = x[perm[i]];
+  if (g)
+    for (int64_t i = 0; i < n; ++i) ws[i] = g[perm[i]];
+}
+
+// skip[i] = position in the other sort of the element whose original index is perm_centres[i].
+inline void cross_skip(const int64_t* perm_centres, const int64_t* perm_values, int64_t n, int64_t* inv_tmp,
+                       int64_t* skip) {
+  for (int64_t i = 0; i < n; ++i) inv_tmp[perm_values[i]] = i;
+  for (int64_t i = 0; i < n; ++i) skip[i] = inv_tmp[perm_centres[i]];
+}
+
+// What the sorted algorithm counts for a value outside the window: sigma is 1 above (descending)
+// or below (ascending) the window, 0 on the other side.
+template <typename T> T saturated_count(int64_t lo, int64_t hi, int64_t n, const RowParams<T>& p) {
+  return p.descending ? T(n - hi) : T(lo);
+}
+
+template <typename T> T saturated_value_at(int64_t pos, int64_t lo, int64_t hi, const RowParams<T>& p) {
+  if (pos >= hi) return p.descending ? T(1) : T(0);
+  if (pos < lo) return p.descending ? T(0) : T(1);
+  return T(0);  // inside the window: already left out of the pair sum
+}
+
+// out[c] = 1 + sum_{a != c} sigma((y[a] - x[c]) k); y == x for the row rank.
+template <typename T>
+void rank_row(const T* x, const T* y, T* out, int64_t n, const RowParams<T>& p, bool sorted, Scratch<T>& s) {
+  if (!sorted) {
+    for (int64_t c = 0; c < n; ++c) {
+      const T xc = x[c];
+      out[c] = T(1) + dense_sigmoid_sum(y, n, xc, p) - sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at);
+    }
+    return;
+  }
+  sort_row<T>(x, nullptr, n, s.xs.data(), nullptr, s.xperm.data());
+  const int64_t* skip;
+  if (y == x) {
+    std::iota(s.xskip.begin(), s.xskip.begin() + n, int64_t(0));  // each centre's own sorted slot
+    std::copy(s.xs.begin(), s.xs.begin() + n, s.ys.begin());
+  } else {
+    sort_row<T>(y, nullptr, n, s.ys.data(), nullptr, s.yperm.data());
+    cross_skip(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());
+  }
+  skip = s.xskip.data();
+  const int64_t* perm = s.xperm.data();
+  windowed_sums<kSigmoid>(s.ys.data(), static_cast<const T*>(nullptr), n, s.xs.data(), static_cast<const T*>(nullptr),
+                          n, skip, p, s.E.data(), [&](int64_t i, T sum, int64_t lo, int64_t hi) {
+                            out[perm[i]] = T(1) + saturated_count(lo, hi, n, p) + sum -
+                                           saturated_value_at(skip[i], lo, hi, p);
+                          });
+}
+
+// Row form (y is x): gx[l] = k * sum_{j != l} sigma'((x_l - x_j) k) (g_j - g_l); the j = l term is 0.
+template <typename T>
+void rank_row_backward_self(const T* x, const T* g, T* gx, int64_t n, const RowParams<T>& p, bool sorted,
+                            Scratch<T>& s) {
+  if (!sorted) {
+    for (int64_t l = 0; l < n; ++l) gx[l] = p.k * dense_weighted_grad_sum(x, g, n, x[l], g[l], p);
+    return;
+  }
+  sort_row(x, g, n, s.xs.data(), s.xw.data(), s.xperm.data());
+  const int64_t* perm = s.xperm.data();
+  windowed_sums<kGradDiff>(s.xs.data(), s.xw.data(), n, s.xs.data(), s.xw.data(), n, nullptr, p, s.E.data(),
+                           [&](int64_t i, T sum, int64_t, int64_t) { gx[perm[i]] = p.k * sum; });
+}
+
+// Cross form: gx[c] = -k g[c] sum_{a != c} sigma'(d_ca),  gy[a] = k sum_{c != a} sigma'(d_ca) g[c],
+// d_ca = (y_a - x_c) k.
+template <typename T>
+void rank_row_backward_cross(const T* x, const T* y, const T* g, T* gx, T* gy, int64_t n, const RowParams<T>& p,
+                             bool sorted, Scratch<T>& s) {
+  if (!sorted) {
+    for (int64_t c = 0; c < n; ++c) {
+      const T sum = dense_grad_sum(y, n, x[c], p) - sigmoid_grad_clamped((y[c] - x[c]) * p.k, p.clamp_at);
+      gx[c] = -p.k * g[c] * sum;
+    }
+    for (int64_t a = 0; a < n; ++a) {
+      // sum_c sigma'((y_a - x_c) k) g_c; sigma' is even, so evaluate as (x_c - y_a) k.
+      const T sum = dense_weighted_grad_sum(x, g, n, y[a], T(0), p) -
+                    sigmoid_grad_clamped((y[a] - x[a]) * p.k, p.clamp_at) * g[a];
+      gy[a] = p.k * sum;
+    }
+    return;
+  }
+  sort_row(x, g, n, s.xs.data(), s.xw.data(), s.xperm.data());
+  sort_row<T>(y, nullptr, n, s.ys.data(), nullptr, s.yperm.data());
+  cross_skip(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());  // for centres x
+  cross_skip(s.yperm.data(), s.xperm.data(), n, s.tmp.data(), s.yskip.data());  // for centres y
+  const int64_t* xperm = s.xperm.data();
+  const int64_t* yperm = s.yperm.data();
+  // x side: centres x_c (sorted), values y.
+  windowed_sums<kGrad>(s.ys.data(), static_cast<const T*>(nullptr), n, s.xs.data(), static_cast<const T*>(nullptr), n,
+                       s.xskip.data(), p, s.E.data(), [&](int64_t i, T sum, int64_t, int64_t) {
+                         gx[xperm[i]] = -p.k * s.xw[i] * sum;
+                       });
+  // y side: centres y_a (sorted), values x weighted by g. sigma' is even, so the centre/value swap
+  // only flips the sign of d.
+  windowed_sums<kGradWeighted>(s.xs.data(), s.xw.data(), n, s.ys.data(), static_cast<const T*>(nullptr), n,
+                               s.yskip.data(), p, s.E.data(),
+                               [&](int64_t i, T sum, int64_t, int64_t) { gy[yperm[i]] = p.k * sum; });
+}
+
+bool use_sorted(const RankArgs& args, int64_t cols) {
+  // Inside the window the sorted path ignores the clamp, exact only if the clamp lies beyond it.
+  if (args.clamp_at > 0 && args.clamp_at < 50.0) return false;
+  if (args.algo == RankAlgo::dense) return false;
+  if (args.algo == RankAlgo::sorted) return true;
+  return cols >= kSortedFromCols;
+}
+
+template <typename F> void parallel_rows(int64_t rows, int threads, F&& body) {
+#if VSL_WITH_OPENMP
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, rows)));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (int64_t r = 0; r < rows; ++r) body(r);
+#else
+  (void)threads;
+  for (int64_t r = 0; r < rows; ++r) body(r);
+#endif
+}
+
+template <typename T>
+void rank_forward_impl(const T* x, const T* y, T* out, int64_t rows, int64_t cols, const RankArgs& args) {
+  const RowParams<T> p = row_params<T>(args);
+  const bool sorted = use_sorted(args, cols);
+  parallel_rows(rows, args.threads, [&](int64_t r) {
+    const T* xr = x + r * cols;
+    const T* yr = y ? y + r * cols : xr;
+    const bool finite = all_finite(xr, cols) && (!y || all_finite(yr, cols));
+    rank_row(xr, yr, out + r * cols, cols, p, sorted && finite, thread_scratch<T>(cols));
+  });
+}
+
+template <typename T>
+void rank_backward_impl(const T* x, const T* y, const T* g, T* gx, T* gy, int64_t rows, int64_t cols,
+                        const RankArgs& args) {
+  const RowParams<T> p = row_params<T>(args);
+  const bool sorted = use_sorted(args, cols);
+  parallel_rows(rows, args.threads, [&](int64_t r) {
+    const int64_t o = r * cols;
+    const bool finite = all_finite(x + o, cols) && (!y || all_finite(y + o, cols));
+    Scratch<T>& s = thread_scratch<T>(cols);
+    if (y)
+      rank_row_backward_cross(x + o, y + o, g + o, gx + o, gy + o, cols, p, sorted && finite, s);
+    else
+      rank_row_backward_self(x + o, g + o, gx + o, cols, p, sorted && finite, s);
+  });
+}
+
+template <typename T>
+void vsl_forward_impl(const T* sx, const T* sy, const T* cx, const T* cy, T* gs, T* gc, double* partials,
+                      int64_t rows, int64_t n, double grad_scale, const RankArgs& args) {
+  const RowParams<T> p = row_params<T>(args);
+  const bool sorted = use_sorted(args, n);
+  const T scale = static_cast<T>(-grad_scale);
+  parallel_rows(rows, args.threads, [&](int64_t i) {
+    const int64_t o = i * n;
+    Scratch<T>& s = thread_scratch<T>(n);
+    const T* syr = sy ? sy + o : sx + o;
+    const T* cyr = cy ? cy + o : cx + o;
+    T* sr = s.r1.data();
+    T* cr = s.r2.data();
+    rank_row(sx + o, syr, sr, n, p, sorted && all_finite(sx + o, n) && all_finite(syr, n), s);
+    rank_row(cx + o, cyr, cr, n, p, sorted && all_finite(cx + o, n) && all_finite(cyr, n), s);
+    double acc = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const T a = sr[j], b = cr[j];
+      T ratio, da, db;
+      if (std::isnan(a) || std::isnan(b)) {
+        ratio = da = db = a + b;
+      } else if (a < b) {
+        ratio = a / b;
+        da = T(1) / b;
+        db = -a / (b * b);
+      } else if (a > b) {
+        ratio = b / a;
+        da = -b / (a * a);
+        db = T(1) / a;
+      } else {  // min and max tie: torch splits the gradient, and the two halves cancel
+        ratio = T(1);
+        da = db = T(0);
+      }
+      acc += static_cast<double>(ratio);
+      gs[o + j] = scale * da;
+      if (gc) gc[o + j] = scale * db;
+    }
+    partials[i] = acc;
+  });
+}
+
+template <typename T> const T* as(const void* p) { return static_cast<const T*>(p); }
+template <typename T> T* as(void* p) { return static_cast<T*>(p); }
+
+}  // namespace
+
+void rank_forward(DType dt, const void* x, const void* y, void* out, int64_t rows, int64_t cols,
+                  const RankArgs& args) {
+  if (dt == DType::f32) rank_forward_impl(as<float>(x), as<float>(y), as<float>(out), rows, cols, args);
+  else rank_forward_impl(as<double>(x), as<double>(y), as<double>(out), rows, cols, args);
+}
+
+void rank_backward(DType dt, const void* x, const void* y, const void* g, void* gx, void* gy, int64_t rows,
+                   int64_t cols, const RankArgs& args) {
+  if (dt == DType::f32)
+    rank_backward_impl(as<float>(x), as<float>(y), as<float>(g), as<float>(gx), as<float>(gy), rows, cols, args);
+  else
+    rank_backward_impl(as<double>(x), as<double>(y), as<double>(g), as<double>(gx), as<double>(gy), rows, cols,
+                       args);
+}
+
+void vsl_forward(DType dt, const void* sx, const void* sy, const void* cx, const void* cy, void* gs, void* gc,
+                 double* partials, int64_t rows, int64_t cols, double grad_scale, const RankArgs& args) {
+  if (dt == DType::f32)
+    vsl_forward_impl(as<float>(sx), as<float>(sy), as<float>(cx), as<float>(cy), as<float>(gs), as<float>(gc),
+                     partials, rows, cols, grad_scale, args);
+  else
+    vsl_forward_impl(as<double>(sx), as<double>(sy), as<double>(cx), as<double>(cy), as<double>(gs),
+                     as<double>(gc), partials, rows, cols, grad_scale, args);
+}
+
+}  // namespace VSL_CPU_ISA
+}  // namespace vsl
