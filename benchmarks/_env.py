@@ -136,19 +136,24 @@ def write_json_atomic(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
+def _fmt(value, units) -> str:
+    """``units``: (name, scale) largest first; picks the largest unit that keeps 3 significant digits below 1000."""
+    for i, (unit, scale) in enumerate(units):
+        if abs(value) >= scale * 0.9995 or i == len(units) - 1:
+            v = value / scale
+            if i == 0 and abs(v) >= 1000:
+                return f"{v:,.0f} {unit}"
+            return f"{v:.3g} {unit}" if abs(v) < 1000 or i == 0 else f"{value / units[i - 1][1]:.3g} {units[i - 1][0]}"
+    raise AssertionError
+
+
 def fmt_bytes(b) -> str:
     if b is None:
         return "-"
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(b) >= scale:
-            return f"{b / scale:.3g} {unit}"
-    return f"{int(b)} B"
+    return _fmt(float(b), (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0)))
 
 
 def fmt_seconds(s) -> str:
     if s is None:
         return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s * 1e9:.3g} ns"
+    return _fmt(float(s), (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)))

@@ -1,0 +1,515 @@
+"""Benchmark report: run the suites (or read their JSON) and write tables and plots.
+
+    python -m benchmarks.report                    # full CPU report (all CPUs as threads)
+    python -m benchmarks.report --quick            # a few minutes on 2 cores: small sizes, few repeats
+    python -m benchmarks.report --device cuda      # GPU report
+    python -m benchmarks.report --from-json a.json [b.json ...]   # re-render without running
+
+Writes ``benchmarks/results/<device-slug>[-quick].json`` and ``.md`` and PNG plots next to them
+(``-time``, ``-speedup``, ``-memory``, ``-large-n``, ``-captions``), every file stamped with the device,
+torch/CUDA versions, commit, date and thread count; files are replaced atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from benchmarks._env import REPO, RESULTS_DIR, fmt_bytes, fmt_seconds, write_atomic, write_json_atomic
+
+SUITES = {"rank": "benchmarks/bench_rank.py", "captions": "benchmarks/bench_captions.py"}
+PASSES = ("forward", "forward+backward")
+# (title, op, variant, ours label, reference label)
+RANK_TABLES = [
+    ("vsl_loss, row variant (the paper's Eq. 5)", "vsl_loss", "row", "vsl_ext row", "reference row"),
+    ("vsl_loss, public-code variant", "vsl_loss", "public-code", "vsl_ext public-code", "public_code_vsl_loss"),
+    ("sigmoid_rank", "sigmoid_rank", None, "vsl_ext", "reference"),
+]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def records_from_pytest_json(data: dict) -> dict:
+    """pytest-benchmark JSON (with the suites' ``vsl`` section) -> report dict."""
+    vsl = data.get("vsl") or {}
+    records = []
+    for bench in data.get("benchmarks", []):
+        rec = dict(bench.get("extra_info", {}))
+        if "suite" not in rec:
+            continue
+        stats = bench.get("stats", {})
+        rec["stats"] = {k: stats.get(k) for k in ("min", "median", "mean", "max", "stddev", "rounds")}
+        rec["name"] = bench.get("name")
+        records.append(rec)
+    records.extend(vsl.get("records", []))
+    return {"stamp": vsl.get("stamp") or data.get("machine_info", {}).get("vsl_stamp", {}),
+            "settings": vsl.get("settings", {}), "records": records}
+
+
+def load(paths: List[Path]) -> dict:
+    report = None
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        part = data if "records" in data else records_from_pytest_json(data)
+        if report is None:
+            report = part
+            continue
+        if part["stamp"].get("slug") != report["stamp"].get("slug"):
+            print(f"warning: {path} is from {part['stamp'].get('slug')}, not {report['stamp'].get('slug')}",
+                  file=sys.stderr)
+        report["records"].extend(part["records"])
+    if report is None or not report["stamp"]:
+        raise SystemExit("no benchmark results with a device stamp in " + ", ".join(map(str, paths)))
+    return report
+
+
+def run_suites(args, json_path: Path) -> int:
+    cmd = [sys.executable, "-m", "pytest", *[SUITES[s] for s in args.suites], "-p", "no:cacheprovider",
+           "-q", f"--benchmark-json={json_path}", "--benchmark-columns=min,median,max,rounds",
+           "--benchmark-sort=name", f"--vsl-device={args.device}"]
+    if args.quick:
+        cmd.append("--vsl-quick")
+    for opt in ("threads", "max_n", "max_case_seconds", "target_seconds"):
+        value = getattr(args, opt)
+        if value is not None:
+            cmd.append(f"--vsl-{opt.replace('_', '-')}={value}")
+    cmd.extend(args.pytest_args)
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    return subprocess.call(cmd, cwd=REPO)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def _index(records: List[dict]) -> Dict[tuple, dict]:
+    """(section, op, pass, label, n) -> record, for rank records."""
+    from benchmarks._cases import label
+
+    out = {}
+    for rec in records:
+        if rec.get("suite") == "rank":
+            out[(rec["section"], rec["op"], rec["pass"], rec.get("label") or label(rec), rec["n"])] = rec
+    return out
+
+
+def _time_cell(rec: Optional[dict]) -> str:
+    if rec is None:
+        return "-"
+    if rec["status"] == "ok":
+        return fmt_seconds(rec["time_s"])
+    if rec["status"] == "does not fit":
+        return f"does not fit (needs {fmt_bytes(rec['predicted_bytes'])})"
+    if rec["status"] == "over time budget":
+        return f"skipped (est. {fmt_seconds(rec['predicted_seconds'])})"
+    return f"{rec['status']}"
+
+
+def _mem_cell(rec: Optional[dict]) -> str:
+    if rec is None:
+        return "-"
+    if rec["status"] == "ok":
+        return fmt_bytes(rec["peak_extra_bytes"])
+    if rec.get("predicted_bytes"):
+        return f"≈ {fmt_bytes(rec['predicted_bytes'])} (n³ count)"
+    return "-"
+
+
+def _ok(rec):
+    return rec is not None and rec["status"] == "ok"
+
+
+def _speedup(ours, ref) -> str:
+    if _ok(ours) and _ok(ref):
+        return f"{ref['time_s'] / ours['time_s']:.3g}×"
+    return "-"
+
+
+def _md_table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i, _ in enumerate(header)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def crossover(idx, op: str, dense: str, sorted_: str) -> Optional[int]:
+    """Smallest measured n from which the sorted path is at least as fast as dense at every larger n."""
+    ns = sorted(n for (sec, o, p, lab, n) in idx if sec == "large-n" and o == op and lab == dense)
+    pairs = [(n, idx.get(("large-n", op, "forward+backward", dense, n)),
+              idx.get(("large-n", op, "forward+backward", sorted_, n))) for n in ns]
+    pairs = [(n, d["time_s"], s["time_s"]) for n, d, s in pairs if _ok(d) and _ok(s)]
+    best = None
+    for n, d, s in reversed(pairs):
+        if s <= d:
+            best = n
+        else:
+            break
+    return best
+
+
+def stamp_line(stamp: dict) -> str:
+    parts = [stamp.get("device_name", "?"), f"{stamp.get('threads')} CPU threads",
+             f"torch {stamp.get('torch')}"]
+    if stamp.get("cuda"):
+        parts.append(f"CUDA {stamp['cuda']}")
+    parts += [f"vsl_ext {stamp.get('vsl_ext')} @ {stamp.get('commit')}", stamp.get("date", "")]
+    return " · ".join(parts)
+
+
+def render_markdown(report: dict, plots: Dict[str, str]) -> str:
+    stamp, settings, records = report["stamp"], report["settings"], report["records"]
+    idx = _index(records)
+    out = io.StringIO()
+    w = lambda s="": out.write(s + "\n")  # noqa: E731
+    quick = settings.get("quick")
+    w(f"# vsl_ext benchmarks: {stamp.get('device_name')} ({stamp.get('device')}){' — quick run' if quick else ''}")
+    w()
+    w(f"**{stamp_line(stamp)}**")
+    w()
+    bi = stamp.get("build_info", {})
+    w(f"- Reproduce: `{report.get('command', 'python -m benchmarks.report')}` (from the repository root)")
+    w(f"- Build: OpenMP {bi.get('openmp')}, CUDA kernels {bi.get('cuda')}{' ' + str(bi.get('cuda_arch')) if bi.get('cuda_arch') else ''}, "
+      f"compiler {bi.get('compiler')}; Python {stamp.get('python')}; memory {stamp.get('memory_total_gb')} GiB")
+    w("- Inputs: S = cosine similarities of random unit embeddings (d = 1024) with +0.5 on the diagonal; "
+      f"C = {settings.get('semantic_source', '?')}; float32; tau = 1e-3.")
+    if stamp.get("device") == "cuda":
+        w("- Time: CUDA events around each call after warm-up, median of the repeats.")
+        w("- Peak memory: `torch.cuda.max_memory_allocated` during one call minus the memory allocated before it.")
+    else:
+        w(f"- Time: median wall time of the repeats (pytest-benchmark, perf_counter) after a warm-up call; "
+          f"torch.set_num_threads({stamp.get('threads')}). A case whose single call exceeds the timing target "
+          f"({fmt_seconds(settings.get('target_seconds'))}) is timed by that one call, made in the memory probe's "
+          "fresh process.")
+        w("- Peak memory: extra peak RSS of one call in a fresh process per case (VmHWM - VmRSS after loading "
+          "the inputs).")
+    limit = settings.get("memory_limit_bytes")
+    w(f"- \"does not fit\": the reference's n³ tensors (counted: peak number alive at once × n³ × 4 B) exceed "
+      f"{settings.get('memory_fraction')} of the free memory{f' ({fmt_bytes(limit)})' if limit else ''}; "
+      "never attempted. \"skipped (est.)\": one call was predicted (n³ from the previous n) to exceed "
+      f"{fmt_seconds(settings.get('max_case_seconds'))}.")
+    if quick:
+        w("- **Quick run**: small sizes and few repeats; times are indicative only.")
+    w()
+
+    # summary
+    w("## Summary")
+    w()
+    for title, op, variant, ours, ref in RANK_TABLES:
+        for p in PASSES:
+            ns = sorted(n for (sec, o, pp, lab, n) in idx if sec == "main" and o == op and pp == p and lab == ours)
+            both = [n for n in ns if _ok(idx.get(("main", op, p, ours, n))) and _ok(idx.get(("main", op, p, ref, n)))]
+            ran = [n for n in ns if _ok(idx.get(("main", op, p, ours, n)))]
+            if not ran:
+                continue
+            line = f"- {title.split(',')[0]}{' ' + variant if variant else ''}, {p}: "
+            if both:
+                n = both[-1]
+                o, r = idx[("main", op, p, ours, n)], idx[("main", op, p, ref, n)]
+                line += (f"at n = {n}, {fmt_seconds(o['time_s'])} vs {fmt_seconds(r['time_s'])} "
+                         f"(speed-up {_speedup(o, r)}), peak memory {fmt_bytes(o['peak_extra_bytes'])} vs "
+                         f"{fmt_bytes(r['peak_extra_bytes'])}; ")
+            line += f"vsl_ext runs up to n = {ran[-1]} ({fmt_seconds(idx[('main', op, p, ours, ran[-1])]['time_s'])})."
+            w(line)
+    for op in ("sigmoid_rank", "vsl_loss"):
+        dense, srt = ("vsl_ext dense", "vsl_ext sorted") if op == "sigmoid_rank" else ("vsl_ext row dense",
+                                                                                         "vsl_ext row sorted")
+        x = crossover(idx, op, dense, srt)
+        if any(k[0] == "large-n" and k[1] == op for k in idx):
+            w(f"- {op} dense vs sorted (forward+backward): "
+              + (f"sorted is as fast or faster from n = {x} on." if x else "sorted never overtook dense here."))
+    w()
+    if plots:
+        w(" ".join(f"[{name}]({path})" for name, path in plots.items()))
+        w()
+
+    # rank tables
+    for title, op, variant, ours, ref in RANK_TABLES:
+        for p in PASSES:
+            ns = sorted({n for (sec, o, pp, lab, n) in idx if sec == "main" and o == op and pp == p
+                         and lab in (ours, ref)})
+            if not ns:
+                continue
+            w(f"## {title}: {p}")
+            w()
+            rows = []
+            for n in ns:
+                o, r = idx.get(("main", op, p, ours, n)), idx.get(("main", op, p, ref, n))
+                rows.append([str(n), _time_cell(o), _time_cell(r), _speedup(o, r), _mem_cell(o), _mem_cell(r)])
+            w(_md_table(["n", f"{ours} time", f"{ref} time", "speed-up", f"{ours} peak mem", f"{ref} peak mem"],
+                        rows))
+            w()
+
+    # large n
+    large = sorted({n for (sec, o, p, lab, n) in idx if sec == "large-n"})
+    if large:
+        w("## Large n: dense vs sorted paths (forward+backward, issue 6)")
+        w()
+        rows = []
+        for n in large:
+            row = [str(n)]
+            for op, dense, srt in (("sigmoid_rank", "vsl_ext dense", "vsl_ext sorted"),
+                                   ("vsl_loss", "vsl_ext row dense", "vsl_ext row sorted")):
+                d, s = idx.get(("large-n", op, "forward+backward", dense, n)), \
+                    idx.get(("large-n", op, "forward+backward", srt, n))
+                row += [_time_cell(d), _time_cell(s), _speedup(s, d), _mem_cell(s)]
+            rows.append(row)
+        w(_md_table(["n", "sigmoid_rank dense", "sorted", "sorted speed-up", "sorted peak mem",
+                     "vsl_loss dense", "sorted", "sorted speed-up", "sorted peak mem"], rows))
+        w()
+        for op, dense, srt in (("sigmoid_rank", "vsl_ext dense", "vsl_ext sorted"),
+                               ("vsl_loss", "vsl_ext row dense", "vsl_ext row sorted")):
+            x = crossover(idx, op, dense, srt)
+            w(f"- {op}: crossover (sorted ≤ dense from here on): {'n = ' + str(x) if x else 'none measured'}")
+        w()
+
+    _render_captions(w, [r for r in records if r.get("suite") == "captions"])
+
+    w("## Notes")
+    w()
+    not_run = [r for r in records if r.get("status") not in (None, "ok", "does not fit", "over time budget")]
+    for r in not_run:
+        w(f"- {r.get('label') or r.get('impl')} {r.get('op', '')} {r.get('pass', '')} n={r.get('n', '')}: "
+          f"{r['status']}: {r.get('reason', '')}")
+    for note in report.get("notes", []):
+        w(f"- {note}")
+    if stamp.get("device") != "cuda":
+        w("- CPU report. GPU figures come from `python -m benchmarks.report --device cuda` on a GPU machine "
+          "(see benchmarks/README.md, also for the ncu profiling command).")
+    w()
+    return out.getvalue()
+
+
+def _render_captions(w, recs: List[dict]) -> None:
+    if not recs:
+        return
+    w("## Caption index (issue 3)")
+    w()
+    build = [r for r in recs if r.get("kind") == "build" and r["status"] == "ok"]
+    if build:
+        rows = [[r["impl"], fmt_seconds(r["time_s"]), fmt_bytes(r.get("nbytes")), str(r.get("num_captions", "")),
+                 str(r.get("vocab_size", ""))] for r in build]
+        w(f"Build over {build[0].get('corpus', '')}:")
+        w()
+        w(_md_table(["index", "build time", "bytes", "captions", "vocab / features"], rows))
+        w()
+    sims = [r for r in recs if r.get("kind") == "image_similarity" and r["status"] == "ok"]
+    if sims:
+        impls = [i for i in ("vsl_ext tfidf", "vsl_ext cider-d", "published dense tfidf", "cupyx sparse tfidf")
+                 if any(r["impl"] == i for r in sims)]
+        by = {(r["impl"], r["B"]): r for r in sims}
+        rows = []
+        for b in sorted({r["B"] for r in sims}):
+            row = [str(b)] + [fmt_seconds(by[(i, b)]["time_s"]) if (i, b) in by else "-" for i in impls]
+            row.append(_speedup(by.get(("vsl_ext tfidf", b)), by.get(("published dense tfidf", b))))
+            diff = by.get(("vsl_ext tfidf", b), {}).get("max_abs_diff_vs_published")
+            row.append(f"{diff:.1e}" if diff is not None else "-")
+            rows.append(row)
+        w("Per-batch `image_similarity` (B images, 5 captions each; the published route is dense tf-idf rows -> "
+          "float32 tensor -> torch.mm -> 5x5 avg-pool, timed including building the dense batch tensor):")
+        w()
+        w(_md_table(["B"] + impls + ["tfidf speed-up vs published", "max abs diff"], rows))
+        w()
+    cider = {r["impl"]: r for r in recs if r.get("kind") == "cider_d" and r["status"] == "ok"}
+    if cider:
+        rows = []
+        for impl, r in cider.items():
+            diff = r.get("max_abs_diff_vs_pycocoevalcap")
+            rows.append([impl + (" (index build included)" if impl == "vsl_ext" else ""), fmt_seconds(r["time_s"]),
+                         _speedup(r, cider.get("pycocoevalcap")) if impl == "vsl_ext" else "1×",
+                         f"{diff:.1e}" if diff is not None else "-"])
+        n_img = next(iter(cider.values())).get("num_images")
+        w(f"CIDEr-D of {n_img} candidates (caption 0 of each image vs its captions 1-4):")
+        w()
+        w(_md_table(["implementation", "time", "speed-up", "max abs diff vs pycocoevalcap"], rows))
+        w()
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
+    """PNG files (written atomically); returns {title: file name}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    stamp, records = report["stamp"], report["records"]
+    idx = _index(records)
+    footer = stamp_line(stamp)
+    written = {}
+
+    def style(ax, title, xlabel, ylabel, yfmt, xs):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if xs:
+            ax.set_xticks(sorted(xs))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if yfmt is not None:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: yfmt(v)))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+
+    def save(fig, suffix, title):
+        fig.text(0.5, 0.005, footer, ha="center", va="bottom", fontsize=7, color="0.35")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        name = f"{stem}-{suffix}.png"
+        write_atomic(out_dir / name, buf.getvalue())
+        written[title] = name
+
+    def series(section, op, p, lab, key="time_s"):
+        pts = sorted((n, r[key]) for (s, o, pp, l_, n), r in idx.items()
+                     if s == section and o == op and pp == p and l_ == lab and _ok(r))
+        return [a for a, _ in pts], [b for _, b in pts]
+
+    ops = {"sigmoid_rank": ["vsl_ext", "reference"],
+           "vsl_loss": ["vsl_ext row", "reference row", "vsl_ext public-code", "public_code_vsl_loss"]}
+    all_n = sorted({k[4] for k in idx if k[0] == "main"})
+    if all_n:
+        # time vs n with an n^3 line
+        fig, grid = plt.subplots(2, 2, figsize=(11, 8))
+        for ax, (op, p) in zip(grid.flat, [(o, p) for o in ops for p in PASSES]):
+            anchor = None
+            for lab in ops[op]:
+                xs, ys = series("main", op, p, lab)
+                if xs:
+                    ax.plot(xs, ys, "o-", label=lab)
+                    if lab.startswith("reference") or lab.startswith("public"):
+                        anchor = anchor or (xs[-1], ys[-1])
+            if anchor is None:
+                xs, ys = series("main", op, p, ops[op][0])
+                anchor = (xs[-1], ys[-1]) if xs else None
+            if anchor:
+                ax.plot(all_n, [anchor[1] * (x / anchor[0]) ** 3 for x in all_n], "k:", lw=1, label="∝ n³")
+            style(ax, f"{op}, {p}", "n", "time per call", fmt_seconds, all_n)
+        save(fig, "time", "time vs n")
+
+        # speed-up vs n
+        fig, grid = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        for ax, p in zip(grid, PASSES):
+            for title, op, variant, ours, ref in RANK_TABLES:
+                pts = []
+                for n in sorted({k[4] for k in idx if k[0] == "main"}):
+                    o, r = idx.get(("main", op, p, ours, n)), idx.get(("main", op, p, ref, n))
+                    if _ok(o) and _ok(r):
+                        pts.append((n, r["time_s"] / o["time_s"]))
+                if pts:
+                    ax.plot(*zip(*pts), "o-", label=f"{op}: {ours} vs {ref}")
+            ax.axhline(1, color="k", lw=0.8)
+            style(ax, f"speed-up over the reference, {p}", "n", "reference time / vsl_ext time",
+                 lambda v: f"{v:g}×", all_n)
+        save(fig, "speedup", "speed-up vs n")
+
+        # peak memory vs n (predicted n^3 memory of the references that do not fit: dashed)
+        fig, grid = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        for ax, p in zip(grid, PASSES):
+            for op, labs in ops.items():
+                for lab in labs:
+                    xs, ys = series("main", op, p, lab, "peak_extra_bytes")
+                    if not xs:
+                        continue
+                    line, = ax.plot(xs, ys, "o-", label=f"{op}: {lab}")
+                    pred = sorted((n, r["predicted_bytes"]) for (s, o, pp, l_, n), r in idx.items()
+                                  if s == "main" and o == op and pp == p and l_ == lab
+                                  and r["status"] == "does not fit")
+                    if pred:
+                        px = [xs[-1]] + [a for a, _ in pred]
+                        py = [ys[-1]] + [b for _, b in pred]
+                        ax.plot(px, py, "--", marker="o", mfc="none", color=line.get_color())
+            limit = report["settings"].get("memory_limit_bytes")
+            if limit:
+                ax.axhline(limit, color="r", lw=0.8, ls=":", label="memory limit")
+            style(ax, f"peak extra memory, {p}\n(dashed, hollow: the reference's n³ tensors, not run)", "n",
+                 "peak extra memory", fmt_bytes, all_n)
+        save(fig, "memory", "peak memory vs n")
+
+    if any(k[0] == "large-n" for k in idx):
+        fig, grid = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, (op, labs) in zip(grid, [("sigmoid_rank", ["vsl_ext dense", "vsl_ext sorted"]),
+                                         ("vsl_loss", ["vsl_ext row dense", "vsl_ext row sorted"])]):
+            for lab in labs:
+                xs, ys = series("large-n", op, "forward+backward", lab)
+                if xs:
+                    ax.plot(xs, ys, "o-", label=lab)
+            x = crossover(idx, op, *labs)
+            if x:
+                ax.axvline(x, color="k", ls=":", lw=0.8, label=f"crossover n = {x}")
+            style(ax, f"{op} forward+backward: dense vs sorted", "n", "time per call", fmt_seconds,
+                 sorted({k[4] for k in idx if k[0] == "large-n"}))
+        save(fig, "large-n", "dense vs sorted")
+
+    sims = [r for r in records if r.get("kind") == "image_similarity" and r.get("status") == "ok"]
+    if sims:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for impl in sorted({r["impl"] for r in sims}):
+            pts = sorted((r["B"], r["time_s"]) for r in sims if r["impl"] == impl)
+            ax.plot(*zip(*pts), "o-", label=impl)
+        style(ax, "image_similarity per batch", "B (images, 5 captions each)", "time per batch", fmt_seconds,
+             sorted({r["B"] for r in sims}))
+        save(fig, "captions", "caption similarity vs B")
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 3 min on 2 cores)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: all CPUs this process may use)")
+    ap.add_argument("--suites", nargs="+", choices=sorted(SUITES), default=["rank", "captions"])
+    ap.add_argument("--max-n", type=int, help="largest n / B to run")
+    ap.add_argument("--max-case-seconds", type=float, help="skip cases predicted to take longer per call")
+    ap.add_argument("--target-seconds", type=float, help="timing time per case (sets the repeats)")
+    ap.add_argument("--from-json", nargs="+", type=Path, metavar="FILE",
+                    help="render from pytest-benchmark JSON of the suites (or a report JSON) instead of running")
+    ap.add_argument("--save-raw", type=Path, metavar="FILE", help="also keep the suites' pytest-benchmark JSON")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default benchmarks/results)")
+    ap.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
+    ap.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed on to pytest")
+    args = ap.parse_args(argv)
+    os.chdir(REPO)
+
+    rc = 0
+    if args.from_json:
+        report = load(args.from_json)
+    else:
+        with tempfile.TemporaryDirectory(prefix="vsl-report-") as tmp:
+            raw = Path(tmp) / "suites.json"
+            rc = run_suites(args, raw)
+            if not raw.exists():
+                print(f"the suites wrote no results (pytest exit code {rc})", file=sys.stderr)
+                return rc or 1
+            if args.save_raw:
+                write_atomic(args.save_raw, raw.read_text())
+            report = load([raw])
+        report["command"] = "python -m benchmarks.report " + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    report.setdefault("command", "python -m benchmarks.report" + (" --quick" if report["settings"].get("quick")
+                                                                   else ""))
+    report["notes"] = list(report.get("notes", [])) + list(args.note)
+    if rc not in (0, 5):
+        report["notes"].append(f"pytest exit code {rc}: some cases failed; see the run's log")
+
+    stem = report["stamp"]["slug"] + ("-quick" if report["settings"].get("quick") else "")
+    plots = render_plots(report, args.out, stem)
+    md = render_markdown(report, plots)
+    write_json_atomic(args.out / f"{stem}.json", report)
+    write_atomic(args.out / f"{stem}.md", md)
+    print(f"wrote {args.out / (stem + '.md')}, {stem}.json and {len(plots)} plots", flush=True)
+    return 0 if rc in (0, 5) else rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
