@@ -136,3 +136,28 @@ def test_synthetic_generator(tmp_path):
     again = generate(None, cfg)
     np.testing.assert_array_equal(again["train"][0], feats)
     assert again["train"][1] == caps
+
+
+def test_failure_analysis_on_known_similarities():
+    from vsl_ext.data.synthetic import failure_analysis
+    cfg = SyntheticConfig(train_images=2, dev_images=2, test_images=40)
+    feats, caps, meta = generate(None, cfg)["test"]
+    n = len(meta)
+    rng = np.random.default_rng(0)
+    sem = rng.random((n, n))
+    perfect = np.repeat(np.eye(n) + 0.01 * sem, 5, axis=1)   # true image first, then C's order
+    d = failure_analysis(perfect, meta, caps, sem)
+    assert d["consistent"] == 100.0 and d["secondary_match"] == 0.0
+    assert d["rank_agreement"] > 0.9
+    assert 0 < d["oracle_t2i_r1"] <= 100
+    # top-1 image always one holding the caption's object as a secondary object
+    main = np.array([m["main"] for m in meta])
+    holder = np.zeros((n, 5 * n))
+    for j, m in enumerate(meta):
+        for s in m["secondary"]:
+            for i in np.flatnonzero((main == np.asarray(s)).all(1)):
+                if (main[j] != main[i]).any():
+                    holder[j, 5 * i:5 * i + 5] = 1
+    d = failure_analysis(holder + 1e-3 * rng.random(holder.shape), meta, caps, sem)
+    hit = holder.max(0) > 0          # captions whose top-1 is such a holder (unless it is also consistent)
+    assert 0 < d["secondary_match"] <= 100 * hit.mean()

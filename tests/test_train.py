@@ -178,6 +178,15 @@ def test_clear_errors(tiny_data, tmp_path, capsys):
         train_main(["--model", "nope", "--data", tiny_data])
 
 
+def test_existing_run_is_not_overwritten_by_accident(tiny_data, tmp_path, capsys):
+    train(tiny_cfg(tiny_data, tmp_path), log=lambda m: None)
+    args = ["--data", tiny_data, "--output", str(tmp_path), "--embed-size", "16", "--word-dim", "8",
+            "--batch-size", "20", "--epochs", "1", "--no-progress", "--no-tensorboard"]
+    assert train_main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert train_main(args + ["--overwrite"]) == 0
+
+
 def test_resume_refuses_different_data(tiny_data, tmp_path):
     train(tiny_cfg(tiny_data, tmp_path / "r"), log=lambda m: None)
     other = tmp_path / "other"

@@ -38,7 +38,8 @@ from .models import MODELS, build_model
 
 CHECKPOINT_VERSION = 1
 # options that may differ between the interrupted run and the --resume call
-RESUME_MUTABLE = ("device", "progress", "tensorboard", "epochs", "output", "resume", "threads", "checkpoint_every")
+RESUME_MUTABLE = ("device", "progress", "tensorboard", "epochs", "output", "resume", "threads", "checkpoint_every",
+                  "overwrite")
 
 
 @dataclass
@@ -88,6 +89,7 @@ class TrainConfig:
     tensorboard: bool = True
     checkpoint_every: int = 0
     resume: bool = False
+    overwrite: bool = False
 
 
 class CheckpointMismatch(ValueError):
@@ -235,6 +237,9 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
             log(f"--resume: no checkpoint at {ckpt_path} yet, starting the run from the beginning")
             cfg = dataclasses.replace(cfg, resume=False)
+        if not cfg.resume and os.path.isfile(ckpt_path) and not cfg.overwrite:
+            raise FileExistsError(f"{ckpt_path} exists: continue that run with --resume, or start over with "
+                                  f"--overwrite, or pick another --output")
         if cfg.resume:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -313,6 +318,10 @@ class Trainer:
             self.best, self.history, self.running = ckpt["best"], ckpt["history"], ckpt["running"]
             set_rng_state(ckpt["rng"])
         os.makedirs(cfg.output, exist_ok=True)
+        if ckpt is None:        # a new run: nothing of an overwritten run may survive
+            for stale in ("checkpoint.pth", "model_best.pth", "results.json"):
+                if os.path.isfile(os.path.join(cfg.output, stale)):
+                    os.unlink(os.path.join(cfg.output, stale))
         self.ckpt_path = ckpt_path
         self.best_path = os.path.join(cfg.output, "model_best.pth")
         self.metrics_path = os.path.join(cfg.output, "metrics.jsonl")
@@ -432,6 +441,7 @@ class Trainer:
         summary = {"output": cfg.output, "best_epoch": self.best["epoch"], "best_val_rsum": self.best["rsum"],
                    "epochs": self.epoch, "global_step": self.global_step, "test": None,
                    "train_seconds": sum(h["train_seconds"] for h in self.history)}
+        self.test_sims = None
         split = cfg.test_split
         if split == "auto":
             coco = (cfg.dataset or "").lower().startswith("coco")
@@ -444,7 +454,7 @@ class Trainer:
             model.load_state_dict(best["model"]["state_dict"])
             data = PrecompSplit(self.data_dir, split, self.vocab, cfg.captions_per_image)
             protocols = default_protocols(cfg.dataset, split, data.num_images)
-            summary["test"] = evaluate_model(model, data, self.device, protocols)
+            summary["test"], self.test_sims = evaluate_model(model, data, self.device, protocols, return_sims=True)
             summary["test_split"] = split
             for proto, m in summary["test"].items():
                 self.log(f"test ({split}, {proto}, best epoch {self.best['epoch']}): {format_metrics(m)}")
@@ -471,7 +481,8 @@ def demo_config(data: str, output: str, seed: int, vsl: bool, epochs: Optional[i
     TF-IDF semantic similarity]. Only ``vsl`` differs between the two arms."""
     return TrainConfig(data=data, dataset="synthetic", output=output, model="vse", vsl=vsl, embed_size=128,
                        word_dim=64, batch_size=128, epochs=epochs or 15, lr=3e-4, lr_update=10, seed=seed,
-                       device=device, progress=progress, tensorboard=False, test_split="test", threads=threads)
+                       device=device, progress=progress, tensorboard=False, test_split="test", threads=threads,
+                       overwrite=True)
 
 
 def _mean_std(values: Sequence[float]):
@@ -490,6 +501,21 @@ def demo_table(results: Dict[str, List[dict]], seeds: Sequence[int]) -> str:
         (bm, bs), (vm, vs) = _mean_std(b), _mean_std(v)
         wins = sum(x > y for x, y in zip(v, b))
         lines.append(f"| {label} | {bm:.1f} ± {bs:.1f} | {vm:.1f} ± {vs:.1f} | {vm - bm:+.1f} | {wins}/{len(seeds)} seeds |")
+    return "\n".join(lines)
+
+
+def demo_diagnostics(diagnostics: Dict[str, List[dict]]) -> str:
+    """Markdown table of :func:`vsl_ext.data.synthetic.failure_analysis`, mean over seeds."""
+    def mean(arm, key):
+        return float(np.mean([d[key] for d in diagnostics[arm]]))
+    rows = [("t2i top-1 image consistent with the caption (%)", "consistent", "{:.1f}"),
+            ("t2i top-1 errors of the Fig.-1 kind: object only secondary there (%)", "secondary_match", "{:.1f}"),
+            ("rank agreement of S with the caption similarity C (Spearman)", "rank_agreement", "{:.3f}")]
+    lines = ["| diagnostic | triplet (baseline) | triplet + 10 VSL |", "|---|---|---|"]
+    for label, key, fmt in rows:
+        lines.append(f"| {label} | {fmt.format(mean('baseline', key))} | {fmt.format(mean('vsl', key))} |")
+    oracle = mean("baseline", "oracle_t2i_r1")
+    lines.append(f"| t2i R@1 ceiling: random pick among caption-consistent images (%) | {oracle:.1f} | {oracle:.1f} |")
     return "\n".join(lines)
 
 
@@ -527,32 +553,42 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
 
     ``threads`` defaults to 1: the demo's small matrices gain nothing from more threads, and torch's
     OpenMP threads slow down badly when the cores are shared with other processes."""
-    from .data.synthetic import SyntheticConfig, generate
+    from .data.synthetic import SyntheticConfig, failure_analysis, generate
 
     t_start = time.perf_counter()
     data = os.path.join(output, "data")
     syn = SyntheticConfig()
-    generate(data, syn)
+    splits = generate(data, syn)
     log(f"synthetic data in {data}: {syn.train_images}/{syn.dev_images}/{syn.test_images} images, "
         f"{syn.regions} regions x {syn.feat_dim}, main object on {syn.main_regions[0]}-{syn.main_regions[1]} regions, "
         f"{syn.secondary_objects[0]}-{syn.secondary_objects[1]} secondary objects on "
         f"{syn.secondary_regions[0]}-{syn.secondary_regions[1]} regions, captions describe the main object only")
     results: Dict[str, List[dict]] = {"baseline": [], "vsl": []}
+    diagnostics: Dict[str, List[dict]] = {"baseline": [], "vsl": []}
+    test_feats, test_caps, test_meta = splits["test"]
+    groups = [test_caps[i * syn.captions_per_image:(i + 1) * syn.captions_per_image] for i in range(len(test_meta))]
+    make_index = index_factory or caption_index_class().from_captions
+    test_sem = make_index(groups, mode="tfidf").image_similarity(np.arange(len(test_meta))).cpu().numpy()
     quiet = (lambda msg: None)
     for seed in seeds:
         for arm in ("baseline", "vsl"):
             cfg = demo_config(data, os.path.join(output, f"{arm}_seed{seed}"), seed, arm == "vsl", epochs, device,
                               progress, threads)
             t0 = time.perf_counter()
-            summary = Trainer(cfg, quiet, index_factory).run()
+            trainer = Trainer(cfg, quiet, index_factory)
+            summary = trainer.run()
             test = summary["test"]["full"]
             results[arm].append(test)
+            diagnostics[arm].append(failure_analysis(trainer.test_sims, test_meta, test_caps, test_sem))
             log(f"seed {seed} {arm:8s} ({time.perf_counter() - t0:5.1f} s, best epoch {summary['best_epoch']}): "
                 f"{format_metrics(test)}")
     table = demo_table(results, seeds)
+    diag = demo_diagnostics(diagnostics)
     elapsed = time.perf_counter() - t_start
     log("")
     log(table)
+    log("")
+    log(diag)
     log(f"\ntotal {elapsed:.0f} s; written to {output}/results.md, results.png, results.json")
     cfg = demo_config(data, output, 0, True, epochs)
     md = ["# vsl-train --demo", "",
@@ -561,6 +597,8 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
           "and half of the secondary objects repeat another image's main content. Same model, data and seeds in "
           "both arms; only the VSL term differs. Test split, best-validation-rsum epoch.", "",
           table, "",
+          "What the text-to-image errors are made of (test split, mean over seeds):", "",
+          diag, "",
           f"Recipe: model vse (embed {cfg.embed_size}, mean pooling), batch {cfg.batch_size}, {cfg.epochs} epochs, "
           f"Adam lr {cfg.lr:g} then x{cfg.lr_decay:g} after epoch {cfg.lr_update}, margin {cfg.margin}, "
           f"beta {cfg.beta:g}, tau {cfg.tau:g}, seeds {list(seeds)}; total wall time {elapsed:.0f} s.", "",
@@ -569,7 +607,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     chart = demo_chart(results, os.path.join(output, "results.png"))
     if not chart:
         log("matplotlib is not installed: no results.png (pip install matplotlib)")
-    summary = {"seeds": list(seeds), "results": results, "synthetic_config": asdict(syn),
+    summary = {"seeds": list(seeds), "results": results, "diagnostics": diagnostics, "synthetic_config": asdict(syn),
                "train_config": asdict(cfg), "seconds": elapsed, "table": table}
     atomic_write_text(os.path.join(output, "results.json"), json.dumps(summary, indent=1))
     return summary
@@ -631,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N steps (0: at epoch ends only)")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="start a new run even if --output holds one")
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="synthetic Fig.-1 data: train vse baseline and vse+VSL "
                    "over several seeds on CPU and print a side-by-side R@K table")
@@ -655,7 +694,7 @@ def config_from_args(args) -> TrainConfig:
         epochs=args.epochs if args.epochs is not None else (0 if args.resume else TrainConfig.epochs), lr=args.lr, lr_update=args.lr_update,
         lr_decay=args.lr_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device,
         threads=args.threads, progress=not args.no_progress, tensorboard=not args.no_tensorboard,
-        checkpoint_every=args.checkpoint_every, resume=args.resume)
+        checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -672,7 +711,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = config_from_args(args)
     try:
         trainer = Trainer(cfg)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"vsl-train: error: {exc}", file=sys.stderr)
         return 2
     trainer.run()

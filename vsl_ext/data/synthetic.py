@@ -127,3 +127,62 @@ def generate(out_dir: Optional[str] = None, config: SyntheticConfig = SyntheticC
         with open(os.path.join(out_dir, "synthetic_config.json"), "w", encoding="utf-8") as f:
             json.dump(asdict(config), f, indent=1)
     return splits
+
+
+def _row_ranks(m: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean rank) of every row, 0-based."""
+    order = np.argsort(m, axis=1, kind="stable")
+    out = np.empty_like(m, dtype=np.float64)
+    for r in range(m.shape[0]):
+        v = m[r, order[r]]
+        starts = np.r_[0, np.flatnonzero(np.diff(v)) + 1]
+        ends = np.r_[starts[1:], len(v)]
+        avg = np.repeat((starts + ends - 1) / 2.0, ends - starts)
+        out[r, order[r]] = avg
+    return out
+
+
+def failure_analysis(sims: np.ndarray, meta: List[dict], captions: List[str], semantic: np.ndarray) -> Dict[str, float]:
+    """What the retrieval errors on a synthetic split are made of.
+
+    Args:
+        sims: (N, 5N) model similarities on the split (images x captions).
+        meta, captions: the split's content labels and captions (``generate`` output).
+        semantic: (N, N) caption-based image similarity C of the split (e.g. CaptionIndex).
+
+    Returns percentages over the split's captions of t2i top-1 images that are
+    ``consistent`` (their main object matches everything the caption says: class, and colour/action
+    when mentioned - the correct image or an indistinguishable one) or ``secondary_match`` errors
+    (an inconsistent image holding the caption's object as a SECONDARY object: the Fig. 1 failure),
+    ``oracle_t2i_r1``: the t2i R@1 of picking uniformly among the consistent images (the ceiling
+    that the captions' ambiguity allows), and ``rank_agreement``: mean Spearman correlation between
+    each image's row of S (averaged over each image's captions) and its row of C.
+    """
+    n = len(meta)
+    cpi = len(captions) // n
+    main = np.array([m["main"] for m in meta])
+    consistent = np.zeros((n * cpi, n), dtype=bool)
+    for c_id, text in enumerate(captions):
+        i = c_id // cpi
+        words = text.split()
+        ok = main[:, 0] == main[i, 0]
+        if COLOURS[main[i, 1]] in words:
+            ok &= main[:, 1] == main[i, 1]
+        if ACTIONS[main[i, 2]] in text:
+            ok &= main[:, 2] == main[i, 2]
+        consistent[c_id] = ok
+    holds = np.zeros((n, n), dtype=bool)           # holds[j, i]: image j has image i's main content as a secondary object
+    for j, m in enumerate(meta):
+        for s in m["secondary"]:
+            holds[j] |= (main == np.asarray(s)).all(1)
+    truth = np.arange(n * cpi) // cpi
+    top = np.asarray(sims).argmax(0)
+    cons = consistent[np.arange(n * cpi), top]
+    secondary = holds[top, truth] & ~cons
+    s_img = np.asarray(sims, dtype=np.float64).reshape(n, n, cpi).mean(2)
+    ra, rc = _row_ranks(s_img), _row_ranks(np.asarray(semantic, dtype=np.float64))
+    ra -= ra.mean(1, keepdims=True)
+    rc -= rc.mean(1, keepdims=True)
+    rho = (ra * rc).sum(1) / np.sqrt((ra ** 2).sum(1) * (rc ** 2).sum(1) + 1e-300)
+    return {"consistent": 100.0 * float(cons.mean()), "secondary_match": 100.0 * float(secondary.mean()),
+            "oracle_t2i_r1": 100.0 * float(np.mean(1.0 / consistent.sum(1))), "rank_agreement": float(rho.mean())}
