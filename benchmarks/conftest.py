@@ -32,7 +32,7 @@ def pytest_addoption(parser):
     group.addoption("--vsl-max-n", type=int, default=None, help="largest n (rank) / B (captions) to run")
     group.addoption("--vsl-max-case-seconds", type=float, default=None,
                     help="skip a case whose one call is predicted (n^3 from the previous n) to take longer "
-                         "(default 5 quick, 600 full)")
+                         "(default 10 quick, 600 full)")
     group.addoption("--vsl-target-seconds", type=float, default=None,
                     help="timing time per case; sets the number of repeats (default 0.3 quick, 5 full)")
     group.addoption("--vsl-memory-fraction", type=float, default=None,
@@ -53,7 +53,7 @@ class BenchEnv:
         torch.set_num_threads(self.threads)
         _cases.warm_up_lazy_imports()
         self.max_n = opt("--vsl-max-n")
-        self.max_case_s = opt("--vsl-max-case-seconds") or (5.0 if self.quick else 600.0)
+        self.max_case_s = opt("--vsl-max-case-seconds") or (10.0 if self.quick else 600.0)
         self.target_s = opt("--vsl-target-seconds") or (0.3 if self.quick else 5.0)
         self.min_rounds = 2 if self.quick else 5
         self.max_rounds = 10 if self.quick else 50
