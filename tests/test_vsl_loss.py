@@ -6,7 +6,7 @@ import torch
 
 import vsl_ext
 from vsl_ext import reference
-from vsl_ext.loss import _vsl_forward
+from vsl_ext.loss import _vsl_ratio_sum
 from vsl_ext.rank import _sigmoid_rank, _sigmoid_rank_backward
 
 from conftest import assert_close_grad, make_input, requires_cuda
@@ -137,7 +137,7 @@ def test_opcheck_every_op():
     for args in [(s.detach(), g, 1e-3, True, False, 0.0, 0), (s.detach(), g, 1e-3, True, True, 50.0, 2)]:
         torch.library.opcheck(_sigmoid_rank_backward, args)
     for args in [(s, c, 1e-3, False, True, 0), (s, c.detach(), 1e-3, True, False, 2)]:
-        torch.library.opcheck(_vsl_forward, args)
+        torch.library.opcheck(_vsl_ratio_sum, args)
 
 
 def test_torch_compile_fullgraph():

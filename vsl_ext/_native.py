@@ -14,10 +14,12 @@ from ._version import __version__
 try:
     from . import _C
 except ImportError as exc:  # pragma: no cover - only when the package was not built
-    raise ImportError(
-        "vsl_ext's native module is missing: install the package with `pip install .` "
-        "(running from a source checkout without building it does not work)"
-    ) from exc
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    hint = (f" Python imported the unbuilt source tree {here}: run from another directory (pytest from the "
+            "repository root is fine, `python -m pytest` is not)." if (here.parent / "setup.py").exists() else "")
+    raise ImportError(f"vsl_ext's native module _C is missing or broken: install with `pip install .`.{hint}") from exc
 
 ALGORITHMS = {"auto": 0, "dense": 1, "sorted": 2}
 PUBLIC_CODE_CLAMP = 50.0  # the published sigmoid clamps its exponent to [-50, 50]

@@ -1,8 +1,10 @@
 """``vsl_loss``: the Visual Semantic Loss as one fused custom op.
 
 ``L_vs = 1 - mean_ij min(SR_ij, CR_ij) / max(SR_ij, CR_ij)`` with SR = R(S), CR = R(C) (descending
-sigmoid ranks, see :mod:`vsl_ext.rank`). The forward ranks one row of S and C at a time and keeps
-only dL/dSR and dL/dCR (n x n each), so memory is O(n^2) instead of the reference's O(n^3).
+sigmoid ranks, see :mod:`vsl_ext.rank`). The fused op ranks one row of S and C at a time and keeps
+only the gradients with respect to SR and CR (n x n each), so memory is O(n^2) instead of the
+reference's O(n^3). It returns the float64 sum of the ratios; the loss is ``1 - sum / n^2``, and
+a row-sharded batch (:mod:`vsl_ext.distributed`) adds the ranks' sums.
 """
 from __future__ import annotations
 
@@ -17,27 +19,26 @@ from .rank import _sigmoid_rank_backward
 VARIANTS = ("row", "public-code")
 
 
-@torch.library.custom_op("vsl_ext::vsl_forward", mutates_args=())
-def _vsl_forward(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, semantic_grad: bool,
-                 algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """Returns (loss, dL/dSR, dL/dCR); dL/dCR is empty unless ``semantic_grad``."""
-    n = sims.shape[0]
+@torch.library.custom_op("vsl_ext::vsl_ratio_sum", mutates_args=())
+def _vsl_ratio_sum(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, semantic_grad: bool,
+                   algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """For (r, c) row blocks of S and C: ``(sum_ij min(SR, CR) / max(SR, CR) as float64, d sum/dSR,
+    d sum/dCR)``; the last is empty unless ``semantic_grad``. ``public_code`` needs r == c."""
     grad_sr = torch.empty_like(sims)
     grad_cr = torch.empty_like(semantic) if semantic_grad else semantic.new_empty(0)
-    partials = torch.empty(n, dtype=torch.float64, device=sims.device)
+    partials = torch.empty(sims.shape[0], dtype=torch.float64, device=sims.device)
     sy = sims.t().contiguous() if public_code else None
     cy = semantic.t().contiguous() if public_code else None
     clamp_at = _native.PUBLIC_CODE_CLAMP if public_code else 0.0
     _native.vsl_forward(sims, sy, semantic, cy, grad_sr, grad_cr if semantic_grad else None, partials,
-                        1.0 / float(n * n), tau, clamp_at, algorithm)
-    loss = (1.0 - partials.sum() / float(n * n)).to(sims.dtype)
-    return loss, grad_sr, grad_cr
+                        -1.0, tau, clamp_at, algorithm)
+    return partials.sum(), grad_sr, grad_cr
 
 
-@_vsl_forward.register_fake
+@_vsl_ratio_sum.register_fake
 def _(sims, semantic, tau, public_code, semantic_grad, algorithm):
     grad_cr = torch.empty_like(semantic) if semantic_grad else semantic.new_empty(0)
-    return sims.new_empty(()), torch.empty_like(sims), grad_cr
+    return sims.new_empty((), dtype=torch.float64), torch.empty_like(sims), grad_cr
 
 
 def _setup_context(ctx, inputs, output):
@@ -48,19 +49,38 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(grad_sr, grad_cr)
 
 
-def _backward(ctx, grad_loss, _grad_sr, _grad_cr):
+def _backward(ctx, grad_sum, _grad_sr, _grad_cr):
     sims, semantic, grad_sr, grad_cr = ctx.saved_tensors
     tau, public_code, semantic_grad, algorithm = ctx.args
     clamp_at = _native.PUBLIC_CODE_CLAMP if public_code else 0.0
 
     def through_rank(m, g):
-        return _sigmoid_rank_backward(m, g, tau, True, public_code, clamp_at, algorithm) * grad_loss
+        return _sigmoid_rank_backward(m, g, tau, True, public_code, clamp_at, algorithm) * grad_sum.to(m.dtype)
 
     d_semantic = through_rank(semantic, grad_cr) if semantic_grad else None
     return through_rank(sims, grad_sr), d_semantic, None, None, None, None
 
 
-_vsl_forward.register_autograd(_backward, setup_context=_setup_context)
+_vsl_ratio_sum.register_autograd(_backward, setup_context=_setup_context)
+
+
+def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: str):
+    """Validates the arguments shared by the single-process and row-sharded losses and returns
+    ``(S, C, tau, algorithm code)`` contiguous in the computation dtype."""
+    _validate.matrix("sims", sims)
+    _validate.matrix("semantic_sims", semantic_sims)
+    _validate.same_shape_and_device("semantic_sims", semantic_sims, "sims", sims)
+    tau = _validate.tau(tau)
+    _validate.choice("variant", variant, VARIANTS)
+    algo = _validate.algorithm(algorithm, sims.device)
+    dtype = _validate.compute_dtype(sims, semantic_sims)
+    return sims.to(dtype).contiguous(), semantic_sims.to(dtype).contiguous(), tau, algo
+
+
+def ratio_sum(s: Tensor, c: Tensor, tau: float, public_code: bool, semantic_grad: bool, algo: int) -> Tensor:
+    """Differentiable float64 ``sum_ij min(SR, CR) / max(SR, CR)`` over prepared row blocks."""
+    total, _, _ = _vsl_ratio_sum(s, c, tau, public_code, semantic_grad, algo)
+    return total
 
 
 def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: str = "row", *,
@@ -80,15 +100,8 @@ def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: st
     Returns:
         Scalar loss in [0, 1) in the computation dtype (float32, or float64 if an input is float64).
     """
-    _validate.matrix("sims", sims)
-    _validate.square("sims", sims)
-    _validate.matrix("semantic_sims", semantic_sims)
-    _validate.same_shape_and_device("semantic_sims", semantic_sims, "sims", sims)
-    tau = _validate.tau(tau)
-    _validate.choice("variant", variant, VARIANTS)
-    algo = _validate.algorithm(algorithm, sims.device)
-    dtype = _validate.compute_dtype(sims, semantic_sims)
-    s = sims.to(dtype).contiguous()
-    c = semantic_sims.to(dtype).contiguous()
-    loss, _, _ = _vsl_forward(s, c, tau, variant == "public-code", semantic_sims.requires_grad, algo)
-    return loss
+    _validate.square("sims", _validate.matrix("sims", sims))
+    s, c, tau, algo = prepare(sims, semantic_sims, tau, variant, algorithm)
+    n = s.shape[0]
+    total = ratio_sum(s, c, tau, variant == "public-code", semantic_sims.requires_grad, algo)
+    return (1.0 - total / float(n * n)).to(s.dtype)

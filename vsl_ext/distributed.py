@@ -1,0 +1,72 @@
+"""Exact global-batch VSL with the rows of S sharded over ``torch.distributed`` ranks.
+
+Every row of the VSL is independent, so a global batch of N images can be split by rows: rank r
+holds its images' rows of S against all N (gathered) captions and the same rows of C, computes
+its rows' sum of ``min(SR, CR) / max(SR, CR)``, and one all-reduce of that scalar gives the exact
+global loss ``1 - total / N^2`` on every rank.
+
+Gradients: ``loss.backward()`` on rank r gives exactly the rows of the full-batch ``dL/dS`` that
+rank r holds (no cross-rank terms are needed, the rows are independent). Gradients that reach
+shared parameters through ``torch.distributed.nn.functional.all_gather`` of the caption
+embeddings are summed over ranks by that gather's backward. DistributedDataParallel then
+*averages* parameter gradients over ranks, so multiply the loss by the world size before
+``backward()`` to train on the exact global-batch gradient (the training harness does).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from . import _validate
+from .loss import prepare, ratio_sum
+
+
+def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3, group=None,
+             variant: str = "row", *, algorithm: str = "auto") -> Tensor:
+    """Global-batch VSL from this rank's rows.
+
+    Args:
+        local_sims: (r, N) this rank's rows of the global (N, N) image-text similarity matrix S
+            (its images against all N captions of the global batch, in global order). r may
+            differ between ranks and may be 0; the ranks' r must add up to N.
+        local_semantic_sims: (r, N) the same rows of the global semantic similarity matrix C.
+        tau: sigmoid temperature (> 0).
+        group: process group (default: the world).
+        variant: only "row": the published code's variant ranks S against its columns, which
+            are spread over ranks, so it is not row-local.
+
+    Returns:
+        The global L_vs, the same scalar on every rank (float32, float64 for float64 input).
+    """
+    if variant == "public-code":
+        raise ValueError("variant='public-code' ranks S[b, c] against column b of S, which is spread over all "
+                         "ranks, so it cannot be computed from row shards; use variant='row'")
+    _validate.choice("variant", variant, ("row",))
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("vsl_ext.distributed.vsl_loss needs an initialised torch.distributed process group "
+                           "(torch.distributed.init_process_group); use vsl_ext.vsl_loss in a single process")
+    for name, t in (("local_sims", local_sims), ("local_semantic_sims", local_semantic_sims)):
+        if not isinstance(t, Tensor) or t.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D (rows, N) tensor, got "
+                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+    rows, n = local_sims.shape
+    counts = torch.tensor([rows], dtype=torch.int64, device=local_sims.device)
+    dist.all_reduce(counts, group=group)
+    if counts.item() != n:
+        raise ValueError(f"the ranks' local_sims hold {counts.item()} rows in all but each row has {n} columns: "
+                         "the global S must be square (N, N), every image's row against all N captions")
+    if rows == 0:
+        _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
+        dtype = _validate.compute_dtype(local_sims, local_semantic_sims)
+        # no rows: contributes 0, but both inputs stay in the graph (their grads are empty tensors)
+        local = (local_sims.sum() * 0 + local_semantic_sims.sum() * 0).to(torch.float64)
+    else:
+        s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)
+        dtype = s.dtype
+        local = ratio_sum(s, c, tau, False, local_semantic_sims.requires_grad, algo)
+    total = local.detach().clone()
+    dist.all_reduce(total, group=group)
+    # The value is the global sum; the gradient flows to this rank's rows only.
+    global_sum = local + (total - local.detach())
+    return (1.0 - global_sum / float(n * n)).to(dtype)
