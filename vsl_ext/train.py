@@ -241,7 +241,10 @@ class Trainer:
             raise FileExistsError(f"{ckpt_path} exists: continue that run with --resume, or start over with "
                                   f"--overwrite, or pick another --output")
         if cfg.resume:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            try:
+                ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            except Exception as exc:   # truncated/corrupt: zipfile/pickle errors of many kinds
+                raise ValueError(f"{ckpt_path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
             if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"{ckpt_path} is not a vsl-train checkpoint")
             stored = TrainConfig(**ckpt["config"])
