@@ -90,6 +90,8 @@ class BenchEnv:
     def inputs(self, n: int):
         """Inputs for size n on the device (one size cached at a time), saved for the memory probe."""
         if n not in self._inputs:
+            for old in self._inputs:
+                _cases.inputs_file(self.cache_dir, old).unlink(missing_ok=True)
             self._inputs.clear()
             inputs = _cases.make_inputs(n, self.device)
             if self.device == "cpu":

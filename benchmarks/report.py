@@ -19,7 +19,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -131,7 +130,8 @@ def _speedup(ours, ref) -> str:
 
 
 def _md_table(header: List[str], rows: List[List[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i, _ in enumerate(header)) + "|"]
+    align = "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"
+    lines = ["| " + " | ".join(header) + " |", align]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -172,7 +172,8 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
     w()
     bi = stamp.get("build_info", {})
     w(f"- Reproduce: `{report.get('command', 'python -m benchmarks.report')}` (from the repository root)")
-    w(f"- Build: OpenMP {bi.get('openmp')}, CUDA kernels {bi.get('cuda')}{' ' + str(bi.get('cuda_arch')) if bi.get('cuda_arch') else ''}, "
+    arch = f" {bi['cuda_arch']}" if bi.get("cuda_arch") else ""
+    w(f"- Build: OpenMP {bi.get('openmp')}, CUDA kernels {bi.get('cuda')}{arch}, "
       f"compiler {bi.get('compiler')}; Python {stamp.get('python')}; memory {stamp.get('memory_total_gb')} GiB")
     w("- Inputs: S = cosine similarities of random unit embeddings (d = 1024) with +0.5 on the diagonal; "
       f"C = {settings.get('semantic_source', '?')}; float32; tau = 1e-3.")
