@@ -56,56 +56,66 @@ template <typename T> bool all_finite(const T* v, int64_t n) {
   return finite;
 }
 
+enum PairKind { kSigmoid, kGrad, kGradWeighted, kGradDiff };
+
+// Long sums: SIMD float partial sums over chunks of kChunk terms, chunks added in double, so a
+// rank over thousands of equal terms (ties) keeps float32 rounding.
+constexpr int64_t kChunk = 256;
+
 // ---------------------------------------------------------------------------------------------
-// Dense algorithm: one exp per pair.
+// Dense algorithm: one exp per pair. sum over a of f(d_a), d_a = (v_a - x) k:
+//   kSigmoid: sigma(d);  kGrad: sigma'(d);  kGradDiff: sigma'(d) (w_a - wx)
 
-template <typename T> T dense_sigmoid_sum(const T* v, int64_t n, T x, const RowParams<T>& p) {
-  T s = 0;
+template <int Kind, typename T>
+T dense_sum(const T* v, const T* w, int64_t n, T x, T wx, const RowParams<T>& p) {
+  double total = 0;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = std::min(n, c0 + kChunk);
+    T s = 0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t a = 0; a < n; ++a) s += sigmoid_clamped((v[a] - x) * p.k, p.clamp_at);
-  return s;
-}
-
-template <typename T> T dense_grad_sum(const T* v, int64_t n, T x, const RowParams<T>& p) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t a = 0; a < n; ++a) s += sigmoid_grad_clamped((v[a] - x) * p.k, p.clamp_at);
-  return s;
-}
-
-// sum_a sigma'((v_a - x) k) * (w_a - wx)
-template <typename T> T dense_weighted_grad_sum(const T* v, const T* w, int64_t n, T x, T wx, const RowParams<T>& p) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t a = 0; a < n; ++a) s += sigmoid_grad_clamped((v[a] - x) * p.k, p.clamp_at) * (w[a] - wx);
-  return s;
+    for (int64_t a = c0; a < c1; ++a) {
+      const T d = (v[a] - x) * p.k;
+      if constexpr (Kind == kSigmoid) {
+        s += sigmoid_clamped(d, p.clamp_at);
+      } else if constexpr (Kind == kGrad) {
+        s += sigmoid_grad_clamped(d, p.clamp_at);
+      } else {
+        s += sigmoid_grad_clamped(d, p.clamp_at) * (w[a] - wx);
+      }
+    }
+    total += static_cast<double>(s);
+  }
+  return static_cast<T>(total);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sorted algorithm.
 
-enum PairKind { kSigmoid, kGrad, kGradWeighted, kGradDiff };
-
 // sum over a in [lo, hi) of f(t_a), t_a = E_a X = exp(-d_a):
 //   kSigmoid: sigma(d) = 1/(1+t);  kGrad: sigma'(d) = t/(1+t)^2;  kGradWeighted: sigma' w_a;
 //   kGradDiff: sigma' (w_a - wc)
 template <int Kind, typename T> T pair_sum(const T* E, const T* w, int64_t lo, int64_t hi, T X, T wc) {
-  T s = 0;
+  double total = 0;
+  for (int64_t c0 = lo; c0 < hi; c0 += kChunk) {
+    const int64_t c1 = std::min(hi, c0 + kChunk);
+    T s = 0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t a = lo; a < hi; ++a) {
-    const T t = E[a] * X;
-    const T inv = T(1) / (T(1) + t);
-    if constexpr (Kind == kSigmoid) {
-      s += inv;
-    } else if constexpr (Kind == kGrad) {
-      s += t * inv * inv;
-    } else if constexpr (Kind == kGradWeighted) {
-      s += t * inv * inv * w[a];
-    } else {
-      s += t * inv * inv * (w[a] - wc);
+    for (int64_t a = c0; a < c1; ++a) {
+      const T t = E[a] * X;
+      const T inv = T(1) / (T(1) + t);
+      if constexpr (Kind == kSigmoid) {
+        s += inv;
+      } else if constexpr (Kind == kGrad) {
+        s += t * inv * inv;
+      } else if constexpr (Kind == kGradWeighted) {
+        s += t * inv * inv * w[a];
+      } else {
+        s += t * inv * inv * (w[a] - wc);
+      }
     }
+    total += static_cast<double>(s);
   }
-  return s;
+  return static_cast<T>(total);
 }
 
 // For sorted centres u[0..nu) against sorted values v[0..nv) (weights w, may be null), calls
@@ -196,7 +206,7 @@ void rank_row(const T* x, const T* y, T* out, int64_t n, const RowParams<T>& p, 
   if (!sorted) {
     for (int64_t c = 0; c < n; ++c) {
       const T xc = x[c];
-      out[c] = T(1) + dense_sigmoid_sum(y, n, xc, p) - sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at);
+      out[c] = T(1) + dense_sum<kSigmoid>(y, y, n, xc, T(0), p) - sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at);
     }
     return;
   }
@@ -223,7 +233,7 @@ template <typename T>
 void rank_row_backward_self(const T* x, const T* g, T* gx, int64_t n, const RowParams<T>& p, bool sorted,
                             Scratch<T>& s) {
   if (!sorted) {
-    for (int64_t l = 0; l < n; ++l) gx[l] = p.k * dense_weighted_grad_sum(x, g, n, x[l], g[l], p);
+    for (int64_t l = 0; l < n; ++l) gx[l] = p.k * dense_sum<kGradDiff>(x, g, n, x[l], g[l], p);
     return;
   }
   sort_row(x, g, n, s.xs.data(), s.xw.data(), s.xperm.data());
@@ -239,12 +249,12 @@ void rank_row_backward_cross(const T* x, const T* y, const T* g, T* gx, T* gy, i
                              bool sorted, Scratch<T>& s) {
   if (!sorted) {
     for (int64_t c = 0; c < n; ++c) {
-      const T sum = dense_grad_sum(y, n, x[c], p) - sigmoid_grad_clamped((y[c] - x[c]) * p.k, p.clamp_at);
+      const T sum = dense_sum<kGrad>(y, y, n, x[c], T(0), p) - sigmoid_grad_clamped((y[c] - x[c]) * p.k, p.clamp_at);
       gx[c] = -p.k * g[c] * sum;
     }
     for (int64_t a = 0; a < n; ++a) {
       // sum_c sigma'((y_a - x_c) k) g_c; sigma' is even, so evaluate as (x_c - y_a) k.
-      const T sum = dense_weighted_grad_sum(x, g, n, y[a], T(0), p) -
+      const T sum = dense_sum<kGradDiff>(x, g, n, y[a], T(0), p) -
                     sigmoid_grad_clamped((y[a] - x[a]) * p.k, p.clamp_at) * g[a];
       gy[a] = p.k * sum;
     }

@@ -1,6 +1,7 @@
 // CUDA sigmoid-rank kernels: one thread block per row, the comparison row streamed through shared
 // memory in tiles, so any row length works and extra memory stays O(rows * cols). Every pair gets
-// its sigmoid (dense algorithm); results match the CPU kernels to rounding.
+// its sigmoid (dense algorithm); sums run in float over kChunk terms and in double across chunks,
+// so results match the CPU kernels to rounding.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -14,6 +15,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kTile = 1024;
+constexpr int kChunk = 64;  // float partial sums of this many terms are added into a double
 
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("vsl_ext CUDA error in ") + what + ": " +
@@ -59,9 +61,12 @@ rank_forward_kernel(const T* __restrict__ x, const T* __restrict__ y, T* __restr
       load_tile(tile, yr, t0, len);
       __syncthreads();
       if (active) {
-        T s = 0;
-        for (int i = 0; i < len; ++i) s += sigmoid_clamped((tile[i] - xc) * p.k, p.clamp_at);
-        total += static_cast<double>(s);
+        for (int i0 = 0; i0 < len; i0 += kChunk) {
+          const int i1 = min(len, i0 + kChunk);
+          T s = 0;
+          for (int i = i0; i < i1; ++i) s += sigmoid_clamped((tile[i] - xc) * p.k, p.clamp_at);
+          total += static_cast<double>(s);
+        }
       }
     }
     if (active) out[o + c] = static_cast<T>(1.0 + total - static_cast<double>(sigmoid_clamped((yr[c] - xc) * p.k, p.clamp_at)));
@@ -89,9 +94,12 @@ rank_backward_self_kernel(const T* __restrict__ x, const T* __restrict__ g, T* _
       load_tile(tg, g + o, t0, len);
       __syncthreads();
       if (active) {
-        T s = 0;
-        for (int i = 0; i < len; ++i) s += sigmoid_grad_clamped((tx[i] - xl) * p.k, p.clamp_at) * (tg[i] - gl);
-        total += static_cast<double>(s);
+        for (int i0 = 0; i0 < len; i0 += kChunk) {
+          const int i1 = min(len, i0 + kChunk);
+          T s = 0;
+          for (int i = i0; i < i1; ++i) s += sigmoid_grad_clamped((tx[i] - xl) * p.k, p.clamp_at) * (tg[i] - gl);
+          total += static_cast<double>(s);
+        }
       }
     }
     if (active) gx[o + l] = static_cast<T>(static_cast<double>(p.k) * total);
@@ -116,9 +124,12 @@ rank_backward_cross_x_kernel(const T* __restrict__ x, const T* __restrict__ y, c
       load_tile(ty, y + o, t0, len);
       __syncthreads();
       if (active) {
-        T s = 0;
-        for (int i = 0; i < len; ++i) s += sigmoid_grad_clamped((ty[i] - xc) * p.k, p.clamp_at);
-        total += static_cast<double>(s);
+        for (int i0 = 0; i0 < len; i0 += kChunk) {
+          const int i1 = min(len, i0 + kChunk);
+          T s = 0;
+          for (int i = i0; i < i1; ++i) s += sigmoid_grad_clamped((ty[i] - xc) * p.k, p.clamp_at);
+          total += static_cast<double>(s);
+        }
       }
     }
     if (active) {
@@ -148,9 +159,12 @@ rank_backward_cross_y_kernel(const T* __restrict__ x, const T* __restrict__ y, c
       load_tile(tg, g + o, t0, len);
       __syncthreads();
       if (active) {
-        T s = 0;
-        for (int i = 0; i < len; ++i) s += sigmoid_grad_clamped((ya - tx[i]) * p.k, p.clamp_at) * tg[i];
-        total += static_cast<double>(s);
+        for (int i0 = 0; i0 < len; i0 += kChunk) {
+          const int i1 = min(len, i0 + kChunk);
+          T s = 0;
+          for (int i = i0; i < i1; ++i) s += sigmoid_grad_clamped((ya - tx[i]) * p.k, p.clamp_at) * tg[i];
+          total += static_cast<double>(s);
+        }
       }
     }
     if (active) {
@@ -186,13 +200,16 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
       load_tile(tc, cyr, t0, len);
       __syncthreads();
       if (active) {
-        T s1 = 0, s2 = 0;
-        for (int i = 0; i < len; ++i) {
-          s1 += sigmoid_clamped((ts[i] - xs) * p.k, p.clamp_at);
-          s2 += sigmoid_clamped((tc[i] - xc) * p.k, p.clamp_at);
+        for (int i0 = 0; i0 < len; i0 += kChunk) {
+          const int i1 = min(len, i0 + kChunk);
+          T s1 = 0, s2 = 0;
+          for (int i = i0; i < i1; ++i) {
+            s1 += sigmoid_clamped((ts[i] - xs) * p.k, p.clamp_at);
+            s2 += sigmoid_clamped((tc[i] - xc) * p.k, p.clamp_at);
+          }
+          rs += static_cast<double>(s1);
+          rc += static_cast<double>(s2);
         }
-        rs += static_cast<double>(s1);
-        rc += static_cast<double>(s2);
       }
     }
     if (active) {
