@@ -9,8 +9,9 @@
 //              order_ptr[nmin - 1], i.e. only orders nmin..nmax, still grouped by order.
 //   captions   CSR cap_indptr (int64) / cap_indices (int32, sorted per row) / cap_tf (int32 counts) /
 //              cap_data (float32: l2-normalised tf-idf, or CIDEr-D weights tf * idf)
-//   lookups    open-addressing hash tables rebuilt from the arrays above, never read from files:
-//              tok_slots (int32 token id or -1), ng_keys (uint64 prefix << 32 | last) / ng_vals.
+//   lookups    rebuilt from the arrays above, never read from files: tok_slots (open-addressing hash
+//              table of the tokens, int32 token id or -1) and child (int64): n-grams of each order are numbered in (prefix, last)
+//              order, so child[id] .. child[id + 1] are the sorted extensions of n-gram id (a trie).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -115,43 +116,56 @@ inline bool is_py_space(uint32_t c) {
   }
 }
 
-// Decodes the code point at s[i] and returns its byte length in `len`. Bytes that do not start a
-// well-formed sequence count as one non-space unit (they never occur in str.encode() output).
-inline uint32_t decode(const uint8_t* s, int64_t n, int64_t i, int& len) {
+// Byte classes: 0 ASCII non-space, 1 ASCII space, 2 starts (or continues) a multi-byte sequence.
+struct ByteClass {
+  uint8_t c[256];
+  ByteClass() {
+    for (int b = 0; b < 256; ++b) c[b] = b >= 0x80 ? 2 : (is_py_space(static_cast<uint32_t>(b)) ? 1 : 0);
+  }
+};
+const ByteClass kByteClass;
+
+// Byte length of the sequence at s[i] if it encodes a Python whitespace character, else 0.
+// Bytes that do not start a well-formed sequence count as non-space (str.encode never makes them).
+inline int multibyte_space(const uint8_t* s, int64_t n, int64_t i) {
   const uint8_t b = s[i];
-  len = 1;
-  if (b < 0x80) return b;
   int need;
   uint32_t c;
   if ((b & 0xE0) == 0xC0) { need = 1; c = b & 0x1F; }
   else if ((b & 0xF0) == 0xE0) { need = 2; c = b & 0x0F; }
-  else if ((b & 0xF8) == 0xF0) { need = 3; c = b & 0x07; }
-  else return 0xFFFFFFFFu;
-  if (i + need >= n) return 0xFFFFFFFFu;
+  else return 0;  // 4-byte sequences encode no whitespace
+  if (i + need >= n) return 0;
   for (int k = 1; k <= need; ++k) {
     const uint8_t cb = s[i + k];
-    if ((cb & 0xC0) != 0x80) return 0xFFFFFFFFu;
+    if ((cb & 0xC0) != 0x80) return 0;
     c = (c << 6) | (cb & 0x3F);
   }
-  len = need + 1;
-  return c;
+  return is_py_space(c) ? need + 1 : 0;
 }
 
 // Calls emit(start, length) for every whitespace-separated token of s[0, n).
 template <typename F> void split_ws(const uint8_t* s, int64_t n, F&& emit) {
-  int64_t i = 0, start = -1;
+  const uint8_t* cls = kByteClass.c;
+  int64_t i = 0;
   while (i < n) {
-    int len;
-    const uint32_t c = decode(s, n, i, len);
-    const bool sp = c != 0xFFFFFFFFu && is_py_space(c);
-    if (sp) {
-      if (start >= 0) { emit(start, i - start); start = -1; }
-    } else if (start < 0) {
-      start = i;
+    while (i < n) {  // skip whitespace
+      const uint8_t c = cls[s[i]];
+      if (c == 1) { ++i; continue; }
+      if (c == 0) break;
+      const int len = multibyte_space(s, n, i);
+      if (!len) break;
+      i += len;
     }
-    i += len;
+    if (i >= n) break;
+    const int64_t start = i;
+    while (i < n) {  // token
+      const uint8_t c = cls[s[i]];
+      if (c == 0) { ++i; continue; }
+      if (c == 1 || multibyte_space(s, n, i)) break;
+      ++i;
+    }
+    emit(start, i - start);
   }
-  if (start >= 0) emit(start, n - start);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,20 +181,15 @@ inline uint64_t mix64(uint64_t x) {
 }
 
 inline uint64_t hash_bytes(const uint8_t* s, int64_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  uint64_t h = 0x9E3779B97F4A7C15ULL ^ static_cast<uint64_t>(n);
+  for (; n >= 8; s += 8, n -= 8) {
     uint64_t w;
-    std::memcpy(&w, s + i, 8);
-    h = (h ^ w) * 0x100000001b3ULL;
-    h ^= h >> 29;
+    std::memcpy(&w, s, 8);
+    h = mix64(h ^ w) * 0x9E3779B97F4A7C15ULL;
   }
-  for (; i < n; ++i) h = (h ^ s[i]) * 0x100000001b3ULL;
-  return mix64(h ^ static_cast<uint64_t>(n));
-}
-
-inline uint64_t ng_key(int32_t prefix, int32_t last) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(prefix)) << 32) | static_cast<uint32_t>(last);
+  uint64_t w = 0;
+  for (int64_t k = 0; k < n; ++k) w |= static_cast<uint64_t>(s[k]) << (8 * k);
+  return mix64(h ^ w);
 }
 
 inline size_t table_size(int64_t count) {
@@ -242,51 +251,43 @@ inline int32_t tok_find(const int32_t* slots, size_t mask, const int64_t* off, c
   }
 }
 
-// (prefix id, last token) -> n-gram id.
-struct NgramTable {
-  std::vector<uint64_t> keys;
-  std::vector<int32_t> vals;
-  int64_t count = 0;
+// N-grams of order n >= 2 are numbered in (prefix id, last token) order, so the children of every
+// (n-1)-gram are a contiguous, sorted id range: child[id] .. child[id + 1] (a trie with sorted edges).
+// child[id] = first id of the next order whose prefix is >= id (order_ptr[nmax] for the last order).
 
-  explicit NgramTable(int64_t expect) : keys(table_size(expect)), vals(table_size(expect), -1) {}
-
-  // Returns the id of key, inserting `next` when absent (then *inserted = true).
-  int32_t find_or_insert(uint64_t key, int32_t next, bool* inserted) {
-    size_t mask = keys.size() - 1, i = mix64(key) & mask;
-    while (vals[i] >= 0) {
-      if (keys[i] == key) { *inserted = false; return vals[i]; }
-      i = (i + 1) & mask;
+// child array (size Fi + 1) from feat_prefix, for ids grouped by order and sorted by prefix within one.
+std::vector<int64_t> child_ptr(const int32_t* prefix, const int64_t* order_ptr, int nmax) {
+  const int64_t Fi = order_ptr[nmax];
+  std::vector<int64_t> child(Fi + 1, Fi);
+  for (int n = 1; n < nmax; ++n) {
+    int64_t j = order_ptr[n];
+    for (int64_t id = order_ptr[n - 1]; id < order_ptr[n]; ++id) {
+      while (j < order_ptr[n + 1] && prefix[j] < id) ++j;
+      child[id] = j;
     }
-    keys[i] = key;
-    vals[i] = next;
-    *inserted = true;
-    if (++count * 2 + 2 > static_cast<int64_t>(keys.size())) rehash(keys.size() * 2);
-    return next;
   }
+  return child;
+}
 
-  void rehash(size_t size) {
-    std::vector<uint64_t> k(size);
-    std::vector<int32_t> v(size, -1);
-    const size_t mask = size - 1;
-    for (size_t j = 0; j < keys.size(); ++j) {
-      if (vals[j] < 0) continue;
-      size_t i = mix64(keys[j]) & mask;
-      while (v[i] >= 0) i = (i + 1) & mask;
-      k[i] = keys[j];
-      v[i] = vals[j];
-    }
-    keys.swap(k);
-    vals.swap(v);
+// Id of the n-gram (prefix id, last token), or -1.
+inline int32_t trie_find(const int64_t* child, const int32_t* last, int64_t prefix, int32_t tok) {
+  int64_t lo = child[prefix], hi = child[prefix + 1];
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (last[mid] < tok) lo = mid + 1;
+    else hi = mid;
   }
-};
+  return (lo < child[prefix + 1] && last[lo] == tok) ? static_cast<int32_t>(lo) : -1;
+}
 
-inline int32_t ng_find(const uint64_t* keys, const int32_t* vals, size_t mask, uint64_t key) {
-  size_t i = mix64(key) & mask;
-  while (vals[i] >= 0) {
-    if (keys[i] == key) return vals[i];
-    i = (i + 1) & mask;
+template <typename T> void small_sort(T* a, int64_t n) {
+  if (n > 24) { std::sort(a, a + n); return; }
+  for (int64_t i = 1; i < n; ++i) {
+    const T x = a[i];
+    int64_t j = i;
+    while (j > 0 && a[j - 1] > x) { a[j] = a[j - 1]; --j; }
+    a[j] = x;
   }
-  return -1;
 }
 
 void check_offsets(const Span<int64_t>& off, int64_t total, const char* what) {
@@ -331,117 +332,156 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
   std::vector<float> img_data;
   std::vector<double> cap_norm;
   std::vector<int32_t> cap_len;
-  std::vector<uint64_t> ng_keys;
-  std::vector<int32_t> ng_vals;
   int64_t F = 0;
 
   {
     py::gil_scoped_release nogil;
     // 1. tokens
-    toks.reserve(static_cast<size_t>(blob.n / 4 + 16));
+    toks.resize(static_cast<size_t>(blob.n / 2 + P + 1));  // a token and its separator take >= 2 bytes
+    int64_t T = 0;
     for (int64_t p = 0; p < P; ++p) {
       const uint8_t* s = blob.p + cap_off[p];
-      split_ws(s, cap_off[p + 1] - cap_off[p], [&](int64_t st, int64_t len) { toks.push_back(tt.intern(s + st, len)); });
-      tok_ptr[p + 1] = static_cast<int64_t>(toks.size());
+      split_ws(s, cap_off[p + 1] - cap_off[p], [&](int64_t st, int64_t len) { toks[T++] = tt.intern(s + st, len); });
+      tok_ptr[p + 1] = T;
     }
-    const int64_t T = static_cast<int64_t>(toks.size());
+    toks.resize(T);
     const int32_t V = tt.count();
 
-    // 2. n-gram ids, order by order; every caption's n-grams of orders nmin..nmax go to its segment.
-    std::vector<int64_t> seg_ptr(P + 1, 0);
+    // 2. n-gram ids. Positions are kept sorted by the id of the n-gram starting there; order n + 1
+    // refines order n by sorting each run of equal ids by the next token. So ids come out in (prefix,
+    // last token) order (the trie layout), and walking a sorted order appends every caption's row
+    // entries in ascending feature id with repeats adjacent: rows and document frequencies need no
+    // hashing and no per-row sort.
+    if (T >= static_cast<int64_t>(INT32_MAX)) throw std::length_error("caption index: more than 2^31 - 1 tokens");
+    std::vector<int32_t> img_of(P);
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t p = img_ptr[i]; p < img_ptr[i + 1]; ++p) img_of[p] = static_cast<int32_t>(i);
+    std::vector<int64_t> row_start(P + 1, 0);
     for (int64_t p = 0; p < P; ++p) {
       const int64_t L = tok_ptr[p + 1] - tok_ptr[p];
       int64_t c = 0;
       for (int n = nmin; n <= nmax; ++n) c += std::max<int64_t>(0, L - n + 1);
-      seg_ptr[p + 1] = seg_ptr[p] + c;
+      row_start[p + 1] = row_start[p] + c;
     }
-    std::vector<int32_t> seg(static_cast<size_t>(seg_ptr[P]));
-    std::vector<int64_t> wcur(seg_ptr.begin(), seg_ptr.end() - 1);
-    feat_prefix.assign(V, -1);
-    feat_last.resize(V);
-    for (int32_t i = 0; i < V; ++i) feat_last[i] = i;
-    order_ptr[1] = V;
-    if (nmin == 1)
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t t = tok_ptr[p]; t < tok_ptr[p + 1]; ++t) seg[wcur[p]++] = toks[t];
-    NgramTable nt(nmax >= 2 ? std::max<int64_t>(1024, T / 2) : 1);
-    std::vector<int32_t> prev(toks), cur(nmax >= 2 ? T : 0);
-    for (int n = 2; n <= nmax; ++n) {
+    std::vector<int32_t> row_f(static_cast<size_t>(row_start[P])), row_tf(static_cast<size_t>(row_start[P]));
+    std::vector<int64_t> wcur(row_start.begin(), row_start.end() - 1);
+    // One occurrence of an n-gram: where it starts, its caption, the df unit (caption for tfidf, image
+    // for cider-d) and how many tokens of the caption remain from there. Carried along with the sorted
+    // lists so that only toks[] is read at random.
+    struct Occ {
+      int32_t pos, cap, unit, rem;
+    };
+    std::vector<Occ> list(T), list2;
+    std::vector<int32_t> ids(T), ids2;
+    {  // order 1: counting sort of the positions by token
+      std::vector<int64_t> cnt(static_cast<size_t>(V) + 1, 0);
+      for (int64_t t = 0; t < T; ++t) ++cnt[toks[t] + 1];
+      for (int32_t v = 0; v < V; ++v) cnt[v + 1] += cnt[v];
       for (int64_t p = 0; p < P; ++p) {
-        const int64_t t0 = tok_ptr[p], L = tok_ptr[p + 1] - t0;
-        for (int64_t i = 0; i + n <= L; ++i) {
-          const int64_t pos = t0 + i;
-          bool inserted;
-          const int32_t next = static_cast<int32_t>(feat_prefix.size());
-          const int32_t id = nt.find_or_insert(ng_key(prev[pos], toks[pos + n - 1]), next, &inserted);
-          if (inserted) {
-            if (next == INT32_MAX) throw std::length_error("caption index: more than 2^31 - 1 n-grams");
-            feat_prefix.push_back(prev[pos]);
-            feat_last.push_back(toks[pos + n - 1]);
-          }
-          cur[pos] = id;
-          if (n >= nmin) seg[wcur[p]++] = id;
+        const int32_t unit = mode == kTfidf ? static_cast<int32_t>(p) : img_of[p];
+        for (int64_t t = tok_ptr[p]; t < tok_ptr[p + 1]; ++t) {
+          const int64_t k = cnt[toks[t]]++;
+          list[k] = Occ{static_cast<int32_t>(t), static_cast<int32_t>(p), unit,
+                        static_cast<int32_t>(tok_ptr[p + 1] - t)};
+          ids[k] = toks[t];
         }
       }
-      order_ptr[n] = static_cast<int64_t>(feat_prefix.size());
-      std::swap(prev, cur);
     }
-    const int64_t base = order_ptr[nmin - 1];
-    F = order_ptr[nmax] - base;
-
-    // 3. per-caption rows: sort + run-length, then compact
-    std::vector<int64_t> cnt(P, 0);
-    parallel_chunks(P, threads, 256, [&](int64_t b, int64_t e) {
-      for (int64_t p = b; p < e; ++p) {
-        int32_t* s = seg.data() + seg_ptr[p];
-        const int64_t m = seg_ptr[p + 1] - seg_ptr[p];
-        std::sort(s, s + m);
-        int64_t u = 0;
-        for (int64_t k = 0; k < m; ++k)
-          if (k == 0 || s[k] != s[k - 1]) ++u;
-        cnt[p] = u;
+    feat_prefix.assign(V, -1);
+    feat_last.resize(V);
+    for (int32_t v = 0; v < V; ++v) feat_last[v] = v;
+    order_ptr[1] = V;
+    // appends the occurrences of one order (sorted by id, then position) to the rows and df
+    auto emit = [&](const std::vector<Occ>& lst, const std::vector<int32_t>& id, int64_t fbase) {
+      int32_t prev_id = -1, last_unit = -1, last_cap = -1;
+      int64_t last_w = -1;
+      for (size_t k = 0; k < lst.size(); ++k) {
+        const Occ& o = lst[k];
+        if (id[k] != prev_id) {
+          df.push_back(0);
+          prev_id = id[k];
+          last_unit = -1;
+          last_cap = -1;
+        }
+        if (o.unit != last_unit) {
+          last_unit = o.unit;
+          ++df.back();
+        }
+        if (o.cap == last_cap) {  // repeats of a feature within a caption are adjacent
+          ++row_tf[last_w];
+        } else {
+          last_w = wcur[o.cap]++;
+          row_f[last_w] = static_cast<int32_t>(id[k] - fbase);
+          row_tf[last_w] = 1;
+          last_cap = o.cap;
+        }
       }
-    });
-    for (int64_t p = 0; p < P; ++p) cap_indptr[p + 1] = cap_indptr[p] + cnt[p];
+    };
+    df.reserve(static_cast<size_t>(V) * 8);
+    if (nmin == 1) emit(list, ids, 0);
+    std::vector<uint64_t> buf;
+    for (int n = 2; n <= nmax; ++n) {
+      list2.resize(list.size());
+      ids2.resize(list.size());
+      size_t m = 0;
+      int64_t next = static_cast<int64_t>(feat_prefix.size());
+      const size_t M = list.size();
+      for (size_t k = 0; k < M;) {
+        const int32_t g = ids[k];
+        const size_t k0 = k;
+        buf.clear();
+        for (; k < M && ids[k] == g; ++k)
+          if (list[k].rem >= n)
+            buf.push_back((static_cast<uint64_t>(toks[list[k].pos + n - 1]) << 32) | static_cast<uint32_t>(k - k0));
+        small_sort(buf.data(), static_cast<int64_t>(buf.size()));
+        for (size_t j = 0; j < buf.size(); ++j) {
+          const int32_t tok = static_cast<int32_t>(buf[j] >> 32);
+          if (j == 0 || tok != static_cast<int32_t>(buf[j - 1] >> 32)) {
+            if (next >= INT32_MAX) throw std::length_error("caption index: more than 2^31 - 1 n-grams");
+            feat_prefix.push_back(g);
+            feat_last.push_back(tok);
+            ++next;
+          }
+          list2[m] = list[k0 + (buf[j] & 0xFFFFFFFFu)];
+          ids2[m++] = static_cast<int32_t>(next - 1);
+        }
+      }
+      list2.resize(m);
+      ids2.resize(m);
+      order_ptr[n] = next;
+      list.swap(list2);
+      ids.swap(ids2);
+      if (n >= nmin) emit(list, ids, order_ptr[nmin - 1]);
+    }
+    std::vector<Occ>().swap(list);
+    std::vector<Occ>().swap(list2);
+    std::vector<int32_t>().swap(ids);
+    std::vector<int32_t>().swap(ids2);
+    const int64_t fbase = order_ptr[nmin - 1];
+    F = order_ptr[nmax] - fbase;
+    if (static_cast<int64_t>(df.size()) != F) throw std::logic_error("caption index: feature count mismatch");
+
+    // 3. compact the rows
+    for (int64_t p = 0; p < P; ++p) cap_indptr[p + 1] = cap_indptr[p] + (wcur[p] - row_start[p]);
     const int64_t nnz = cap_indptr[P];
     cap_indices.resize(nnz);
     cap_tf.resize(nnz);
-    parallel_chunks(P, threads, 256, [&](int64_t b, int64_t e) {
-      for (int64_t p = b; p < e; ++p) {
-        const int32_t* s = seg.data() + seg_ptr[p];
-        const int64_t m = seg_ptr[p + 1] - seg_ptr[p];
-        int64_t w = cap_indptr[p] - 1;
-        for (int64_t k = 0; k < m; ++k) {
-          if (k == 0 || s[k] != s[k - 1]) {
-            ++w;
-            cap_indices[w] = static_cast<int32_t>(s[k] - base);
-            cap_tf[w] = 0;
-          }
-          ++cap_tf[w];
-        }
-      }
-    });
-    std::vector<int32_t>().swap(seg);
-
-    // 4. document frequencies: per caption (tfidf) or per image (cider-d)
-    df.assign(F, 0);
-    if (mode == kTfidf) {
-      for (int64_t e = 0; e < nnz; ++e) ++df[cap_indices[e]];
-    } else {
-      std::vector<int32_t> stamp(F, -1);
-      for (int64_t i = 0; i < I; ++i)
-        for (int64_t e = cap_indptr[img_ptr[i]]; e < cap_indptr[img_ptr[i + 1]]; ++e) {
-          const int32_t f = cap_indices[e];
-          if (stamp[f] != i) { stamp[f] = static_cast<int32_t>(i); ++df[f]; }
-        }
+    for (int64_t p = 0; p < P; ++p) {
+      std::copy(row_f.begin() + row_start[p], row_f.begin() + wcur[p], cap_indices.begin() + cap_indptr[p]);
+      std::copy(row_tf.begin() + row_start[p], row_tf.begin() + wcur[p], cap_tf.begin() + cap_indptr[p]);
     }
+    std::vector<int32_t>().swap(row_f);
+    std::vector<int32_t>().swap(row_tf);
 
     // 5. weights
     idf.resize(F);
     cap_data.resize(nnz);
     if (mode == kTfidf) {
       const double n1 = static_cast<double>(P) + 1.0;  // sklearn smooth_idf: ln((1 + N) / (1 + df)) + 1
-      for (int64_t f = 0; f < F; ++f) idf[f] = std::log(n1 / (static_cast<double>(df[f]) + 1.0)) + 1.0;
+      const auto idf_of = [n1](int32_t d) { return std::log(n1 / (static_cast<double>(d) + 1.0)) + 1.0; };
+      std::vector<double> small(256);  // most n-grams are rare: tabulate small df
+      for (int d = 0; d < 256; ++d) small[d] = idf_of(d);
+      for (int64_t f = 0; f < F; ++f) idf[f] = df[f] < 256 ? small[df[f]] : idf_of(df[f]);
       parallel_chunks(P, threads, 256, [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; ++p) {
           double ss = 0;
@@ -498,11 +538,14 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
       image_pass(true);
     } else {
       const double log_n = std::log(static_cast<double>(I));
-      for (int64_t f = 0; f < F; ++f) idf[f] = log_n - std::log(std::max(1.0, static_cast<double>(df[f])));
+      const auto idf_of = [log_n](int32_t d) { return log_n - std::log(std::max(1.0, static_cast<double>(d))); };
+      std::vector<double> small(256);  // most n-grams are rare: tabulate small df
+      for (int d = 0; d < 256; ++d) small[d] = idf_of(d);
+      for (int64_t f = 0; f < F; ++f) idf[f] = df[f] < 256 ? small[df[f]] : idf_of(df[f]);
       cap_norm.assign(static_cast<size_t>(P) * nn, 0.0);
       cap_len.resize(P);
       std::vector<int64_t> obound(nn + 1);
-      for (int k = 0; k <= nn; ++k) obound[k] = order_ptr[nmin - 1 + k] - base;
+      for (int k = 0; k <= nn; ++k) obound[k] = order_ptr[nmin - 1 + k] - fbase;
       parallel_chunks(P, threads, 256, [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; ++p) {
           int o = 0;
@@ -519,20 +562,17 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
         }
       });
     }
-    ng_keys.swap(nt.keys);
-    ng_vals.swap(nt.vals);
   }
 
+  std::vector<int64_t> child = child_ptr(feat_prefix.data(), order_ptr.data(), nmax);
   py::dict out;
-  const int64_t V = tt.count();
+  out["child"] = to_numpy(std::move(child));
   out["tok_blob"] = to_numpy(std::move(tt.blob));
   out["tok_off"] = to_numpy(std::move(tt.off));
   out["tok_slots"] = to_numpy(std::move(tt.slots));
   out["feat_prefix"] = to_numpy(std::move(feat_prefix));
   out["feat_last"] = to_numpy(std::move(feat_last));
   out["order_ptr"] = to_numpy(std::move(order_ptr));
-  out["ng_keys"] = to_numpy(std::move(ng_keys));
-  out["ng_vals"] = to_numpy(std::move(ng_vals));
   out["cap_indptr"] = to_numpy(std::move(cap_indptr));
   out["cap_indices"] = to_numpy(std::move(cap_indices));
   out["cap_tf"] = to_numpy(std::move(cap_tf));
@@ -547,28 +587,32 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
     out["cap_norm"] = to_numpy(std::move(cap_norm), {static_cast<py::ssize_t>(P), static_cast<py::ssize_t>(nn)});
     out["cap_len"] = to_numpy(std::move(cap_len));
   }
-  (void)V;
   return out;
 }
 
-// Rebuilds the lookup tables of a loaded index from its token strings and n-gram definitions.
+// Rebuilds the lookup structures of a loaded index (token hash table, trie child ranges) from its
+// token strings and n-gram definitions, checking that those are well formed.
 py::dict tables(const CArr<uint8_t>& blob_a, const CArr<int64_t>& off_a, const CArr<int32_t>& prefix_a,
-                const CArr<int32_t>& last_a) {
+                const CArr<int32_t>& last_a, const CArr<int64_t>& order_a) {
   const Span<uint8_t> blob = span(blob_a);
-  const Span<int64_t> off = span(off_a);
+  const Span<int64_t> off = span(off_a), order = span(order_a);
   const Span<int32_t> prefix = span(prefix_a), last = span(last_a);
   check_offsets(off, blob.n, "token offsets");
   const int64_t V = off.n - 1, Fi = prefix.n;
-  if (last.n != Fi || Fi < V) throw std::invalid_argument("caption index: inconsistent n-gram arrays");
+  const int nmax = static_cast<int>(order.n - 1);
+  if (last.n != Fi || nmax < 1 || nmax > kMaxOrder || order[0] != 0 || order[1] != V || order[nmax] != Fi)
+    throw std::invalid_argument("caption index: inconsistent n-gram arrays");
+  for (int n = 1; n <= nmax; ++n)
+    if (order[n] < order[n - 1]) throw std::invalid_argument("caption index: bad order offsets");
   std::vector<int32_t> slots(table_size(V), -1);
-  std::vector<uint64_t> keys;
-  std::vector<int32_t> vals;
+  std::vector<int64_t> child;
   {
     py::gil_scoped_release nogil;
     const size_t mask = slots.size() - 1;
     for (int64_t id = 0; id < V; ++id) {
       const uint8_t* s = blob.p + off[id];
       const int64_t n = off[id + 1] - off[id];
+      if (prefix[id] != -1 || last[id] != id) throw std::invalid_argument("caption index: bad unigram definition");
       size_t i = hash_bytes(s, n) & mask;
       while (slots[i] >= 0) {
         const int32_t o = slots[i];
@@ -578,21 +622,18 @@ py::dict tables(const CArr<uint8_t>& blob_a, const CArr<int64_t>& off_a, const C
       }
       slots[i] = static_cast<int32_t>(id);
     }
-    NgramTable nt(std::max<int64_t>(16, Fi - V));
-    for (int64_t id = V; id < Fi; ++id) {
-      if (prefix[id] < 0 || prefix[id] >= id || last[id] < 0 || last[id] >= V)
-        throw std::invalid_argument("caption index: bad n-gram definition");
-      bool inserted;
-      nt.find_or_insert(ng_key(prefix[id], last[id]), static_cast<int32_t>(id), &inserted);
-      if (!inserted) throw std::invalid_argument("caption index: duplicate n-gram");
-    }
-    keys.swap(nt.keys);
-    vals.swap(nt.vals);
+    for (int n = 2; n <= nmax; ++n)
+      for (int64_t id = order[n - 1]; id < order[n]; ++id) {
+        if (prefix[id] < order[n - 2] || prefix[id] >= order[n - 1] || last[id] < 0 || last[id] >= V)
+          throw std::invalid_argument("caption index: bad n-gram definition");
+        if (id > order[n - 1] && (prefix[id] < prefix[id - 1] || (prefix[id] == prefix[id - 1] && last[id] <= last[id - 1])))
+          throw std::invalid_argument("caption index: n-grams are not sorted");
+      }
+    child = child_ptr(prefix.p, order.p, nmax);
   }
   py::dict out;
   out["tok_slots"] = to_numpy(std::move(slots));
-  out["ng_keys"] = to_numpy(std::move(keys));
-  out["ng_vals"] = to_numpy(std::move(vals));
+  out["child"] = to_numpy(std::move(child));
   return out;
 }
 
@@ -602,8 +643,8 @@ py::dict tables(const CArr<uint8_t>& blob_a, const CArr<int64_t>& off_a, const C
 struct CiderView {
   Span<uint8_t> tok_blob;
   Span<int64_t> tok_off, order_ptr, img_ptr, cap_indptr;
-  Span<int32_t> tok_slots, ng_vals, cap_indices, cap_tf, cap_len;
-  Span<uint64_t> ng_keys;
+  Span<int32_t> tok_slots, cap_indices, cap_tf, cap_len, feat_last;
+  Span<int64_t> child;
   Span<double> idf, cap_norm;
   int nmax;
   int64_t I, P, F;
@@ -616,8 +657,8 @@ struct CiderView {
     img_ptr = field<int64_t>(ix, "img_ptr");
     cap_indptr = field<int64_t>(ix, "cap_indptr");
     tok_slots = field<int32_t>(ix, "tok_slots");
-    ng_vals = field<int32_t>(ix, "ng_vals");
-    ng_keys = field<uint64_t>(ix, "ng_keys");
+    child = field<int64_t>(ix, "child");
+    feat_last = field<int32_t>(ix, "feat_last");
     cap_indices = field<int32_t>(ix, "cap_indices");
     cap_tf = field<int32_t>(ix, "cap_tf");
     cap_len = field<int32_t>(ix, "cap_len");
@@ -630,8 +671,8 @@ struct CiderView {
     const auto pow2 = [](int64_t s) { return s > 0 && (s & (s - 1)) == 0; };
     if (nmax < 1 || nmax > kMaxOrder || I < 1 || P < 1 || img_ptr[I] != P || tok_off.n < 1 ||
         order_ptr[1] != tok_off.n - 1 || idf.n != F || cap_norm.n != P * nmax || cap_len.n != P ||
-        cap_indices.n != cap_indptr[P] || cap_tf.n != cap_indices.n || !pow2(tok_slots.n) || !pow2(ng_vals.n) ||
-        ng_keys.n != ng_vals.n)
+        cap_indices.n != cap_indptr[P] || cap_tf.n != cap_indices.n || !pow2(tok_slots.n) || child.n != F + 1 ||
+        feat_last.n != F)
       throw std::invalid_argument("caption index arrays are inconsistent (not a cider-d index?)");
     log_n = std::log(static_cast<double>(I));
   }
@@ -647,7 +688,7 @@ struct CandScratch {
 };
 
 double cider_one(const CiderView& v, const uint8_t* s, int64_t n, int64_t image, double sigma, CandScratch& sc) {
-  const size_t tmask = static_cast<size_t>(v.tok_slots.n - 1), nmask = static_cast<size_t>(v.ng_vals.n - 1);
+  const size_t tmask = static_cast<size_t>(v.tok_slots.n - 1);
   sc.tok.clear();
   sc.oov_tokens.clear();
   split_ws(s, n, [&](int64_t st, int64_t len) {
@@ -675,7 +716,7 @@ double cider_one(const CiderView& v, const uint8_t* s, int64_t n, int64_t image,
       for (int64_t i = 0; i < m; ++i) {
         const int64_t pk = sc.prev[i], lt = sc.tok[i + o - 1];
         int32_t id = -1;
-        if (pk >= 0 && lt >= 0) id = ng_find(v.ng_keys.p, v.ng_vals.p, nmask, ng_key(static_cast<int32_t>(pk), static_cast<int32_t>(lt)));
+        if (pk >= 0 && lt >= 0) id = trie_find(v.child.p, v.feat_last.p, pk, static_cast<int32_t>(lt));
         if (id >= 0) {
           sc.cur[i] = id;
         } else {
@@ -1051,7 +1092,7 @@ void register_caption_index(py::module_& m) {
   m.def("caption_build", &build, "Build the caption index arrays (see vsl_ext/captions.py)", py::arg("blob"),
         py::arg("cap_off"), py::arg("img_ptr"), py::arg("nmin"), py::arg("nmax"), py::arg("mode"), py::arg("threads"));
   m.def("caption_tables", &tables, py::arg("tok_blob"), py::arg("tok_off"), py::arg("feat_prefix"),
-        py::arg("feat_last"));
+        py::arg("feat_last"), py::arg("order_ptr"));
   m.def("caption_cider_d", &cider_d, py::arg("index"), py::arg("blob"), py::arg("off"), py::arg("image_ids"),
         py::arg("sigma"), py::arg("threads"));
   m.def("caption_gram_cpu", &gram_cpu, py::arg("indptr"), py::arg("indices"), py::arg("data"),

@@ -64,7 +64,7 @@ _DTYPES = {
     "cap_data": np.float32, "df": np.int32, "idf": np.float64, "img_indptr": np.int64, "img_indices": np.int32,
     "img_data": np.float32, "cap_norm": np.float64, "cap_len": np.int32,
 }
-_TABLES = ("tok_slots", "ng_keys", "ng_vals")
+_TABLES = ("tok_slots", "child")
 
 Groups = Sequence[Sequence[str]]
 Ids = Union[Sequence[int], np.ndarray, torch.Tensor]
@@ -459,7 +459,8 @@ class CaptionIndex:
     def _cider_view(self) -> dict:
         a = self._a
         if "tok_slots" not in a:
-            a.update(dict(_C.caption_tables(a["tok_blob"], a["tok_off"], a["feat_prefix"], a["feat_last"])))
+            a.update(dict(_C.caption_tables(a["tok_blob"], a["tok_off"], a["feat_prefix"], a["feat_last"],
+                                            a["order_ptr"])))
         return a
 
     def _inv_norm(self) -> np.ndarray:
