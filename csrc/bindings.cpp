@@ -125,6 +125,7 @@ PYBIND11_MODULE(_C, m) {
     d["cuda"] = vsl::cuda_compiled();
     d["cuda_arch"] = vsl::cuda_compiled() ? split_archs(VSL_CUDA_ARCHS) : std::vector<std::string>{};
     d["openmp"] = VSL_WITH_OPENMP != 0;
+    d["cpu_isa"] = std::string(vsl::cpu_isa());
 #if defined(__VERSION__)
     d["compiler"] = std::string(__VERSION__);
 #endif
