@@ -87,4 +87,18 @@ template <typename T> VSL_HD T sigmoid_grad_clamped(T d, T clamp_at) {
   return abs_(d) > clamp_at ? T(0) : sigmoid_grad(d);
 }
 
+// One entry of the VSL: ratio = min(a, b) / max(a, b) for the ranks a = SR_ij, b = CR_ij, and its
+// derivatives da = d ratio / da, db = d ratio / db. At a == b the subgradient is 0 (torch splits
+// the gradient of min/max between the tied inputs, and the two halves cancel). NaN propagates.
+template <typename T> struct RankRatio {
+  T ratio, da, db;
+};
+
+template <typename T> VSL_HD RankRatio<T> rank_ratio(T a, T b) {
+  if (a != a || b != b) return {a + b, a + b, a + b};
+  if (a < b) return {a / b, T(1) / b, -a / (b * b)};
+  if (a > b) return {b / a, -b / (a * a), T(1) / a};
+  return {T(1), T(0), T(0)};
+}
+
 }  // namespace vsl

@@ -342,25 +342,10 @@ void vsl_forward_impl(const T* sx, const T* sy, const T* cx, const T* cy, T* gs,
     rank_row(cx + o, cyr, cr, n, p, sorted && all_finite(cx + o, n) && all_finite(cyr, n), s);
     double acc = 0;
     for (int64_t j = 0; j < n; ++j) {
-      const T a = sr[j], b = cr[j];
-      T ratio, da, db;
-      if (std::isnan(a) || std::isnan(b)) {
-        ratio = da = db = a + b;
-      } else if (a < b) {
-        ratio = a / b;
-        da = T(1) / b;
-        db = -a / (b * b);
-      } else if (a > b) {
-        ratio = b / a;
-        da = -b / (a * a);
-        db = T(1) / a;
-      } else {  // min and max tie: torch splits the gradient, and the two halves cancel
-        ratio = T(1);
-        da = db = T(0);
-      }
-      acc += static_cast<double>(ratio);
-      gs[o + j] = scale * da;
-      if (gc) gc[o + j] = scale * db;
+      const RankRatio<T> r = rank_ratio(sr[j], cr[j]);
+      acc += static_cast<double>(r.ratio);
+      gs[o + j] = scale * r.da;
+      if (gc) gc[o + j] = scale * r.db;
     }
     partials[i] = acc;
   });

@@ -34,144 +34,135 @@ template <typename T> DevParams<T> dev_params(const RankArgs& a) {
   return p;
 }
 
-
-// Loads tile [t0, t0 + len) of up to two rows into shared memory (all threads of the block call it).
 template <typename T>
 __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t t0, int len) {
   for (int i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[t0 + i];
 }
 
+// The sweep shared by the rank kernels. For every column c of this block's row:
+//   total_c = sum_i op.term(state_c, a[i], b[i])   over the whole row a (and b, if kPair)
+// streamed through shared memory, then op.finish(c, state_c, total_c). Every thread of the block
+// runs the same number of iterations, so the barriers are uniform.
+template <typename T, bool kPair, typename Op>
+__device__ __forceinline__ void row_sweep(const T* __restrict__ a, const T* __restrict__ b, int64_t cols,
+                                          const Op& op) {
+  __shared__ T ta[kTile];
+  __shared__ T tb[kPair ? kTile : 1];
+  for (int64_t c0 = 0; c0 < cols; c0 += blockDim.x) {
+    const int64_t c = c0 + threadIdx.x;
+    const bool active = c < cols;
+    const typename Op::State st = op.state(active ? c : 0);
+    double total = 0;
+    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
+      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
+      __syncthreads();
+      load_tile(ta, a, t0, len);
+      if (kPair) load_tile(tb, b, t0, len);
+      __syncthreads();
+      if (active) {
+        for (int i0 = 0; i0 < len; i0 += kChunk) {
+          const int i1 = min(len, i0 + kChunk);
+          T s = 0;
+          for (int i = i0; i < i1; ++i) s += op.term(st, ta[i], kPair ? tb[i] : T(0));
+          total += static_cast<double>(s);
+        }
+      }
+    }
+    if (active) op.finish(c, st, total);
+  }
+}
+
+template <typename T> struct Pair {
+  T v, w;
+};
+
 // out[c] = 1 + sum_{a != c} sigma((y_a - x_c) k)
+template <typename T> struct RankForwardOp {
+  using State = T;
+  const T *x, *y;
+  T* out;
+  DevParams<T> p;
+  __device__ T state(int64_t c) const { return x[c]; }
+  __device__ T term(T xc, T ya, T) const { return sigmoid_clamped((ya - xc) * p.k, p.clamp_at); }
+  __device__ void finish(int64_t c, T xc, double total) const {
+    out[c] = static_cast<T>(1.0 + total - static_cast<double>(sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at)));
+  }
+};
+
+// Row form: gx[l] = k * sum_j sigma'((x_j - x_l) k) (g_j - g_l)   (the j = l term is 0)
+template <typename T> struct BackwardSelfOp {
+  using State = Pair<T>;
+  const T *x, *g;
+  T* gx;
+  DevParams<T> p;
+  __device__ State state(int64_t l) const { return {x[l], g[l]}; }
+  __device__ T term(const State& s, T xj, T gj) const {
+    return sigmoid_grad_clamped((xj - s.v) * p.k, p.clamp_at) * (gj - s.w);
+  }
+  __device__ void finish(int64_t l, const State&, double total) const {
+    gx[l] = static_cast<T>(static_cast<double>(p.k) * total);
+  }
+};
+
+// Cross form, x side: gx[c] = -k g_c sum_{a != c} sigma'((y_a - x_c) k)
+template <typename T> struct BackwardCrossXOp {
+  using State = T;
+  const T *x, *y, *g;
+  T* gx;
+  DevParams<T> p;
+  __device__ T state(int64_t c) const { return x[c]; }
+  __device__ T term(T xc, T ya, T) const { return sigmoid_grad_clamped((ya - xc) * p.k, p.clamp_at); }
+  __device__ void finish(int64_t c, T xc, double total) const {
+    total -= static_cast<double>(sigmoid_grad_clamped((y[c] - xc) * p.k, p.clamp_at));
+    gx[c] = static_cast<T>(-static_cast<double>(p.k) * static_cast<double>(g[c]) * total);
+  }
+};
+
+// Cross form, y side: gy[a] = k sum_{c != a} sigma'((y_a - x_c) k) g_c
+template <typename T> struct BackwardCrossYOp {
+  using State = T;
+  const T *x, *y, *g;
+  T* gy;
+  DevParams<T> p;
+  __device__ T state(int64_t a) const { return y[a]; }
+  __device__ T term(T ya, T xc, T gc) const { return sigmoid_grad_clamped((ya - xc) * p.k, p.clamp_at) * gc; }
+  __device__ void finish(int64_t a, T ya, double total) const {
+    total -= static_cast<double>(sigmoid_grad_clamped((ya - x[a]) * p.k, p.clamp_at) * g[a]);
+    gy[a] = static_cast<T>(static_cast<double>(p.k) * total);
+  }
+};
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 rank_forward_kernel(const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ out, int64_t cols,
                     DevParams<T> p) {
-  __shared__ T tile[kTile];
   const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
-  const T* xr = x + o;
   const T* yr = (y ? y : x) + o;
-  for (int64_t c0 = 0; c0 < cols; c0 += blockDim.x) {
-    const int64_t c = c0 + threadIdx.x;
-    const bool active = c < cols;
-    const T xc = active ? xr[c] : T(0);
-    double total = 0;
-    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
-      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
-      __syncthreads();
-      load_tile(tile, yr, t0, len);
-      __syncthreads();
-      if (active) {
-        for (int i0 = 0; i0 < len; i0 += kChunk) {
-          const int i1 = min(len, i0 + kChunk);
-          T s = 0;
-          for (int i = i0; i < i1; ++i) s += sigmoid_clamped((tile[i] - xc) * p.k, p.clamp_at);
-          total += static_cast<double>(s);
-        }
-      }
-    }
-    if (active) out[o + c] = static_cast<T>(1.0 + total - static_cast<double>(sigmoid_clamped((yr[c] - xc) * p.k, p.clamp_at)));
-  }
+  row_sweep<T, false>(yr, yr, cols, RankForwardOp<T>{x + o, yr, out + o, p});
 }
 
-// Row form: gx[l] = k * sum_j sigma'((x_j - x_l) k) (g_j - g_l)   (the j = l term is 0)
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 rank_backward_self_kernel(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ gx, int64_t cols,
                           DevParams<T> p) {
-  __shared__ T tx[kTile];
-  __shared__ T tg[kTile];
   const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
-  for (int64_t l0 = 0; l0 < cols; l0 += blockDim.x) {
-    const int64_t l = l0 + threadIdx.x;
-    const bool active = l < cols;
-    const T xl = active ? x[o + l] : T(0);
-    const T gl = active ? g[o + l] : T(0);
-    double total = 0;
-    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
-      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
-      __syncthreads();
-      load_tile(tx, x + o, t0, len);
-      load_tile(tg, g + o, t0, len);
-      __syncthreads();
-      if (active) {
-        for (int i0 = 0; i0 < len; i0 += kChunk) {
-          const int i1 = min(len, i0 + kChunk);
-          T s = 0;
-          for (int i = i0; i < i1; ++i) s += sigmoid_grad_clamped((tx[i] - xl) * p.k, p.clamp_at) * (tg[i] - gl);
-          total += static_cast<double>(s);
-        }
-      }
-    }
-    if (active) gx[o + l] = static_cast<T>(static_cast<double>(p.k) * total);
-  }
+  row_sweep<T, true>(x + o, g + o, cols, BackwardSelfOp<T>{x + o, g + o, gx + o, p});
 }
 
-// Cross form, x side: gx[c] = -k g_c sum_{a != c} sigma'((y_a - x_c) k)
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 rank_backward_cross_x_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
                              T* __restrict__ gx, int64_t cols, DevParams<T> p) {
-  __shared__ T ty[kTile];
   const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
-  for (int64_t c0 = 0; c0 < cols; c0 += blockDim.x) {
-    const int64_t c = c0 + threadIdx.x;
-    const bool active = c < cols;
-    const T xc = active ? x[o + c] : T(0);
-    double total = 0;
-    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
-      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
-      __syncthreads();
-      load_tile(ty, y + o, t0, len);
-      __syncthreads();
-      if (active) {
-        for (int i0 = 0; i0 < len; i0 += kChunk) {
-          const int i1 = min(len, i0 + kChunk);
-          T s = 0;
-          for (int i = i0; i < i1; ++i) s += sigmoid_grad_clamped((ty[i] - xc) * p.k, p.clamp_at);
-          total += static_cast<double>(s);
-        }
-      }
-    }
-    if (active) {
-      total -= static_cast<double>(sigmoid_grad_clamped((y[o + c] - xc) * p.k, p.clamp_at));
-      gx[o + c] = static_cast<T>(-static_cast<double>(p.k) * static_cast<double>(g[o + c]) * total);
-    }
-  }
+  row_sweep<T, false>(y + o, y + o, cols, BackwardCrossXOp<T>{x + o, y + o, g + o, gx + o, p});
 }
 
-// Cross form, y side: gy[a] = k sum_{c != a} sigma'((y_a - x_c) k) g_c
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 rank_backward_cross_y_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
                              T* __restrict__ gy, int64_t cols, DevParams<T> p) {
-  __shared__ T tx[kTile];
-  __shared__ T tg[kTile];
   const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
-  for (int64_t a0 = 0; a0 < cols; a0 += blockDim.x) {
-    const int64_t a = a0 + threadIdx.x;
-    const bool active = a < cols;
-    const T ya = active ? y[o + a] : T(0);
-    double total = 0;
-    for (int64_t t0 = 0; t0 < cols; t0 += kTile) {
-      const int len = static_cast<int>(min(static_cast<int64_t>(kTile), cols - t0));
-      __syncthreads();
-      load_tile(tx, x + o, t0, len);
-      load_tile(tg, g + o, t0, len);
-      __syncthreads();
-      if (active) {
-        for (int i0 = 0; i0 < len; i0 += kChunk) {
-          const int i1 = min(len, i0 + kChunk);
-          T s = 0;
-          for (int i = i0; i < i1; ++i) s += sigmoid_grad_clamped((ya - tx[i]) * p.k, p.clamp_at) * tg[i];
-          total += static_cast<double>(s);
-        }
-      }
-    }
-    if (active) {
-      total -= static_cast<double>(sigmoid_grad_clamped((ya - x[o + a]) * p.k, p.clamp_at) * g[o + a]);
-      gy[o + a] = static_cast<T>(static_cast<double>(p.k) * total);
-    }
-  }
+  row_sweep<T, true>(x + o, g + o, cols, BackwardCrossYOp<T>{x + o, y + o, g + o, gy + o, p});
 }
 
 // Fused VSL row: SR and CR of row i, then ratio, dL/dSR, dL/dCR and the row's ratio sum.
@@ -215,24 +206,10 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
     if (active) {
       const T a = static_cast<T>(1.0 + rs - static_cast<double>(sigmoid_clamped((syr[j] - xs) * p.k, p.clamp_at)));
       const T b = static_cast<T>(1.0 + rc - static_cast<double>(sigmoid_clamped((cyr[j] - xc) * p.k, p.clamp_at)));
-      T ratio, da, db;
-      if (isnan(a) || isnan(b)) {
-        ratio = da = db = a + b;
-      } else if (a < b) {
-        ratio = a / b;
-        da = T(1) / b;
-        db = -a / (b * b);
-      } else if (a > b) {
-        ratio = b / a;
-        da = -b / (a * a);
-        db = T(1) / a;
-      } else {
-        ratio = T(1);
-        da = db = T(0);
-      }
-      gs[o + j] = scale * da;
-      if (gc) gc[o + j] = scale * db;
-      ratio_sum += static_cast<double>(ratio);
+      const RankRatio<T> r = rank_ratio(a, b);
+      gs[o + j] = scale * r.da;
+      if (gc) gc[o + j] = scale * r.db;
+      ratio_sum += static_cast<double>(r.ratio);
     }
   }
   red[threadIdx.x] = ratio_sum;
