@@ -683,36 +683,62 @@ struct CandScratch {
   std::vector<int64_t> pairs;  // positions of n-grams missing from the index
   std::vector<int64_t> keys;
   std::vector<std::pair<const uint8_t*, int64_t>> oov_tokens;
-  std::vector<int32_t> hf;     // in-vocabulary features of the candidate, ascending
-  std::vector<double> hw;      // their weights
+  std::vector<int32_t> slot_f;  // small open-addressing table of the candidate's in-vocabulary features
+  std::vector<double> slot_w;   // their weights
+  std::vector<uint8_t> slot_o;  // and orders
 };
+
+inline size_t small_slot(int32_t f, int shift) {
+  return static_cast<size_t>((static_cast<uint32_t>(f) * 0x9E3779B1u) >> shift);
+}
 
 double cider_one(const CiderView& v, const uint8_t* s, int64_t n, int64_t image, double sigma, CandScratch& sc) {
   const size_t tmask = static_cast<size_t>(v.tok_slots.n - 1);
-  sc.tok.clear();
+  sc.tok.resize(static_cast<size_t>(n / 2 + 1));
   sc.oov_tokens.clear();
+  int64_t L = 0;
   split_ws(s, n, [&](int64_t st, int64_t len) {
     const int32_t id = tok_find(v.tok_slots.p, tmask, v.tok_off.p, v.tok_blob.p, s + st, len);
-    if (id >= 0) { sc.tok.push_back(id); return; }
+    if (id >= 0) { sc.tok[L++] = id; return; }
     int64_t j = 0;
     for (; j < static_cast<int64_t>(sc.oov_tokens.size()); ++j)
       if (sc.oov_tokens[j].second == len && std::memcmp(sc.oov_tokens[j].first, s + st, len) == 0) break;
     if (j == static_cast<int64_t>(sc.oov_tokens.size())) sc.oov_tokens.emplace_back(s + st, len);
-    sc.tok.push_back(-1 - j);
+    sc.tok[L++] = -1 - j;
   });
-  const int64_t L = static_cast<int64_t>(sc.tok.size());
   int64_t next_oov = -1 - static_cast<int64_t>(sc.oov_tokens.size());  // fresh negative keys for unknown n-grams
   const int nn = v.nmax;
   double hnorm[kMaxOrder] = {0};
-  sc.hf.clear();
-  sc.hw.clear();
-  sc.prev.assign(sc.tok.begin(), sc.tok.end());
+  // table of in-vocabulary features: at most L n-grams per order
+  int bits = 6;
+  while ((int64_t{1} << bits) < 2 * L * nn) ++bits;
+  const int shift = 32 - bits;
+  const size_t tsize = size_t{1} << bits, tmask2 = tsize - 1;
+  sc.slot_f.assign(tsize, -1);
+  sc.slot_w.resize(tsize);
+  sc.slot_o.resize(tsize);
+  sc.prev.assign(sc.tok.begin(), sc.tok.begin() + L);
+  sc.cur.resize(L);
+  sc.keys.resize(L);
+  {  // the work below is bound by cache misses: request the lines early
+    const int64_t p0 = v.img_ptr[image], p1 = v.img_ptr[image + 1];
+    for (int64_t b = v.cap_indptr[p0]; b < v.cap_indptr[p1]; b += 16) {
+      __builtin_prefetch(v.cap_indices.p + b);
+      __builtin_prefetch(v.cap_tf.p + b);
+    }
+    for (int64_t i = 0; i < L; ++i)
+      if (sc.tok[i] >= 0) {
+        __builtin_prefetch(v.child.p + sc.tok[i]);
+        __builtin_prefetch(v.idf.p + sc.tok[i]);
+      }
+  }
   for (int o = 1; o <= nn; ++o) {
     const int64_t m = L - o + 1;
     if (m <= 0) break;
     if (o >= 2) {
-      sc.cur.resize(m);
       sc.pairs.clear();
+      for (int64_t i = 0; i < m; ++i)
+        if (sc.prev[i] >= 0) __builtin_prefetch(v.child.p + sc.prev[i]);
       for (int64_t i = 0; i < m; ++i) {
         const int64_t pk = sc.prev[i], lt = sc.tok[i + o - 1];
         int32_t id = -1;
@@ -739,10 +765,12 @@ double cider_one(const CiderView& v, const uint8_t* s, int64_t n, int64_t image,
         }
       }
       sc.prev.swap(sc.cur);
+      for (int64_t i = 0; i < m; ++i)
+        if (sc.prev[i] >= 0) __builtin_prefetch(v.idf.p + sc.prev[i]);
     }
     // term frequencies of this order
-    sc.keys.assign(sc.prev.begin(), sc.prev.begin() + m);
-    std::sort(sc.keys.begin(), sc.keys.end());
+    std::copy(sc.prev.begin(), sc.prev.begin() + m, sc.keys.begin());
+    small_sort(sc.keys.data(), m);
     for (int64_t k = 0; k < m;) {
       int64_t j = k;
       while (j < m && sc.keys[j] == sc.keys[k]) ++j;
@@ -751,8 +779,11 @@ double cider_one(const CiderView& v, const uint8_t* s, int64_t n, int64_t image,
       const double w = key >= 0 ? tf * v.idf[key] : tf * (v.log_n - 0.0);  // unseen n-gram: df 0 -> log(1)
       hnorm[o - 1] += w * w;
       if (key >= 0) {
-        sc.hf.push_back(static_cast<int32_t>(key));
-        sc.hw.push_back(w);
+        size_t t = small_slot(static_cast<int32_t>(key), shift);
+        while (sc.slot_f[t] >= 0) t = (t + 1) & tmask2;
+        sc.slot_f[t] = static_cast<int32_t>(key);
+        sc.slot_w[t] = w;
+        sc.slot_o[t] = static_cast<uint8_t>(o - 1);
       }
       k = j;
     }
@@ -760,22 +791,17 @@ double cider_one(const CiderView& v, const uint8_t* s, int64_t n, int64_t image,
   for (int o = 0; o < nn; ++o) hnorm[o] = std::sqrt(hnorm[o]);
   const int64_t hlen = nn >= 2 ? std::max<int64_t>(0, L - 1) : 0;
   const int64_t p0 = v.img_ptr[image], p1 = v.img_ptr[image + 1];
-  const int64_t H = static_cast<int64_t>(sc.hf.size());
   double total = 0;
   for (int64_t p = p0; p < p1; ++p) {
     double val[kMaxOrder] = {0};
-    int64_t a = 0, b = v.cap_indptr[p];
-    const int64_t be = v.cap_indptr[p + 1];
-    int o = 0;
-    while (a < H && b < be) {
-      const int32_t fa = sc.hf[a], fb = v.cap_indices[b];
-      if (fa < fb) { ++a; continue; }
-      if (fb < fa) { ++b; continue; }
-      while (fa >= v.order_ptr[o + 1]) ++o;
-      const double wr = static_cast<double>(v.cap_tf[b]) * v.idf[fb];
-      val[o] += std::min(sc.hw[a], wr) * wr;
-      ++a;
-      ++b;
+    for (int64_t b = v.cap_indptr[p]; b < v.cap_indptr[p + 1]; ++b) {
+      const int32_t f = v.cap_indices[b];
+      size_t t = small_slot(f, shift);
+      while (sc.slot_f[t] >= 0 && sc.slot_f[t] != f) t = (t + 1) & tmask2;
+      if (sc.slot_f[t] == f) {
+        const double wr = static_cast<double>(v.cap_tf[b]) * v.idf[f];
+        val[sc.slot_o[t]] += std::min(sc.slot_w[t], wr) * wr;
+      }
     }
     const double delta = static_cast<double>(hlen - v.cap_len[p]);
     const double pen = std::pow(2.718281828459045, -(delta * delta) / (2 * sigma * sigma));

@@ -24,6 +24,7 @@ Modes:
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
@@ -76,10 +77,14 @@ def _threads() -> int:
 
 def _encode(texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
     """UTF-8 bytes of all texts back to back, and the (len + 1) byte offsets."""
+    off = np.zeros(len(texts) + 1, dtype=np.int64)
+    joined = "".join(texts)
+    if joined.isascii():  # one byte per character: offsets from the string lengths
+        if texts:
+            np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=off[1:])
+        return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), off
     enc = [t.encode("utf-8", "surrogatepass") for t in texts]
-    off = np.zeros(len(enc) + 1, dtype=np.int64)
-    if enc:
-        np.cumsum(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)), out=off[1:])
+    np.cumsum(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)), out=off[1:])
     return np.frombuffer(b"".join(enc), dtype=np.uint8), off
 
 
@@ -106,6 +111,13 @@ def _check_ngram_range(ngram_range, mode: str) -> Tuple[int, int]:
 
 
 def _check_groups(groups) -> Tuple[List[str], np.ndarray]:
+    if isinstance(groups, (list, tuple)) and groups and set(map(type, groups)) <= {list, tuple}:
+        counts = list(map(len, groups))
+        caps = list(itertools.chain.from_iterable(groups))
+        if min(counts) >= 1 and set(map(type, caps)) == {str}:  # fast path; errors are explained below
+            img_ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=img_ptr[1:])
+            return caps, img_ptr
     if isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
         raise TypeError("groups must be a list (one entry per image) of lists of caption strings")
     caps: List[str] = []
@@ -341,9 +353,10 @@ class CaptionIndex:
         if isinstance(candidates, str) or not isinstance(candidates, Iterable):
             raise TypeError("candidates must be a list of caption strings")
         candidates = list(candidates)
-        for c in candidates:
-            if not isinstance(c, str):
-                raise TypeError(f"candidates must be strings, got {type(c).__name__}")
+        if not set(map(type, candidates)) <= {str}:
+            for c in candidates:
+                if not isinstance(c, str):
+                    raise TypeError(f"candidates must be strings, got {type(c).__name__}")
         ids = _ids(image_ids, self.num_images, "image")
         if len(ids) != len(candidates):
             raise ValueError(f"image_ids has {len(ids)} entries but candidates has {len(candidates)}")
