@@ -103,6 +103,12 @@ template <typename F> void parallel_chunks(int64_t n, int threads, int64_t min_c
   parallel_for(chunks, threads, [&](int64_t c) { body(n * c / chunks, n * (c + 1) / chunks); });
 }
 
+// Threads for a kernel of about `work` inner-loop steps: one per ~4M steps (a few ms), because a batch
+// query is short and extra threads mostly wait (or spin against torch's own pool) on a busy machine.
+inline int threads_for(int64_t work, int threads) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work / 4000000)));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokenisation: Python's str.split() (split on runs of str.isspace() characters) over UTF-8.
 
@@ -482,7 +488,7 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
       std::vector<double> small(256);  // most n-grams are rare: tabulate small df
       for (int d = 0; d < 256; ++d) small[d] = idf_of(d);
       for (int64_t f = 0; f < F; ++f) idf[f] = df[f] < 256 ? small[df[f]] : idf_of(df[f]);
-      parallel_chunks(P, threads, 256, [&](int64_t b, int64_t e) {
+      parallel_chunks(P, threads, 8192, [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; ++p) {
           double ss = 0;
           for (int64_t k = cap_indptr[p]; k < cap_indptr[p + 1]; ++k) {
@@ -498,7 +504,7 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
       std::vector<int64_t> icnt(I, 0);
       img_indptr.assign(I + 1, 0);
       auto image_pass = [&](bool write) {
-        parallel_chunks(I, threads, 64, [&](int64_t b, int64_t e) {
+        parallel_chunks(I, threads, 2048, [&](int64_t b, int64_t e) {
           std::vector<std::pair<int32_t, double>> buf;
           for (int64_t i = b; i < e; ++i) {
             buf.clear();
@@ -546,7 +552,7 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
       cap_len.resize(P);
       std::vector<int64_t> obound(nn + 1);
       for (int k = 0; k <= nn; ++k) obound[k] = order_ptr[nmin - 1 + k] - fbase;
-      parallel_chunks(P, threads, 256, [&](int64_t b, int64_t e) {
+      parallel_chunks(P, threads, 8192, [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; ++p) {
           int o = 0;
           for (int64_t k = cap_indptr[p]; k < cap_indptr[p + 1]; ++k) {
@@ -832,7 +838,7 @@ py::array_t<double> cider_d(const py::dict& ix, const CArr<uint8_t>& blob_a, con
   std::vector<double> out(K);
   {
     py::gil_scoped_release nogil;
-    parallel_chunks(K, threads, 64, [&](int64_t b, int64_t e) {
+    parallel_chunks(K, threads, 2048, [&](int64_t b, int64_t e) {
       CandScratch sc;
       for (int64_t k = b; k < e; ++k) out[k] = cider_one(v, blob.p + off[k], off[k + 1] - off[k], images[k], sigma, sc);
     });
@@ -899,7 +905,7 @@ void gram_cpu(const CArr<int64_t>& indptr_a, const CArr<int32_t>& indices_a, con
   Local L;
   gather_local(indptr, indices, data, F, rows.p, R, L);
 #if VSL_WITH_OPENMP
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, R / 16)));
+  const int nt = threads_for(L.ptr[R] * R / 2, threads);
 #pragma omp parallel num_threads(nt)
 #else
   (void)threads;
@@ -961,7 +967,10 @@ void cider_groups(const Local& L, const std::vector<uint8_t>& order, const std::
   std::vector<std::pair<int64_t, int64_t>> items;
   for (int64_t g = 0; g < G;) {
     int64_t g1 = g, tot = 0;
-    while (g1 < G && (g1 == g || tot + (gptr[g1 + 1] - gptr[g1]) <= CB)) tot += gptr[g1 + 1] - gptr[g1++];
+    while (g1 < G && (g1 == g || tot + (gptr[g1 + 1] - gptr[g1]) <= CB)) {
+      tot += gptr[g1 + 1] - gptr[g1];
+      ++g1;
+    }
     items.emplace_back(g, g1);
     g = g1;
   }
@@ -971,7 +980,7 @@ void cider_groups(const Local& L, const std::vector<uint8_t>& order, const std::
   const int64_t nitems = static_cast<int64_t>(items.size());
   const double scale = 10.0 / static_cast<double>(nn);
 #if VSL_WITH_OPENMP
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nitems)));
+  const int nt = static_cast<int>(std::min<int64_t>(nitems, threads_for(nitems * (L.ptr[Pb] + Pb * nn), threads)));
 #pragma omp parallel num_threads(nt)
 #else
   (void)threads;
