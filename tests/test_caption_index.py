@@ -407,3 +407,44 @@ def test_from_scan_file_coco():
     assert index.nbytes < 25000 * index.vocab_size * 4 / 10  # far below the dense float32 matrix
     K = index.image_similarity(np.arange(128))
     assert torch.isfinite(K).all() and (K.diagonal() > 0).all()
+
+
+# ------------------------------------------------------------------------------------ properties
+def test_random_corpora_match_references():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    pytest.importorskip("sklearn")
+    word = st.sampled_from(["a", "dog", "Dog", "runs", "the", "x", "ßig", "ok!", "..", "zz", "ab"])
+    caption = st.lists(word, max_size=7).map(" ".join)
+    corpus = st.lists(st.lists(caption, min_size=1, max_size=4), min_size=1, max_size=6)
+
+    @hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+    @hypothesis.given(groups=corpus, ngram_hi=st.integers(1, 3), data=st.data())
+    def check(groups, ngram_hi, data):
+        ids = data.draw(st.lists(st.integers(0, len(groups) - 1), min_size=1, max_size=8))
+        cider = CaptionIndex.from_captions(groups, mode="cider-d")
+        np.testing.assert_allclose(cider.image_similarity(ids).numpy(), _cider_reference(groups, ids),
+                                   rtol=1e-5, atol=1e-5)
+        tfidf = CaptionIndex.from_captions(groups, ngram_range=(1, ngram_hi))
+        try:
+            _, _, M = _sklearn(groups, (1, ngram_hi))
+        except ValueError:  # scikit-learn refuses a corpus without any token; ours is all zeros
+            assert torch.equal(tfidf.image_similarity(ids), torch.zeros(len(ids), len(ids)))
+            return
+        np.testing.assert_allclose(tfidf.image_similarity(ids).numpy(), M[ids] @ M[ids].T, rtol=0, atol=1e-6)
+
+    check()
+
+
+@pytest.mark.parametrize("mode", ["tfidf", "cider-d"])
+def test_corpus_without_tokens(tmp_path, mode):
+    # no tokens at all: scikit-learn refuses such a corpus ("empty vocabulary"); the index is all zeros
+    punct = " ... " if mode == "tfidf" else " "  # "..." is a token for cider-d's whitespace split
+    index = CaptionIndex.from_captions([[""], [punct, "\u3000\t"]], mode=mode)
+    assert index.vocab_size == 0 and index.feature_names() == []
+    assert torch.equal(index.image_similarity([0, 1, 1]), torch.zeros(3, 3))
+    assert torch.equal(index.caption_similarity([0, 1, 2]), torch.zeros(3, 3))
+    index.save(tmp_path / "empty.idx")
+    assert torch.equal(CaptionIndex.load(tmp_path / "empty.idx").image_similarity([1]), torch.zeros(1, 1))
+    if mode == "cider-d":
+        np.testing.assert_array_equal(index.cider_d(["a b", ""], [0, 1]), [0.0, 0.0])
