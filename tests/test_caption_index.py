@@ -288,6 +288,12 @@ def test_cuda_long_rows_use_global_memory():
                                index.image_similarity([0, 1, 0]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(CUDA, reason="checks the error without a usable GPU")
+def test_cuda_request_without_gpu_raises():
+    with pytest.raises(RuntimeError, match="cuda"):
+        CaptionIndex.from_captions(GROUPS).image_similarity([0, 1], device="cuda")
+
+
 # ------------------------------------------------------------------------------------ persistence
 @pytest.mark.parametrize("mode", ["tfidf", "cider-d"])
 def test_save_load_round_trip(tmp_path, mode):

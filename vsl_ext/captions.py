@@ -534,6 +534,9 @@ class CaptionIndex:
         if not _C.build_info()["cuda"] or not hasattr(_C, "caption_gram_cuda"):
             raise RuntimeError(f"vsl_ext was built without CUDA kernels, so it cannot run on {dev}; "
                                "reinstall with nvcc on PATH (VSL_EXT_CUDA=1 pip install .)")
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {dev} was requested but torch sees no CUDA device "
+                               "(a CPU-only torch build, or no GPU)")
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         key = str(dev)
