@@ -6,10 +6,12 @@ scikit-learn TF-IDF matrix; :class:`CaptionIndex` keeps a sparse n-gram index in
 ``B x B`` matrix of a batch with a sparse C++ kernel (CPU) or CUDA kernel (GPU).
 
 >>> from vsl_ext import CaptionIndex
->>> index = CaptionIndex.from_captions([["a dog runs", "a brown dog"], ["a red car"]])
+>>> groups = [["a dog runs", "a brown dog"], ["a red car"]]   # captions of image 0, image 1
+>>> index = CaptionIndex.from_captions(groups)
 >>> C = index.image_similarity([0, 1, 0])           # (3, 3) float32 tensor
 >>> cider = CaptionIndex.from_captions(groups, mode="cider-d")
 >>> cider.cider_d(["a dog is running"], [0])        # CIDEr-D against image 0's captions
+array([1.50981514])
 
 Modes:
 
