@@ -39,7 +39,7 @@ from .models import MODELS, build_model
 CHECKPOINT_VERSION = 1
 # options that may differ between the interrupted run and the --resume call
 RESUME_MUTABLE = ("device", "progress", "tensorboard", "epochs", "output", "resume", "threads", "checkpoint_every",
-                  "overwrite")
+                  "overwrite", "global_batch")
 
 
 @dataclass
@@ -88,6 +88,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     checkpoint_every: int = 0
+    global_batch: bool = False
     resume: bool = False
     overwrite: bool = False
 
@@ -198,6 +199,9 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--semantic must be tfidf or cider-d, got {cfg.semantic!r}")
     if cfg.captions_per_image < 1:
         raise ValueError(f"--captions-per-image must be >= 1, got {cfg.captions_per_image}")
+    if cfg.global_batch and (cfg.model != "vse" or cfg.variant != "row" or cfg.text_side):
+        raise ValueError("--global-batch needs --model vse (separate image and caption embeddings), --variant row "
+                         "and no --text-side: those are the parts of the loss that shard by rows")
 
 
 class _Progress:
@@ -263,6 +267,17 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
+        self.ctx = None  # vsl_ext.global_batch.GlobalBatch under torchrun --global-batch
+        if cfg.global_batch:
+            from .global_batch import GlobalBatch
+
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+                torch.cuda.set_device(self.device)
+            self.ctx = GlobalBatch.start(self.device)
+        self.is_main = self.ctx is None or self.ctx.is_main
+        if not self.is_main:
+            self.log = lambda *_: None
         self.data_dir = resolve_data_dir(cfg.data, cfg.dataset)
         cpi = cfg.captions_per_image
 
@@ -320,19 +335,26 @@ class Trainer:
             self.epoch, self.step, self.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
             self.best, self.history, self.running = ckpt["best"], ckpt["history"], ckpt["running"]
             set_rng_state(ckpt["rng"])
-        os.makedirs(cfg.output, exist_ok=True)
-        if ckpt is None:        # a new run: nothing of an overwritten run may survive
-            for stale in ("checkpoint.pth", "model_best.pth", "results.json"):
-                if os.path.isfile(os.path.join(cfg.output, stale)):
-                    os.unlink(os.path.join(cfg.output, stale))
         self.ckpt_path = ckpt_path
         self.best_path = os.path.join(cfg.output, "model_best.pth")
         self.metrics_path = os.path.join(cfg.output, "metrics.jsonl")
+        self.resumed = ckpt is not None
+        if self.is_main:
+            self._prepare_output(ckpt is None)
+        if self.ctx is not None:
+            self.ctx.barrier()
+
+    def _prepare_output(self, new_run: bool) -> None:
+        cfg = self.cfg
+        os.makedirs(cfg.output, exist_ok=True)
+        if new_run:             # a new run: nothing of an overwritten run may survive
+            for stale in ("checkpoint.pth", "model_best.pth", "results.json"):
+                if os.path.isfile(os.path.join(cfg.output, stale)):
+                    os.unlink(os.path.join(cfg.output, stale))
         atomic_write_text(os.path.join(cfg.output, "config.json"), json.dumps(asdict(cfg), indent=1))
         self.vocab.save(os.path.join(cfg.output, "vocab.json"))
         # metrics.jsonl always mirrors the checkpoint's history (lines written after it are dropped)
         atomic_write_text(self.metrics_path, "".join(json.dumps(h) + "\n" for h in self.history))
-        self.resumed = ckpt is not None
 
     # -- checkpoints
     def model_spec(self) -> dict:
@@ -350,6 +372,8 @@ class Trainer:
 
     # -- one optimisation step
     def train_step(self, caption_ids: np.ndarray) -> Dict[str, float]:
+        if self.ctx is not None:
+            return self._global_batch_step(caption_ids)
         batch = self.train_data.batch(caption_ids)
         dev = self.device
         sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev))
@@ -366,6 +390,26 @@ class Trainer:
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in out.items()}
 
+    def _global_batch_step(self, caption_ids: np.ndarray) -> Dict[str, float]:
+        from .global_batch import global_batch_losses
+
+        cfg = self.cfg
+        local_ids, offset = self.ctx.shard(caption_ids)
+        image_sem = None
+        if self.index is not None:  # all ranks: the global (B, B) C, cheap from the sparse index
+            image_ids = self.train_data.image_of_caption(np.asarray(caption_ids, dtype=np.int64))
+            image_sem = self.index.image_similarity(image_ids, device=self.device)
+        out = global_batch_losses(self.model, self.train_data.batch(local_ids), offset, image_sem, cfg.margin,
+                                  cfg.max_violation, cfg.alpha, cfg.beta if self.index is not None else 0.0,
+                                  cfg.tau, self.device, self.ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.pop("objective").backward()
+        self.ctx.average_gradients(list(self.model.parameters()))
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in out.items()}
+
     def validate(self) -> Dict[str, float]:
         n = self.cfg.val_images or (1000 if (self.cfg.dataset or "").lower().startswith("coco") else None)
         return evaluate_model(self.model, self.val_data, self.device, ("full",), max_images=n)["full"]
@@ -374,7 +418,7 @@ class Trainer:
         """Train the remaining epochs; ``crash_after_steps`` (tests) raises after that many steps of
         this call without saving, like a kill."""
         cfg = self.cfg
-        writer = _tensorboard_writer(cfg, self.global_step)
+        writer = _tensorboard_writer(cfg, self.global_step) if self.is_main else None
         if self.resumed:
             self.log(f"resuming {cfg.output} at epoch {self.epoch + 1}, step {self.step} "
                      f"(global step {self.global_step})")
@@ -390,7 +434,7 @@ class Trainer:
             batches = epoch_batches(self.train_data.num_images, cfg.captions_per_image, cfg.batch_size,
                                     cfg.seed, epoch)
             self.model.train()
-            bar = _Progress(len(batches), self.step, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+            bar = _Progress(len(batches), self.step, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and self.is_main)
             while self.step < len(batches):
                 t0 = time.perf_counter()
                 losses = self.train_step(batches[self.step])
@@ -405,12 +449,17 @@ class Trainer:
                 if writer is not None and self.global_step % 10 == 0:
                     for k, v in losses.items():
                         writer.add_scalar(f"train/{k}", v, self.global_step)
-                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 and self.step < len(batches):
+                if (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 and self.step < len(batches)
+                        and self.is_main):
                     self.save()
                 if crash_after_steps is not None and steps_this_call >= crash_after_steps:
                     bar.close()
                     raise KeyboardInterrupt(f"simulated kill after {steps_this_call} steps")
             bar.close()
+            if not self.is_main:  # rank 0 validates and writes; the others wait for it
+                self.epoch, self.step = epoch + 1, 0
+                self.ctx.barrier()
+                continue
             t0 = time.perf_counter()
             val = self.validate()
             n = max(1, self.running["n"])
@@ -434,9 +483,11 @@ class Trainer:
             self.save()
             with open(self.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.ctx is not None:
+                self.ctx.barrier()
         if writer is not None:
             writer.close()
-        return self.finish()
+        return self.finish() if self.is_main else {}
 
     def finish(self) -> dict:
         """Test the best checkpoint (when a test split exists) and write ``results.json``."""
@@ -672,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N steps (0: at epoch ends only)")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    g.add_argument("--global-batch", action="store_true",
+                   help="under torchrun: one exact global batch of --batch-size pairs sharded over the ranks "
+                        "(vse model; see vsl_ext.global_batch)")
     g.add_argument("--overwrite", action="store_true", help="start a new run even if --output holds one")
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="synthetic Fig.-1 data: train vse baseline and vse+VSL "
@@ -697,7 +751,8 @@ def config_from_args(args) -> TrainConfig:
         epochs=args.epochs if args.epochs is not None else (0 if args.resume else TrainConfig.epochs), lr=args.lr, lr_update=args.lr_update,
         lr_decay=args.lr_decay, grad_clip=args.grad_clip, seed=args.seed, device=args.device,
         threads=args.threads, progress=not args.no_progress, tensorboard=not args.no_tensorboard,
-        checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite)
+        checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,
+        global_batch=args.global_batch)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,68 @@
+"""vsl-train --global-batch over 2 and 3 gloo processes trains exactly like one process."""
+import json
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from vsl_ext.data.synthetic import SyntheticConfig, generate
+from vsl_ext.train import TrainConfig, Trainer, train
+
+
+def _cfg(data, out, **kw):
+    # dropout 0: ranks draw dropout masks for their own shards, one process for the whole batch
+    base = dict(data=data, dataset="synthetic", output=out, model="vse", embed_size=16, word_dim=8, batch_size=20,
+                epochs=2, progress=False, tensorboard=False, seed=0, lr_update=1, dropout=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _worker(rank, world, init_file, data, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        train(_cfg(data, out, global_batch=True), log=lambda m: None)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    generate(str(d), SyntheticConfig(train_images=8, dev_images=4, test_images=4, regions=5, feat_dim=12))
+    return str(d)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_global_batch_matches_single_process(data, tmp_path, world):
+    torch.set_num_threads(1)
+    single = str(tmp_path / "single")
+    train(_cfg(data, single), log=lambda m: None)
+    sharded = str(tmp_path / "sharded")
+    with tempfile.TemporaryDirectory() as d:
+        mp.spawn(_worker, args=(world, os.path.join(d, "init"), data, sharded), nprocs=world, join=True)
+    a = torch.load(os.path.join(single, "checkpoint.pth"), weights_only=False)
+    b = torch.load(os.path.join(sharded, "checkpoint.pth"), weights_only=False)
+    assert a["global_step"] == b["global_step"] == 4
+    for name, value in a["model"]["state_dict"].items():
+        torch.testing.assert_close(b["model"]["state_dict"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    hist_a = [json.loads(line) for line in open(os.path.join(single, "metrics.jsonl"))]
+    hist_b = [json.loads(line) for line in open(os.path.join(sharded, "metrics.jsonl"))]
+    for ha, hb in zip(hist_a, hist_b):
+        for key in ("train_loss", "train_triplet", "train_vsl"):
+            assert hb[key] == pytest.approx(ha[key], rel=1e-5, abs=1e-6)
+
+
+def test_global_batch_rejects_models_that_do_not_shard(data, tmp_path):
+    for kw in (dict(model="sgr"), dict(variant="public-code"), dict(text_side=True)):
+        with pytest.raises(ValueError, match="--global-batch needs --model vse"):
+            Trainer(_cfg(data, str(tmp_path / "x"), global_batch=True, **kw))
+
+
+def test_global_batch_outside_torchrun_is_a_clear_error(data, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(RuntimeError, match="torchrun"):
+        Trainer(_cfg(data, str(tmp_path / "y"), global_batch=True))
