@@ -7,10 +7,11 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
+
+from vsl_ext._atomic import atomic_write
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -111,25 +112,7 @@ def stamp(device: str, threads: int) -> dict:
     return info
 
 
-def write_atomic(path: Path, data) -> None:
-    """Write text or bytes to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    binary = isinstance(data, (bytes, bytearray))
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+write_atomic = atomic_write  # text or bytes, via a temp file in the same folder and os.replace
 
 
 def write_json_atomic(path: Path, obj) -> None:

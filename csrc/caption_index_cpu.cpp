@@ -488,6 +488,7 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
       std::vector<double> small(256);  // most n-grams are rare: tabulate small df
       for (int d = 0; d < 256; ++d) small[d] = idf_of(d);
       for (int64_t f = 0; f < F; ++f) idf[f] = df[f] < 256 ? small[df[f]] : idf_of(df[f]);
+      std::vector<double> cap_norm(P);  // l2 norm of each caption's tf-idf vector (1 for empty captions)
       parallel_chunks(P, threads, 8192, [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; ++p) {
           double ss = 0;
@@ -495,9 +496,9 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
             const double v = cap_tf[k] * idf[cap_indices[k]];
             ss += v * v;
           }
-          const double norm = ss > 0 ? std::sqrt(ss) : 1.0;
+          cap_norm[p] = ss > 0 ? std::sqrt(ss) : 1.0;
           for (int64_t k = cap_indptr[p]; k < cap_indptr[p + 1]; ++k)
-            cap_data[k] = static_cast<float>(cap_tf[k] * idf[cap_indices[k]] / norm);
+            cap_data[k] = static_cast<float>(cap_tf[k] * idf[cap_indices[k]] / cap_norm[p]);
         }
       });
       // image rows: mean of the image's caption vectors
@@ -508,16 +509,9 @@ py::dict build(const CArr<uint8_t>& blob_a, const CArr<int64_t>& cap_off_a, cons
           std::vector<std::pair<int32_t, double>> buf;
           for (int64_t i = b; i < e; ++i) {
             buf.clear();
-            for (int64_t p = img_ptr[i]; p < img_ptr[i + 1]; ++p) {
-              double ss = 0;
-              for (int64_t k = cap_indptr[p]; k < cap_indptr[p + 1]; ++k) {
-                const double v = cap_tf[k] * idf[cap_indices[k]];
-                ss += v * v;
-              }
-              const double norm = ss > 0 ? std::sqrt(ss) : 1.0;
+            for (int64_t p = img_ptr[i]; p < img_ptr[i + 1]; ++p)
               for (int64_t k = cap_indptr[p]; k < cap_indptr[p + 1]; ++k)
-                buf.emplace_back(cap_indices[k], cap_tf[k] * idf[cap_indices[k]] / norm);
-            }
+                buf.emplace_back(cap_indices[k], cap_tf[k] * idf[cap_indices[k]] / cap_norm[p]);
             std::sort(buf.begin(), buf.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
             const double inv_c = 1.0 / static_cast<double>(img_ptr[i + 1] - img_ptr[i]);
             int64_t u = 0, w = write ? img_indptr[i] : 0;

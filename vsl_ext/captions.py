@@ -33,13 +33,13 @@ import numbers
 import os
 import re
 import struct
-import tempfile
 import zlib
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ._atomic import atomic_open
 from ._native import _C
 
 __all__ = ["CaptionIndex"]
@@ -393,23 +393,11 @@ class CaptionIndex:
                   "arrays": entries, "payload_nbytes": payload_len, "payload_crc32": crc}
         hbytes = json.dumps(header, sort_keys=True).encode("utf-8")
         hbytes += b" " * ((-(_PREAMBLE.size + len(hbytes))) % _ALIGN)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".caption_index.", suffix=".tmp", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_PREAMBLE.pack(_MAGIC, FORMAT_VERSION, len(hbytes), zlib.crc32(hbytes)))
-                f.write(hbytes)
-                for c in chunks:
-                    f.write(c)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_open(path) as f:
+            f.write(_PREAMBLE.pack(_MAGIC, FORMAT_VERSION, len(hbytes), zlib.crc32(hbytes)))
+            f.write(hbytes)
+            for c in chunks:
+                f.write(c)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "CaptionIndex":

@@ -21,7 +21,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -29,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ._atomic import atomic_open, atomic_write
 from .criterion import VSLCriterion
 from .data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir
 from .data.precomp import split_paths
@@ -100,35 +100,12 @@ class CheckpointMismatch(ValueError):
 # ----------------------------------------------------------------------------- helpers
 
 def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: a kill at any
-    moment leaves either the old or the new complete file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save via a temporary file and os.replace: a kill leaves the old or the new file."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+atomic_write_text = atomic_write
 
 
 def rng_state() -> dict:

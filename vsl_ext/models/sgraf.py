@@ -28,40 +28,42 @@ from .encoders import RegionEncoder, WordEncoder, l1norm, l2norm, xavier_uniform
 MODULES = ("SGR", "SAF")
 
 
-class VisualSA(nn.Module):
+class _SelfAttentionPool(nn.Module):
+    """Global vector: local features weighted by attention against the raw global (mean) feature.
+    ``local_norm``/``glob_norm``: optional normalisation layers after each projection (SGRAF uses
+    BatchNorm on the image side only)."""
+
+    def __init__(self, embed_dim: int, dropout: float, local_norm=None, glob_norm=None):
+        super().__init__()
+
+        def branch(norm):
+            layers = [nn.Linear(embed_dim, embed_dim)] + ([norm] if norm is not None else [])
+            return nn.Sequential(*layers, nn.Tanh(), nn.Dropout(dropout))
+
+        self.local = branch(local_norm)
+        self.glob = branch(glob_norm)
+        self.common = nn.Linear(embed_dim, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                xavier_uniform_(m)
+
+    def forward(self, local: Tensor, raw_global: Tensor) -> Tensor:
+        weights = torch.softmax(self.common(self.local(local) * self.glob(raw_global).unsqueeze(1)).squeeze(-1), 1)
+        return l2norm((weights.unsqueeze(-1) * local).sum(1))
+
+
+class VisualSA(_SelfAttentionPool):
     """Global image vector: regions weighted by attention against the mean region."""
 
     def __init__(self, embed_dim: int, dropout: float, num_regions: int):
-        super().__init__()
-        self.local = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.BatchNorm1d(num_regions), nn.Tanh(),
-                                   nn.Dropout(dropout))
-        self.glob = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.BatchNorm1d(embed_dim), nn.Tanh(),
-                                  nn.Dropout(dropout))
-        self.common = nn.Linear(embed_dim, 1)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                xavier_uniform_(m)
-
-    def forward(self, local: Tensor, raw_global: Tensor) -> Tensor:
-        weights = torch.softmax(self.common(self.local(local) * self.glob(raw_global).unsqueeze(1)).squeeze(-1), 1)
-        return l2norm((weights.unsqueeze(-1) * local).sum(1))
+        super().__init__(embed_dim, dropout, nn.BatchNorm1d(num_regions), nn.BatchNorm1d(embed_dim))
 
 
-class TextSA(nn.Module):
+class TextSA(_SelfAttentionPool):
     """Global caption vector: words weighted by attention against the mean word."""
 
     def __init__(self, embed_dim: int, dropout: float):
-        super().__init__()
-        self.local = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Tanh(), nn.Dropout(dropout))
-        self.glob = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Tanh(), nn.Dropout(dropout))
-        self.common = nn.Linear(embed_dim, 1)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                xavier_uniform_(m)
-
-    def forward(self, local: Tensor, raw_global: Tensor) -> Tensor:
-        weights = torch.softmax(self.common(self.local(local) * self.glob(raw_global).unsqueeze(1)).squeeze(-1), 1)
-        return l2norm((weights.unsqueeze(-1) * local).sum(1))
+        super().__init__(embed_dim, dropout)
 
 
 class GraphReasoning(nn.Module):
