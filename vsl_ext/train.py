@@ -620,8 +620,8 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     log(table)
     log("")
     log(diag)
-    log(f"\ntotal {elapsed:.0f} s; written to {output}/results.md, results.png, results.json")
     cfg = demo_config(data, output, 0, True, epochs)
+    chart = demo_chart(results, os.path.join(output, "results.png"))
     md = ["# vsl-train --demo", "",
           "Synthetic SCAN-format data built after the failure case of the VSL paper's Fig. 1: every image has a "
           "main object over many regions and small secondary objects, its captions describe the main object only, "
@@ -633,14 +633,15 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
           f"Recipe: model vse (embed {cfg.embed_size}, mean pooling), batch {cfg.batch_size}, {cfg.epochs} epochs, "
           f"Adam lr {cfg.lr:g} then x{cfg.lr_decay:g} after epoch {cfg.lr_update}, margin {cfg.margin}, "
           f"beta {cfg.beta:g}, tau {cfg.tau:g}, seeds {list(seeds)}; total wall time {elapsed:.0f} s.", "",
-          "![R@K](results.png)", ""]
+          *(["![R@K](results.png)", ""] if chart else [])]
     atomic_write_text(os.path.join(output, "results.md"), "\n".join(md))
-    chart = demo_chart(results, os.path.join(output, "results.png"))
-    if not chart:
-        log("matplotlib is not installed: no results.png (pip install matplotlib)")
     summary = {"seeds": list(seeds), "results": results, "diagnostics": diagnostics, "synthetic_config": asdict(syn),
                "train_config": asdict(cfg), "seconds": elapsed, "table": table}
     atomic_write_text(os.path.join(output, "results.json"), json.dumps(summary, indent=1))
+    written = ["results.md", "results.json"] + (["results.png"] if chart else [])
+    log(f"\ntotal {elapsed:.0f} s; written to {output}: {', '.join(written)}")
+    if not chart:
+        log("matplotlib is not installed: no results.png (pip install matplotlib, or the train extra)")
     return summary
 
 
