@@ -10,6 +10,8 @@ import torch.multiprocessing as mp
 import vsl_ext
 import vsl_ext.distributed
 
+import gloo_worker
+
 # (shards: rows per rank, dtype, algorithm, semantic_grad); one spawned process group per world size.
 CASES = {
     2: [([40, 40], torch.float32, "auto", False), ([1, 79], torch.float32, "auto", True),
@@ -50,18 +52,18 @@ def _check_case(rank, world, shards, dtype, algorithm, semantic_grad):
     assert all(v.item() == loss.item() for v in values), "every rank reports the same loss"
 
 
-def _worker(rank, world, init_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        for case in CASES[world]:
-            _check_case(rank, world, *case)
-        with pytest.raises(ValueError, match="must be square"):
-            vsl_ext.distributed.vsl_loss(torch.rand(3, 10), torch.rand(3, 10))
-        with pytest.raises(ValueError, match="public-code"):
-            vsl_ext.distributed.vsl_loss(torch.rand(5, 10), torch.rand(5, 10), variant="public-code")
-    finally:
-        dist.destroy_process_group()
+def _cases(rank, world):
+    for case in CASES[world]:
+        _check_case(rank, world, *case)
+    with pytest.raises(ValueError, match="must be square"):
+        vsl_ext.distributed.vsl_loss(torch.rand(3, 10), torch.rand(3, 10))
+    with pytest.raises(ValueError, match="public-code"):
+        vsl_ext.distributed.vsl_loss(torch.rand(5, 10), torch.rand(5, 10), variant="public-code")
+    # one rank's bad input: it raises its own error, the others learn of it instead of hanging
+    rows = 10 // world + (rank < 10 % world)
+    bad = torch.ones(rows, 10, dtype=torch.int64) if rank == 0 else torch.rand(rows, 10)
+    with pytest.raises(TypeError if rank == 0 else ValueError, match="floating-point" if rank == 0 else "other rank"):
+        vsl_ext.distributed.vsl_loss(bad, torch.rand(rows, 10))
 
 
 @pytest.mark.parametrize("world", sorted(CASES))
@@ -69,7 +71,7 @@ def test_sharded_equals_full_batch(world):
     """Even and uneven shards, a rank with one row and one with none, float32/64, both CPU paths,
     gradients to S and C; bad shards and the public-code variant are rejected on every rank."""
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_worker, args=(world, os.path.join(d, "init")), nprocs=world, join=True)
+        mp.spawn(gloo_worker.run, args=(world, os.path.join(d, "init"), _cases), nprocs=world, join=True)
 
 
 def test_needs_a_process_group():

@@ -5,11 +5,12 @@ import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from vsl_ext.data.synthetic import SyntheticConfig, generate
 from vsl_ext.train import TrainConfig, Trainer, train
+
+import gloo_worker
 
 
 def _cfg(data, out, **kw):
@@ -20,13 +21,8 @@ def _cfg(data, out, **kw):
     return TrainConfig(**base)
 
 
-def _worker(rank, world, init_file, data, out):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        train(_cfg(data, out, global_batch=True), log=lambda m: None)
-    finally:
-        dist.destroy_process_group()
+def _train_shard(rank, world, data, out):
+    train(_cfg(data, out, global_batch=True), log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +39,8 @@ def test_global_batch_matches_single_process(data, tmp_path, world):
     train(_cfg(data, single), log=lambda m: None)
     sharded = str(tmp_path / "sharded")
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_worker, args=(world, os.path.join(d, "init"), data, sharded), nprocs=world, join=True)
+        mp.spawn(gloo_worker.run, args=(world, os.path.join(d, "init"), _train_shard, data, sharded), nprocs=world,
+                 join=True)
     a = torch.load(os.path.join(single, "checkpoint.pth"), weights_only=False)
     b = torch.load(os.path.join(sharded, "checkpoint.pth"), weights_only=False)
     assert a["global_step"] == b["global_step"] == 4

@@ -46,23 +46,41 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("vsl_ext.distributed.vsl_loss needs an initialised torch.distributed process group "
                            "(torch.distributed.init_process_group); use vsl_ext.vsl_loss in a single process")
-    for name, t in (("local_sims", local_sims), ("local_semantic_sims", local_semantic_sims)):
-        if not isinstance(t, Tensor) or t.dim() != 2:
-            raise ValueError(f"{name} must be a 2-D (rows, N) tensor, got "
-                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
-    rows, n = local_sims.shape
-    counts = torch.tensor([rows], dtype=torch.int64, device=local_sims.device)
+    # Every local check runs before the first collective, whose second entry tells the other ranks
+    # that one rank's inputs failed: all raise, none waits forever in a collective.
+    problem = None
+    try:
+        for name, t in (("local_sims", local_sims), ("local_semantic_sims", local_semantic_sims)):
+            if not isinstance(t, Tensor) or t.dim() != 2:
+                raise ValueError(f"{name} must be a 2-D (rows, N) tensor, got "
+                                 f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+        if local_sims.shape[0] == 0:
+            _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
+            _validate.compute_dtype(local_sims, local_semantic_sims)
+            _validate.tau(tau)
+            _validate.algorithm(algorithm, local_sims.device)
+        else:
+            s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)
+    except (ValueError, TypeError) as exc:
+        problem = exc
+    device = local_sims.device if isinstance(local_sims, Tensor) else torch.device("cpu")
+    rows = local_sims.shape[0] if problem is None else 0
+    counts = torch.tensor([rows, int(problem is not None)], dtype=torch.int64, device=device)
     dist.all_reduce(counts, group=group)
-    if counts.item() != n:
-        raise ValueError(f"the ranks' local_sims hold {counts.item()} rows in all but each row has {n} columns: "
+    if problem is not None:
+        raise problem
+    if counts[1].item() > 0:
+        raise ValueError(f"{counts[1].item()} other rank(s) passed invalid local_sims / local_semantic_sims "
+                         "(their error says what); this rank's inputs are fine")
+    n = local_sims.shape[1]
+    if counts[0].item() != n:
+        raise ValueError(f"the ranks' local_sims hold {counts[0].item()} rows in all but each row has {n} columns: "
                          "the global S must be square (N, N), every image's row against all N captions")
     if rows == 0:
-        _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
         dtype = _validate.compute_dtype(local_sims, local_semantic_sims)
         # no rows: contributes 0, but both inputs stay in the graph (their grads are empty tensors)
         local = (local_sims.sum() * 0 + local_semantic_sims.sum() * 0).to(torch.float64)
     else:
-        s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)
         dtype = s.dtype
         local = ratio_sum(s, c, tau, False, local_semantic_sims.requires_grad, algo)
     total = local.detach().clone()

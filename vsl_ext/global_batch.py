@@ -35,6 +35,7 @@ from .criterion import triplet_loss
 class GlobalBatch:
     rank: int
     world: int
+    owns_group: bool = False  # True when start() created the process group (close() destroys it)
 
     @property
     def is_main(self) -> bool:
@@ -48,6 +49,7 @@ class GlobalBatch:
                 raise RuntimeError("--global-batch runs under torchrun (torchrun --nproc_per_node K -m vsl_ext.train "
                                    "... --global-batch); WORLD_SIZE is not set")
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            return cls(dist.get_rank(), dist.get_world_size(), owns_group=True)
         return cls(dist.get_rank(), dist.get_world_size())
 
     def shard(self, ids: np.ndarray) -> tuple:
@@ -58,6 +60,16 @@ class GlobalBatch:
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def close(self) -> None:
+        """Waits for every rank, then destroys the process group if :meth:`start` created it.
+
+        Without the barrier a rank that is done tears down its gloo connections while another is
+        still using them, and the other process aborts at exit ("terminate called without an
+        active exception")."""
+        dist.barrier()
+        if self.owns_group:
+            dist.destroy_process_group()
 
     def average_gradients(self, params: List[Tensor]) -> None:
         grads = [p.grad for p in params if p.grad is not None]

@@ -464,7 +464,10 @@ class Trainer:
                 self.ctx.barrier()
         if writer is not None:
             writer.close()
-        return self.finish() if self.is_main else {}
+        summary = self.finish() if self.is_main else {}
+        if self.ctx is not None:
+            self.ctx.close()
+        return summary
 
     def finish(self) -> dict:
         """Test the best checkpoint (when a test split exists) and write ``results.json``."""
