@@ -33,6 +33,13 @@ RankArgs make_args(double tau, bool descending, double clamp_at, int algo, int t
   return a;
 }
 
+void check_window(int kind, double tau) {
+  if (kind < 0 || kind > 3) throw std::invalid_argument("window kind must be 0..3");
+  if (!(tau > 0)) throw std::invalid_argument("tau must be > 0");
+}
+
+const int64_t* i64(uintptr_t p) { return reinterpret_cast<const int64_t*>(p); }
+
 template <typename P> const void* cptr(P p) { return reinterpret_cast<const void*>(p); }
 template <typename P> void* ptr(P p) { return reinterpret_cast<void*>(p); }
 
@@ -91,6 +98,24 @@ PYBIND11_MODULE(_C, m) {
       },
       no_gil);
 
+  m.def(
+      "window_sums_cpu",
+      [](const std::string& dt, int kind, uintptr_t v, uintptr_t w, uintptr_t u, uintptr_t wu, uintptr_t uperm,
+         uintptr_t skip, uintptr_t out, int64_t rows, int64_t cols, double tau, bool desc, int threads) {
+        check_window(kind, tau);
+        vsl::window_sums_cpu(parse_dtype(dt), kind, cptr(v), cptr(w), cptr(u), cptr(wu), i64(uperm), i64(skip),
+                             ptr(out), rows, cols, tau, desc, threads);
+      },
+      no_gil);
+  m.def(
+      "rank_ratio_rows_cpu",
+      [](const std::string& dt, uintptr_t sr, uintptr_t cr, uintptr_t gs, uintptr_t gc, uintptr_t partials,
+         int64_t rows, int64_t cols, double grad_scale) {
+        vsl::rank_ratio_rows_cpu(parse_dtype(dt), cptr(sr), cptr(cr), ptr(gs), ptr(gc),
+                                 static_cast<double*>(ptr(partials)), rows, cols, grad_scale);
+      },
+      no_gil);
+
 #if VSL_WITH_CUDA
   m.def(
       "rank_forward_cuda",
@@ -116,6 +141,24 @@ PYBIND11_MODULE(_C, m) {
         vsl::vsl_forward_cuda(parse_dtype(dt), cptr(sx), cptr(sy), cptr(cx), cptr(cy), ptr(gs), ptr(gc),
                               static_cast<double*>(ptr(partials)), rows, cols, grad_scale,
                               make_args(tau, true, clamp_at, algo, 1), device, stream);
+      },
+      no_gil);
+  m.def(
+      "window_sums_cuda",
+      [](const std::string& dt, int kind, uintptr_t v, uintptr_t w, uintptr_t u, uintptr_t wu, uintptr_t uperm,
+         uintptr_t skip, uintptr_t out, int64_t rows, int64_t cols, double tau, bool desc, int device,
+         uintptr_t stream) {
+        check_window(kind, tau);
+        vsl::window_sums_cuda(parse_dtype(dt), kind, cptr(v), cptr(w), cptr(u), cptr(wu), i64(uperm), i64(skip),
+                              ptr(out), rows, cols, tau, desc, device, stream);
+      },
+      no_gil);
+  m.def(
+      "rank_ratio_rows_cuda",
+      [](const std::string& dt, uintptr_t sr, uintptr_t cr, uintptr_t gs, uintptr_t gc, uintptr_t partials,
+         int64_t rows, int64_t cols, double grad_scale, int device, uintptr_t stream) {
+        vsl::rank_ratio_rows_cuda(parse_dtype(dt), cptr(sr), cptr(cr), ptr(gs), ptr(gc),
+                                  static_cast<double*>(ptr(partials)), rows, cols, grad_scale, device, stream);
       },
       no_gil);
 #endif

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "cuda_common.cuh"
+
 namespace vsl {
 namespace caption {
 namespace {
@@ -17,22 +19,8 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kMaxOrder = 32;
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("vsl_ext CUDA error in ") + what + ": " + cudaGetErrorString(err));
-}
-
-struct DeviceGuard {
-  int prev = -1;
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&prev), "cudaGetDevice");
-    if (prev != device) check(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    int cur = -1;
-    if (cudaGetDevice(&cur) == cudaSuccess && cur != prev && prev >= 0) cudaSetDevice(prev);
-  }
-};
+using cuda::check;
+using cuda::DeviceGuard;
 
 struct Bounds {
   int64_t b[kMaxOrder + 1];  // feature id where each n-gram order starts (b[nn] = number of features)

@@ -41,6 +41,19 @@ void vsl_forward_cpu(DType dt, const void* sx, const void* sy, const void* cx, c
                      void* gc, double* partials, int64_t rows, int64_t cols, double grad_scale,
                      const RankArgs& args);
 
+// Sorted-window sums over rows that arrive sorted ascending (csrc/sorted_window.h), for every
+// row r and position i: out[r, uperm[r, i]] = element `kind` of centre u[r, i] (weight wu[r, i])
+// against the sorted row v[r, :] (weights w[r, :]), leaving out position skip[r, i] of v.
+// w, wu and skip may be null where the kind does not read them. kind: WindowKind.
+void window_sums_cpu(DType dt, int kind, const void* v, const void* w, const void* u, const void* wu,
+                     const int64_t* uperm, const int64_t* skip, void* out, int64_t rows, int64_t cols,
+                     double tau, bool descending, int threads);
+
+// The VSL entries from the ranks: partials[i] = sum_j min(SR, CR) / max(SR, CR) of row i and the
+// gradients of L = 1 - grad_scale * sum(partials) with respect to SR (gs) and CR (gc, may be null).
+void rank_ratio_rows_cpu(DType dt, const void* sr, const void* cr, void* gs, void* gc, double* partials,
+                         int64_t rows, int64_t cols, double grad_scale);
+
 bool cuda_compiled();
 const char* cpu_isa();  // instruction set of the CPU kernels in use: "avx2" or "baseline"
 int cuda_device_count();
@@ -53,6 +66,11 @@ void rank_backward_cuda(DType dt, const void* x, const void* y, const void* g, v
 void vsl_forward_cuda(DType dt, const void* sx, const void* sy, const void* cx, const void* cy, void* gs,
                       void* gc, double* partials, int64_t rows, int64_t cols, double grad_scale,
                       const RankArgs& args, int device, uintptr_t stream);
+void window_sums_cuda(DType dt, int kind, const void* v, const void* w, const void* u, const void* wu,
+                      const int64_t* uperm, const int64_t* skip, void* out, int64_t rows, int64_t cols,
+                      double tau, bool descending, int device, uintptr_t stream);
+void rank_ratio_rows_cuda(DType dt, const void* sr, const void* cr, void* gs, void* gc, double* partials,
+                          int64_t rows, int64_t cols, double grad_scale, int device, uintptr_t stream);
 #endif
 
 }  // namespace vsl

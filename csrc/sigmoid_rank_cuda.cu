@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_common.cuh"
 #include "kernels.h"
 #include "sigmoid_math.h"
 
@@ -17,10 +18,7 @@ constexpr int kThreads = 256;
 constexpr int kTile = 1024;
 constexpr int kChunk = 64;  // float partial sums of this many terms are added into a double
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("vsl_ext CUDA error in ") + what + ": " +
-                                                   cudaGetErrorString(err));
-}
+using cuda::check;
 
 template <typename T> struct DevParams {
   T k;         // sgn / tau
@@ -173,7 +171,6 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
                    int64_t n, DevParams<T> p, T scale) {  // n: columns; one block per row
   __shared__ T ts[kTile];
   __shared__ T tc[kTile];
-  __shared__ double red[kThreads];
   const int64_t o = static_cast<int64_t>(blockIdx.x) * n;
   const T* syr = (sy ? sy : sx) + o;
   const T* cyr = (cy ? cy : cx) + o;
@@ -212,27 +209,16 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
       ratio_sum += static_cast<double>(r.ratio);
     }
   }
-  red[threadIdx.x] = ratio_sum;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partials[blockIdx.x] = red[0];
+  const double row_sum = cuda::block_sum<kThreads>(ratio_sum);
+  if (threadIdx.x == 0) partials[blockIdx.x] = row_sum;
 }
-
-struct Launch {
-  Launch(int device, uintptr_t stream_handle) : stream(reinterpret_cast<cudaStream_t>(stream_handle)) {
-    check(cudaSetDevice(device), "cudaSetDevice");
-  }
-  cudaStream_t stream;
-};
 
 template <typename T>
 void rank_forward_t(const void* x, const void* y, void* out, int64_t rows, int64_t cols, const RankArgs& args,
                     int device, uintptr_t stream) {
-  Launch L(device, stream);
-  rank_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, L.stream>>>(
+  cuda::DeviceGuard guard(device);
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  rank_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, st>>>(
       static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(out), cols, dev_params<T>(args));
   check(cudaGetLastError(), "rank_forward_kernel launch");
 }
@@ -240,19 +226,20 @@ void rank_forward_t(const void* x, const void* y, void* out, int64_t rows, int64
 template <typename T>
 void rank_backward_t(const void* x, const void* y, const void* g, void* gx, void* gy, int64_t rows, int64_t cols,
                      const RankArgs& args, int device, uintptr_t stream) {
-  Launch L(device, stream);
+  cuda::DeviceGuard guard(device);
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
   const DevParams<T> p = dev_params<T>(args);
   const unsigned blocks = static_cast<unsigned>(rows);
   if (!y) {
-    rank_backward_self_kernel<T><<<blocks, kThreads, 0, L.stream>>>(
+    rank_backward_self_kernel<T><<<blocks, kThreads, 0, st>>>(
         static_cast<const T*>(x), static_cast<const T*>(g), static_cast<T*>(gx), cols, p);
     check(cudaGetLastError(), "rank_backward_self_kernel launch");
     return;
   }
-  rank_backward_cross_x_kernel<T><<<blocks, kThreads, 0, L.stream>>>(
+  rank_backward_cross_x_kernel<T><<<blocks, kThreads, 0, st>>>(
       static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(g), static_cast<T*>(gx), cols, p);
   check(cudaGetLastError(), "rank_backward_cross_x_kernel launch");
-  rank_backward_cross_y_kernel<T><<<blocks, kThreads, 0, L.stream>>>(
+  rank_backward_cross_y_kernel<T><<<blocks, kThreads, 0, st>>>(
       static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(g), static_cast<T*>(gy), cols, p);
   check(cudaGetLastError(), "rank_backward_cross_y_kernel launch");
 }
@@ -261,8 +248,9 @@ template <typename T>
 void vsl_forward_t(const void* sx, const void* sy, const void* cx, const void* cy, void* gs, void* gc,
                    double* partials, int64_t rows, int64_t cols, double grad_scale, const RankArgs& args, int device,
                    uintptr_t stream) {
-  Launch L(device, stream);
-  vsl_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, L.stream>>>(
+  cuda::DeviceGuard guard(device);
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  vsl_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, st>>>(
       static_cast<const T*>(sx), static_cast<const T*>(sy), static_cast<const T*>(cx), static_cast<const T*>(cy),
       static_cast<T*>(gs), static_cast<T*>(gc), partials, cols, dev_params<T>(args), static_cast<T>(-grad_scale));
   check(cudaGetLastError(), "vsl_forward_kernel launch");

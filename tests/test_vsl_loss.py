@@ -1,4 +1,5 @@
 """vsl_loss vs the reference (both variants), the published formula, autograd, torch.library and compile."""
+import itertools
 import math
 
 import pytest
@@ -197,15 +198,15 @@ def test_cuda_matches_reference(n, kind, variant, dtype):
     if n > 300 and dtype == torch.float64:
         pytest.skip("the float64 reference at n > 300 is slow")
     s, c = _pair(kind, n, dtype)
-    _check(s, c, variant, device="cuda")
+    _check(s, c, variant, ("dense", "sorted", "auto"), device="cuda")
 
 
 @requires_cuda
 def test_cuda_matches_cpu_at_large_n():
     s, c = _pair("random", 2500, torch.float32)
-    for variant in ("row", "public-code"):
+    for variant, algorithm in itertools.product(("row", "public-code"), ("dense", "sorted")):
         xs = [s.clone().requires_grad_(), s.cuda().requires_grad_()]
-        losses = [vsl_ext.vsl_loss(x, c.to(x.device), variant=variant) for x in xs]
+        losses = [vsl_ext.vsl_loss(x, c.to(x.device), variant=variant, algorithm=algorithm) for x in xs]
         torch.testing.assert_close(losses[1].cpu(), losses[0], rtol=1e-5, atol=1e-6)
         grads = [torch.autograd.grad(l, x)[0].cpu() for l, x in zip(losses, xs)]
         assert_close_grad(grads[1], grads[0])

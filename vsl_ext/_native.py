@@ -23,6 +23,9 @@ except ImportError as exc:  # pragma: no cover - only when the package was not b
 
 ALGORITHMS = {"auto": 0, "dense": 1, "sorted": 2}
 PUBLIC_CODE_CLAMP = 50.0  # the published sigmoid clamps its exponent to [-50, 50]
+# On CUDA, algorithm="auto" takes the sorted-window path (vsl_ext.sorted_window) from this many
+# columns on. An estimate, not yet measured on a GPU: benchmarks/bench_large_n.py measures it.
+CUDA_SORTED_FROM_COLS = 2048
 
 
 def build_info() -> dict:
@@ -56,10 +59,32 @@ def _cuda_tail(t: torch.Tensor) -> tuple:
     return index, torch.cuda.current_stream(t.device).cuda_stream
 
 
+# Route CPU calls through vsl_ext.sorted_window too, as CUDA calls go (tests and comparisons: the
+# CPU's own sorted kernel is faster on a CPU).
+SORTED_WINDOW_ON_CPU = False
+
+
+def _takes_sorted_window(algorithm: int, cols: int, clamp_at: float, *tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a call takes the sorted-window path of vsl_ext.sorted_window (CUDA, or CPU with
+    SORTED_WINDOW_ON_CPU). Inside the window it does not clamp, so a clamp must lie beyond the window
+    (the published code's 50 does); non-finite rows need the dense path, which propagates NaN and
+    inf like the reference (checking costs one device sync)."""
+    if not (tensors[0].is_cuda or SORTED_WINDOW_ON_CPU):
+        return False
+    if algorithm == ALGORITHMS["dense"] or 0 < clamp_at < PUBLIC_CODE_CLAMP:
+        return False
+    if algorithm == ALGORITHMS["auto"] and cols < CUDA_SORTED_FROM_COLS:
+        return False
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+
+
 def rank_forward(x: torch.Tensor, y: Optional[torch.Tensor], out: torch.Tensor, tau: float,
                  descending: bool, clamp_at: float, algorithm: int) -> None:
     """out = cross rank of x against y (y None: row rank of x); see csrc/kernels.h."""
     rows, cols = x.shape
+    if _takes_sorted_window(algorithm, cols, clamp_at, x, y):
+        from . import sorted_window
+        return sorted_window.rank_forward(x, y, out, tau, descending)
     args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(out), rows, cols, tau, descending, clamp_at, algorithm)
     if x.is_cuda:
         _C.rank_forward_cuda(*args, *_cuda_tail(x))
@@ -72,6 +97,9 @@ def rank_backward(x: torch.Tensor, y: Optional[torch.Tensor], g: torch.Tensor, g
                   algorithm: int) -> None:
     """gx (and gy when y is given) = gradients of sum(g * rank) with respect to x (and y)."""
     rows, cols = x.shape
+    if _takes_sorted_window(algorithm, cols, clamp_at, x, y):
+        from . import sorted_window
+        return sorted_window.rank_backward(x, y, g, gx, gy, tau, descending)
     args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(g), _ptr(gx), _ptr(gy), rows, cols, tau, descending,
             clamp_at, algorithm)
     if x.is_cuda:
@@ -86,9 +114,38 @@ def vsl_forward(sx: torch.Tensor, sy: Optional[torch.Tensor], cx: torch.Tensor, 
     """Fused VSL forward over (rows, cols) blocks: row ratio sums into partials, and the gradients of
     ``L = 1 - grad_scale * partials.sum()``, dL/dSR into gs and dL/dCR into gc (if given)."""
     rows, cols = sx.shape
+    if _takes_sorted_window(algorithm, cols, clamp_at, sx, sy, cx, cy):
+        from . import sorted_window
+        return sorted_window.vsl_forward(sx, sy, cx, cy, gs, gc, partials, grad_scale, tau)
     args = (_dtype_name(sx), _ptr(sx), _ptr(sy), _ptr(cx), _ptr(cy), _ptr(gs), _ptr(gc), _ptr(partials), rows,
             cols, grad_scale, tau, clamp_at, algorithm)
     if sx.is_cuda:
         _C.vsl_forward_cuda(*args, *_cuda_tail(sx))
     else:
         _C.vsl_forward_cpu(*args, torch.get_num_threads())
+
+
+def window_sums(kind: int, v: torch.Tensor, w: Optional[torch.Tensor], u: torch.Tensor, wu: Optional[torch.Tensor],
+                uperm: torch.Tensor, skip: Optional[torch.Tensor], out: torch.Tensor, tau: float,
+                descending: bool) -> None:
+    """Sorted-window element sums over pre-sorted rows (see csrc/kernels.h and vsl_ext.sorted_window):
+    out[r, uperm[r, i]] = element ``kind`` of centre u[r, i] against the sorted row v[r]."""
+    rows, cols = u.shape
+    args = (_dtype_name(u), kind, _ptr(v), _ptr(w), _ptr(u), _ptr(wu), _ptr(uperm), _ptr(skip), _ptr(out), rows,
+            cols, tau, descending)
+    if u.is_cuda:
+        _C.window_sums_cuda(*args, *_cuda_tail(u))
+    else:
+        _C.window_sums_cpu(*args, torch.get_num_threads())
+
+
+def rank_ratio_rows(sr: torch.Tensor, cr: torch.Tensor, gs: torch.Tensor, gc: Optional[torch.Tensor],
+                    partials: torch.Tensor, grad_scale: float) -> None:
+    """From the ranks SR and CR: every row's ratio sum into partials and the gradients of
+    ``L = 1 - grad_scale * partials.sum()`` into gs (dL/dSR) and gc (dL/dCR, if given)."""
+    rows, cols = sr.shape
+    args = (_dtype_name(sr), _ptr(sr), _ptr(cr), _ptr(gs), _ptr(gc), _ptr(partials), rows, cols, grad_scale)
+    if sr.is_cuda:
+        _C.rank_ratio_rows_cuda(*args, *_cuda_tail(sr))
+    else:
+        _C.rank_ratio_rows_cpu(*args)

@@ -52,10 +52,8 @@ def choice(name: str, value, allowed) -> str:
     return value
 
 
-def algorithm(value: str, device: torch.device) -> int:
+def algorithm(value: str) -> int:
     choice("algorithm", value, ALGORITHMS)
-    if value == "sorted" and device.type == "cuda":
-        raise ValueError("algorithm='sorted' runs on CPU only in this release; use 'auto' or 'dense' on CUDA")
     return ALGORITHMS[value]
 
 

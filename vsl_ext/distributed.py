@@ -58,7 +58,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
             _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
             _validate.compute_dtype(local_sims, local_semantic_sims)
             _validate.tau(tau)
-            _validate.algorithm(algorithm, local_sims.device)
+            _validate.algorithm(algorithm)
         else:
             s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)
     except (ValueError, TypeError) as exc:

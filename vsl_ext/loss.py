@@ -72,7 +72,7 @@ def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: s
     _validate.same_shape_and_device("semantic_sims", semantic_sims, "sims", sims)
     tau = _validate.tau(tau)
     _validate.choice("variant", variant, VARIANTS)
-    algo = _validate.algorithm(algorithm, sims.device)
+    algo = _validate.algorithm(algorithm)
     dtype = _validate.compute_dtype(sims, semantic_sims)
     return sims.to(dtype).contiguous(), semantic_sims.to(dtype).contiguous(), tau, algo
 
@@ -95,7 +95,7 @@ def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: st
         variant: "row" ranks each row of S and C (the paper's Eq. 5); "public-code" reproduces the
             published implementation, which ranks S[b, c] against column b of S (see
             :func:`vsl_ext.reference.public_code_vsl_loss`). Neither is multiplied by beta.
-        algorithm: "auto", "dense" or "sorted" (CPU only), as for :func:`vsl_ext.sigmoid_rank`.
+        algorithm: "auto", "dense" or "sorted", as for :func:`vsl_ext.sigmoid_rank`.
 
     Returns:
         Scalar loss in [0, 1) in the computation dtype (float32, or float64 if an input is float64).
