@@ -16,7 +16,7 @@ from ._env import COCO_CAPTIONS
 
 N_FULL = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 N_QUICK = [32, 64, 128, 256]
-# Issue 6's large-n section: dense vs sorted paths of our kernels (sorted is CPU-only today).
+# Issue 6's large-n section: dense vs sorted paths of our kernels, on CPU and on CUDA.
 N_LARGE_FULL = {"cpu": [32, 64, 128, 256, 512, 1024, 2048, 4096],
                 "cuda": [256, 512, 1024, 2048, 4096, 8192, 16384]}
 N_LARGE_QUICK = {"cpu": [64, 256, 512], "cuda": [256, 1024]}

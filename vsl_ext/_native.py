@@ -24,7 +24,8 @@ except ImportError as exc:  # pragma: no cover - only when the package was not b
 ALGORITHMS = {"auto": 0, "dense": 1, "sorted": 2}
 PUBLIC_CODE_CLAMP = 50.0  # the published sigmoid clamps its exponent to [-50, 50]
 # On CUDA, algorithm="auto" takes the sorted-window path (vsl_ext.sorted_window) from this many
-# columns on. An estimate, not yet measured on a GPU: benchmarks/bench_large_n.py measures it.
+# columns on. An estimate, not yet measured on a GPU: the large-n section of
+# `python -m benchmarks.report --device cuda` measures the crossover.
 CUDA_SORTED_FROM_COLS = 2048
 
 
