@@ -7,8 +7,8 @@ global loss ``1 - total / N^2`` on every rank.
 
 Gradients: ``loss.backward()`` on rank r gives exactly the rows of the full-batch ``dL/dS`` that
 rank r holds (no cross-rank terms are needed, the rows are independent). Gradients that reach
-shared parameters through ``torch.distributed.nn.functional.all_gather`` of the caption
-embeddings are summed over ranks by that gather's backward. DistributedDataParallel then
+shared parameters through an autograd all-gather of the caption embeddings
+(:func:`vsl_ext.global_batch.gather_rows`) are summed over ranks by that gather's backward. DistributedDataParallel then
 *averages* parameter gradients over ranks, so multiply the loss by the world size before
 ``backward()`` to train on the exact global-batch gradient (the training harness does).
 """

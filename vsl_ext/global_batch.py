@@ -84,6 +84,24 @@ class GlobalBatch:
             offset += g.numel()
 
 
+class _AllGather(torch.autograd.Function):
+    """all_gather of equal-shaped tensors; the backward sums every rank's gradient of the gathered
+    list and returns this rank's part (one all_reduce, which gloo and NCCL both provide).
+    torch.distributed.nn.functional.all_gather does the same but is deprecated from torch 2.13."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        stacked = torch.stack(grads).contiguous()
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
 def gather_rows(x: Tensor) -> Tensor:
     """Concatenates every rank's (r_k, d) rows in rank order, with gradients back to each rank's rows
     (ranks may hold different numbers of rows)."""
@@ -93,7 +111,7 @@ def gather_rows(x: Tensor) -> Tensor:
     dist.all_gather(all_sizes, sizes)
     counts = [int(s.item()) for s in all_sizes]
     padded = torch.nn.functional.pad(x, (0, 0, 0, max(counts) - x.shape[0]))
-    parts = torch.distributed.nn.functional.all_gather(padded)
+    parts = _AllGather.apply(padded)
     return torch.cat([part[:n] for part, n in zip(parts, counts)])
 
 
