@@ -12,50 +12,9 @@ from vsl_ext.evaluate import load_checkpoint
 from vsl_ext.evaluate import main as eval_main
 from vsl_ext.train import TrainConfig, Trainer, main as train_main, train
 
-try:
-    from vsl_ext import CaptionIndex
-except ImportError:          # the caption index lives in another module; test without it if absent
-    CaptionIndex = None
-
-
-class TinyTfidf:
-    """Stand-in with CaptionIndex's interface, used only when vsl_ext.CaptionIndex is unavailable."""
-
-    def __init__(self, groups):
-        caps = [c.lower().split() for g in groups for c in g]
-        words = sorted({w for c in caps for w in c})
-        col = {w: i for i, w in enumerate(words)}
-        tf = np.zeros((len(caps), len(words)))
-        for r, c in enumerate(caps):
-            for w in c:
-                tf[r, col[w]] += 1
-        idf = np.log((1 + len(caps)) / (1 + (tf > 0).sum(0))) + 1
-        v = tf * idf
-        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        self.cap = v
-        off = np.cumsum([0] + [len(g) for g in groups])
-        self.img = np.stack([v[off[i]:off[i + 1]].mean(0) for i in range(len(groups))])
-
-    @classmethod
-    def from_captions(cls, groups, mode="tfidf", **_):
-        return cls(groups)
-
-    def image_similarity(self, ids, device=None):
-        m = self.img[np.asarray(ids)]
-        return torch.tensor(m @ m.T, dtype=torch.float32, device=device)
-
-    def caption_similarity(self, ids, device=None):
-        m = self.cap[np.asarray(ids)]
-        return torch.tensor(m @ m.T, dtype=torch.float32, device=device)
-
-
-INDEX = CaptionIndex if CaptionIndex is not None else TinyTfidf
-
-
 @pytest.fixture(autouse=True)
-def _setup(monkeypatch):
+def _setup():
     torch.set_num_threads(1)
-    monkeypatch.setattr(train_mod, "caption_index_class", lambda: INDEX)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +44,22 @@ def test_two_iterations_of_each_model(tiny_data, tmp_path, model):
         assert (tmp_path / name).is_file()
     m, vocab, ckpt = load_checkpoint(str(tmp_path / "model_best.pth"))
     assert ckpt["model"]["name"] == model and len(vocab) == m.config["vocab_size"]
+
+
+def test_tensorboard_logs_train_and_validation_scalars(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # 40 captions in batches of 4: 10 steps per epoch; training scalars are written every 10 steps
+    train(tiny_cfg(tiny_data, tmp_path, epochs=2, batch_size=4, tensorboard=True), log=lambda m: None)
+    (events,) = (tmp_path / "tensorboard").iterdir()
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for tag in ("train/loss", "train/triplet", "train/vsl", "val/rsum", "val/i2t_r1"):
+        assert tag in tags
+    assert len(acc.Scalars("val/rsum")) == 2                  # one per epoch
+    assert [e.step for e in acc.Scalars("train/loss")] == [10, 20]
 
 
 def test_baseline_has_no_vsl_term(tiny_data, tmp_path):
