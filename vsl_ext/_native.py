@@ -76,7 +76,8 @@ def _takes_sorted_window(algorithm: int, cols: int, clamp_at: float, *tensors: O
         return False
     if algorithm == ALGORITHMS["auto"] and cols < CUDA_SORTED_FROM_COLS:
         return False
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+    finite = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return bool(torch.stack(finite).all())  # one device sync for all inputs
 
 
 def rank_forward(x: torch.Tensor, y: Optional[torch.Tensor], out: torch.Tensor, tau: float,
