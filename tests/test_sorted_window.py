@@ -113,20 +113,44 @@ def test_non_finite_rows_take_the_dense_path(window_on_cpu):
     torch.testing.assert_close(vsl_ext.sigmoid_rank(m, algorithm="sorted"), expected, equal_nan=True)
 
 
-def test_which_calls_take_the_window_path(window_on_cpu):
-    a = torch.rand(2, 8)
+def test_which_calls_take_the_window_path(window_on_cpu, monkeypatch):
+    monkeypatch.setattr(_native, "CUDA_SORTED_FROM_COLS", 64)
+    spread = torch.rand(4, 64)                        # [0, 1]: about 6 % of pairs inside +-30 tau
+    close = torch.randn(4, 64) * 5e-3                 # a few tau: every pair inside
     auto, dense, srt = (_native.ALGORITHMS[k] for k in ("auto", "dense", "sorted"))
-    assert _native._takes_sorted_window(srt, 8, 0.0, a, None)
-    assert _native._takes_sorted_window(srt, 8, _native.PUBLIC_CODE_CLAMP, a, a)  # the clamp lies beyond the window
-    assert not _native._takes_sorted_window(srt, 8, 10.0, a, None)  # a clamp inside the window
-    assert not _native._takes_sorted_window(dense, 8, 0.0, a, None)
-    assert not _native._takes_sorted_window(auto, _native.CUDA_SORTED_FROM_COLS - 1, 0.0, a, None)
-    assert _native._takes_sorted_window(auto, _native.CUDA_SORTED_FROM_COLS, 0.0, a, None)
-    assert not _native._takes_sorted_window(srt, 8, 0.0, a, torch.tensor([[float("nan")]]))
+    takes = _native._takes_sorted_window
+    assert takes(srt, 64, 0.0, 1e-3, close, None)     # explicit: whatever the data
+    assert takes(srt, 64, _native.PUBLIC_CODE_CLAMP, 1e-3, close, close)  # the clamp lies beyond the window
+    assert not takes(srt, 64, 10.0, 1e-3, close, None)  # a clamp inside the window
+    assert not takes(dense, 64, 0.0, 1e-3, spread, None)
+    assert takes(auto, 64, 0.0, 1e-3, spread, None)
+    assert not takes(auto, 64, 0.0, 1e-3, close, None)  # the window would hold every pair
+    assert not takes(auto, 63, 0.0, 1e-3, spread[:, :63].contiguous(), None)  # too few columns
+    bad = spread.clone()
+    bad[1, 5] = float("nan")
+    assert not takes(srt, 64, 0.0, 1e-3, spread, bad)
 
 
-def test_cpu_calls_keep_the_cpu_kernel_by_default():
-    assert not _native._takes_sorted_window(_native.ALGORITHMS["sorted"], 8, 0.0, torch.rand(2, 8), None)
+def test_window_fraction_counts_the_pairs_in_the_window():
+    x = torch.tensor([[0.0, 0.01, 0.02, 1.0]])
+    # windows of +-0.03: the first three see each other (3 each), 1.0 sees itself
+    assert sorted_window.window_fraction(x, None, 1e-3).item() == pytest.approx((3 + 3 + 3 + 1) / 16)
+    assert sorted_window.window_fraction(x.double(), None, 1e-3).item() == pytest.approx((3 + 3 + 3 + 1) / 16)
+    y = torch.tensor([[5.0, 5.0, 0.005, 5.0]])
+    assert sorted_window.window_fraction(x, y, 1e-3).item() == pytest.approx(3 / 16)
+
+
+def test_auto_ranks_each_matrix_by_the_path_that_suits_it(window_on_cpu, monkeypatch):
+    """vsl_loss with a spread-out S (window path) and a tightly packed C (dense path)."""
+    monkeypatch.setattr(_native, "CUDA_SORTED_FROM_COLS", 64)
+    taken = []
+    real = sorted_window.rank_forward
+    monkeypatch.setattr(sorted_window, "rank_forward", lambda x, *a: (taken.append(x.shape), real(x, *a))[1])
+    s = make_input("wide", (80, 80), torch.float64)
+    c = make_input("tied", (80, 80), torch.float64)
+    c = (c + c.t()) / 2
+    check_loss(s, c, "row", ("auto",))
+    assert taken == [(80, 80)]                        # S only: C's window holds nearly every pair
 
 
 @requires_cuda

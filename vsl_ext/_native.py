@@ -23,11 +23,13 @@ except ImportError as exc:  # pragma: no cover - only when the package was not b
 
 ALGORITHMS = {"auto": 0, "dense": 1, "sorted": 2}
 PUBLIC_CODE_CLAMP = 50.0  # the published sigmoid clamps its exponent to [-50, 50]
-# On CUDA, algorithm="auto" takes the sorted-window path (vsl_ext.sorted_window) from this many
-# columns on. An estimate, not yet measured on a GPU: the large-n section of
+# On CUDA, algorithm="auto" takes the sorted-window path (vsl_ext.sorted_window) for a matrix with
+# at least this many columns whose sampled rows put at most this fraction of their pairs inside the
+# +-30 tau window (the window path evaluates those pairs only, at about a dense pair's cost each).
+# Both are estimates, not yet measured on a GPU: the large-n section of
 # `python -m benchmarks.report --device cuda` measures the crossover.
 CUDA_SORTED_FROM_COLS = 2048
-
+CUDA_SORTED_MAX_WINDOW_FRACTION = 0.5
 
 def build_info() -> dict:
     """What the native module was built with.
@@ -65,26 +67,33 @@ def _cuda_tail(t: torch.Tensor) -> tuple:
 SORTED_WINDOW_ON_CPU = False
 
 
-def _takes_sorted_window(algorithm: int, cols: int, clamp_at: float, *tensors: Optional[torch.Tensor]) -> bool:
-    """Whether a call takes the sorted-window path of vsl_ext.sorted_window (CUDA, or CPU with
-    SORTED_WINDOW_ON_CPU). Inside the window it does not clamp, so a clamp must lie beyond the window
-    (the published code's 50 does); non-finite rows need the dense path, which propagates NaN and
-    inf like the reference (checking costs one device sync)."""
-    if not (tensors[0].is_cuda or SORTED_WINDOW_ON_CPU):
+def _takes_sorted_window(algorithm: int, cols: int, clamp_at: float, tau: float, x: torch.Tensor,
+                         y: Optional[torch.Tensor]) -> bool:
+    """Whether ranking x against y (y None: x itself) takes the sorted-window path of
+    vsl_ext.sorted_window: on CUDA, or on CPU with SORTED_WINDOW_ON_CPU. Inside the window it does
+    not clamp, so a clamp must lie beyond the window (the published code's 50 does); non-finite rows
+    need the dense path, which propagates NaN and inf like the reference. "auto" also needs enough
+    columns and few pairs inside the window (see CUDA_SORTED_MAX_WINDOW_FRACTION). One device sync."""
+    if not (x.is_cuda or SORTED_WINDOW_ON_CPU):
         return False
     if algorithm == ALGORITHMS["dense"] or 0 < clamp_at < PUBLIC_CODE_CLAMP:
         return False
-    if algorithm == ALGORITHMS["auto"] and cols < CUDA_SORTED_FROM_COLS:
+    auto = algorithm == ALGORITHMS["auto"]
+    if auto and cols < CUDA_SORTED_FROM_COLS:
         return False
-    finite = [torch.isfinite(t).all() for t in tensors if t is not None]
-    return bool(torch.stack(finite).all())  # one device sync for all inputs
+    from . import sorted_window
+
+    checks = [torch.isfinite(t).all() for t in (x, y) if t is not None]
+    if auto:
+        checks.append(sorted_window.window_fraction(x, y, tau) <= CUDA_SORTED_MAX_WINDOW_FRACTION)
+    return bool(torch.stack(checks).all())
 
 
 def rank_forward(x: torch.Tensor, y: Optional[torch.Tensor], out: torch.Tensor, tau: float,
                  descending: bool, clamp_at: float, algorithm: int) -> None:
     """out = cross rank of x against y (y None: row rank of x); see csrc/kernels.h."""
     rows, cols = x.shape
-    if _takes_sorted_window(algorithm, cols, clamp_at, x, y):
+    if _takes_sorted_window(algorithm, cols, clamp_at, tau, x, y):
         from . import sorted_window
         return sorted_window.rank_forward(x, y, out, tau, descending)
     args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(out), rows, cols, tau, descending, clamp_at, algorithm)
@@ -99,7 +108,7 @@ def rank_backward(x: torch.Tensor, y: Optional[torch.Tensor], g: torch.Tensor, g
                   algorithm: int) -> None:
     """gx (and gy when y is given) = gradients of sum(g * rank) with respect to x (and y)."""
     rows, cols = x.shape
-    if _takes_sorted_window(algorithm, cols, clamp_at, x, y):
+    if _takes_sorted_window(algorithm, cols, clamp_at, tau, x, y):
         from . import sorted_window
         return sorted_window.rank_backward(x, y, g, gx, gy, tau, descending)
     args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(g), _ptr(gx), _ptr(gy), rows, cols, tau, descending,
@@ -116,9 +125,13 @@ def vsl_forward(sx: torch.Tensor, sy: Optional[torch.Tensor], cx: torch.Tensor, 
     """Fused VSL forward over (rows, cols) blocks: row ratio sums into partials, and the gradients of
     ``L = 1 - grad_scale * partials.sum()``, dL/dSR into gs and dL/dCR into gc (if given)."""
     rows, cols = sx.shape
-    if _takes_sorted_window(algorithm, cols, clamp_at, sx, sy, cx, cy):
-        from . import sorted_window
-        return sorted_window.vsl_forward(sx, sy, cx, cy, gs, gc, partials, grad_scale, tau)
+    if _takes_sorted_window(algorithm, cols, clamp_at, tau, sx, sy) or \
+            _takes_sorted_window(algorithm, cols, clamp_at, tau, cx, cy):
+        # Not fused: SR and CR are ranked into buffers, each by the path that suits it.
+        sr, cr = torch.empty_like(sx), torch.empty_like(cx)
+        rank_forward(sx, sy, sr, tau, True, clamp_at, algorithm)
+        rank_forward(cx, cy, cr, tau, True, clamp_at, algorithm)
+        return rank_ratio_rows(sr, cr, gs, gc, partials, grad_scale)
     args = (_dtype_name(sx), _ptr(sx), _ptr(sy), _ptr(cx), _ptr(cy), _ptr(gs), _ptr(gc), _ptr(partials), rows,
             cols, grad_scale, tau, clamp_at, algorithm)
     if sx.is_cuda:

@@ -41,6 +41,20 @@ def _positions_in(perm_values: Tensor, perm_centres: Tensor) -> Tensor:
     return inverse.gather(1, perm_centres).contiguous()
 
 
+def window_fraction(x: Tensor, y: Optional[Tensor], tau: float, sample_rows: int = 16) -> Tensor:
+    """Mean fraction of a row's values inside the window of each entry, over up to ``sample_rows``
+    evenly spaced rows: the share of the dense path's pairs this path evaluates. 0-dim float64
+    tensor on x's device (no sync)."""
+    rows, cols = x.shape
+    idx = torch.linspace(0, rows - 1, min(rows, sample_rows), device=x.device).round().long()
+    centres = x[idx]
+    values, _ = torch.sort((x if y is None else y)[idx], dim=1)
+    hw = (50.0 if x.dtype == torch.float64 else 30.0) * tau  # Saturation<T> in csrc/sigmoid_math.h
+    lo = torch.searchsorted(values, centres - hw)
+    hi = torch.searchsorted(values, centres + hw, right=True)
+    return (hi - lo).double().mean() / cols
+
+
 def rank_forward(x: Tensor, y: Optional[Tensor], out: Tensor, tau: float, descending: bool) -> None:
     """out = cross rank of x against y (y None: row rank of x), as :func:`vsl_ext._native.rank_forward`."""
     xs, xperm = _sort(x)
@@ -66,14 +80,3 @@ def rank_backward(x: Tensor, y: Optional[Tensor], g: Tensor, gx: Tensor, gy: Opt
     _native.window_sums(GRAD_CENTRE, ys, None, xs, g_by_x, xperm, _positions_in(yperm, xperm), gx, tau, descending)
     _native.window_sums(GRAD_WEIGHTED, xs, g_by_x, ys, None, yperm, _positions_in(xperm, yperm), gy, tau,
                         descending)
-
-
-def vsl_forward(sx: Tensor, sy: Optional[Tensor], cx: Tensor, cy: Optional[Tensor], gs: Tensor,
-                gc: Optional[Tensor], partials: Tensor, grad_scale: float, tau: float) -> None:
-    """The fused VSL forward of :func:`vsl_ext._native.vsl_forward`: SR and CR are ranked into
-    (rows, cols) buffers, then every row's ratio sum and the gradients come from them."""
-    sr = torch.empty_like(sx)
-    cr = torch.empty_like(cx)
-    rank_forward(sx, sy, sr, tau, True)
-    rank_forward(cx, cy, cr, tau, True)
-    _native.rank_ratio_rows(sr, cr, gs, gc, partials, grad_scale)
