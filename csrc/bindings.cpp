@@ -60,7 +60,7 @@ std::vector<std::string> split_archs(const std::string& s) {
 namespace vsl {
 bool cuda_compiled() { return VSL_WITH_CUDA != 0; }
 #if !VSL_WITH_CUDA
-int cuda_device_count() { return 0; }
+CudaStatus cuda_status() { return {}; }
 #endif
 }  // namespace vsl
 
@@ -174,6 +174,14 @@ PYBIND11_MODULE(_C, m) {
 #endif
     return d;
   });
-  m.def("cuda_device_count", &vsl::cuda_device_count);
+  m.def("cuda_status", []() {
+    const vsl::CudaStatus st = vsl::cuda_status();
+    py::dict d;
+    d["devices"] = st.devices;
+    d["runtime_version"] = st.runtime_version;
+    d["driver_version"] = st.driver_version;
+    d["error"] = st.error;
+    return d;
+  });
   register_caption_index(m);
 }

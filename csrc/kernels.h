@@ -9,6 +9,7 @@
 // against its transpose, i.e. x = S, y = S^T.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace vsl {
 
@@ -56,7 +57,15 @@ void rank_ratio_rows_cpu(DType dt, const void* sr, const void* cr, void* gs, voi
 
 bool cuda_compiled();
 const char* cpu_isa();  // instruction set of the CPU kernels in use: "avx2" or "baseline"
-int cuda_device_count();
+// What the CUDA runtime the kernels were built with sees: device count, CUDA versions as
+// 1000 * major + 10 * minor (0 if unknown), and the runtime's error when it sees no device.
+struct CudaStatus {
+  int devices = 0;
+  int runtime_version = 0;
+  int driver_version = 0;
+  std::string error;
+};
+CudaStatus cuda_status();
 
 #if VSL_WITH_CUDA
 void rank_forward_cuda(DType dt, const void* x, const void* y, void* out, int64_t rows, int64_t cols,

@@ -31,7 +31,7 @@ template <> struct Saturation<double> { static constexpr double value = 50.0; };
 VSL_HD float exp_bounded(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
-#endif
+#else
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float t = x * 1.44269504088896341f;
   const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
@@ -47,12 +47,9 @@ VSL_HD float exp_bounded(float x) {
   p = p * r + 1.0f;
   const int32_t bits = static_cast<int32_t>(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
   float scale;
-#if defined(__CUDA_ARCH__)
-  scale = __int_as_float(bits);
-#else
   std::memcpy(&scale, &bits, sizeof(scale));
-#endif
   return p * scale;
+#endif
 }
 
 VSL_HD double exp_bounded(double x) {

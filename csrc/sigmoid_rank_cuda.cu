@@ -216,6 +216,7 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
 template <typename T>
 void rank_forward_t(const void* x, const void* y, void* out, int64_t rows, int64_t cols, const RankArgs& args,
                     int device, uintptr_t stream) {
+  if (rows <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
   const auto st = reinterpret_cast<cudaStream_t>(stream);
   rank_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, st>>>(
@@ -226,6 +227,7 @@ void rank_forward_t(const void* x, const void* y, void* out, int64_t rows, int64
 template <typename T>
 void rank_backward_t(const void* x, const void* y, const void* g, void* gx, void* gy, int64_t rows, int64_t cols,
                      const RankArgs& args, int device, uintptr_t stream) {
+  if (rows <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
   const auto st = reinterpret_cast<cudaStream_t>(stream);
   const DevParams<T> p = dev_params<T>(args);
@@ -248,6 +250,7 @@ template <typename T>
 void vsl_forward_t(const void* sx, const void* sy, const void* cx, const void* cy, void* gs, void* gc,
                    double* partials, int64_t rows, int64_t cols, double grad_scale, const RankArgs& args, int device,
                    uintptr_t stream) {
+  if (rows <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
   const auto st = reinterpret_cast<cudaStream_t>(stream);
   vsl_forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, st>>>(
@@ -277,13 +280,17 @@ void vsl_forward_cuda(DType dt, const void* sx, const void* sy, const void* cx, 
   else vsl_forward_t<double>(sx, sy, cx, cy, gs, gc, partials, rows, cols, grad_scale, args, device, stream);
 }
 
-int cuda_device_count() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
+CudaStatus cuda_status() {
+  CudaStatus st;
+  cudaRuntimeGetVersion(&st.runtime_version);
+  cudaDriverGetVersion(&st.driver_version);  // 0 when no driver is installed
+  const cudaError_t err = cudaGetDeviceCount(&st.devices);
+  if (err != cudaSuccess) {
+    st.devices = 0;
+    st.error = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky error
   }
-  return count;
+  return st;
 }
 
 }  // namespace vsl

@@ -80,6 +80,7 @@ void window_sums_t(int kind, const void* v, const void* w, const void* u, const 
 void window_sums_cuda(DType dt, int kind, const void* v, const void* w, const void* u, const void* wu,
                       const int64_t* uperm, const int64_t* skip, void* out, int64_t rows, int64_t cols, double tau,
                       bool descending, int device, uintptr_t stream) {
+  if (rows <= 0 || cols <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
   const auto st = reinterpret_cast<cudaStream_t>(stream);
   if (dt == DType::f32) window_sums_t<float>(kind, v, w, u, wu, uperm, skip, out, rows, cols, tau, descending, st);
@@ -88,6 +89,7 @@ void window_sums_cuda(DType dt, int kind, const void* v, const void* w, const vo
 
 void rank_ratio_rows_cuda(DType dt, const void* sr, const void* cr, void* gs, void* gc, double* partials,
                           int64_t rows, int64_t cols, double grad_scale, int device, uintptr_t stream) {
+  if (rows <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
   const auto st = reinterpret_cast<cudaStream_t>(stream);
   if (dt == DType::f32)

@@ -3,6 +3,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 import vsl_ext
 
@@ -16,8 +17,25 @@ def test_build_info_fields():
     assert isinstance(info["cuda_devices"], int)
     if info["cuda"]:
         assert info["cuda_arch"], "a CUDA build lists its architectures"
+        assert info["cuda_runtime"], "a CUDA build knows its runtime version"
+        assert (info["cuda_devices"] > 0) == (info["cuda_error"] == ""), "no GPU visible comes with the reason"
     else:
-        assert info["cuda_arch"] == [] and info["cuda_devices"] == 0
+        assert info["cuda_arch"] == [] and info["cuda_devices"] == 0 and info["cuda_error"] == ""
+
+
+def test_cuda_launch_without_a_visible_gpu_says_why(monkeypatch):
+    from vsl_ext import _native
+
+    monkeypatch.setattr(_native, "build_info", lambda: {
+        "cuda": True, "cuda_devices": 0, "cuda_runtime": "13.0", "cuda_driver": "12.4",
+        "cuda_error": "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"})
+    _native.cuda_usable.cache_clear()
+    with pytest.raises(RuntimeError, match=r"runtime 13\.0.*InsufficientDriver.*supports CUDA 12\.4"):
+        _native.cuda_launch_args(torch.device("cuda", 0))
+    monkeypatch.setattr(_native, "build_info", lambda: {"cuda": False})
+    with pytest.raises(RuntimeError, match="built without CUDA kernels"):
+        _native.cuda_usable()
+    _native.cuda_usable.cache_clear()
 
 
 def test_cuda_kernels_are_built_when_nvcc_is_present():

@@ -5,6 +5,7 @@ functions in :mod:`vsl_ext.sigmoid_rank` and :mod:`vsl_ext.vsl_loss` guarantee t
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -31,17 +32,41 @@ PUBLIC_CODE_CLAMP = 50.0  # the published sigmoid clamps its exponent to [-50, 5
 CUDA_SORTED_FROM_COLS = 2048
 CUDA_SORTED_MAX_WINDOW_FRACTION = 0.5
 
-def build_info() -> dict:
-    """What the native module was built with.
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}" if v else ""
 
-    Returns ``{"version", "cuda", "cuda_arch", "openmp", "compiler", "cuda_devices"}``: ``cuda``
-    tells whether CUDA kernels were compiled in, ``cuda_arch`` the CMake CUDA architectures,
-    ``cuda_devices`` how many GPUs the kernels can see now.
+
+def build_info() -> dict:
+    """What the native module was built with and what its CUDA runtime sees now.
+
+    Returns ``{"version", "cuda", "cuda_arch", "openmp", "cpu_isa", "compiler", "cuda_devices",
+    "cuda_runtime", "cuda_driver", "cuda_error"}``: ``cuda`` tells whether CUDA kernels were
+    compiled in, ``cuda_arch`` the CMake CUDA architectures, ``cuda_devices`` how many GPUs the
+    kernels can see, ``cuda_runtime`` / ``cuda_driver`` the CUDA versions of the kernels' runtime
+    and of the installed driver ("" if none), ``cuda_error`` why no GPU is visible ("" otherwise).
     """
     info = dict(_C.build_info())
     info["version"] = __version__
-    info["cuda_devices"] = _C.cuda_device_count() if info["cuda"] else 0
+    status = _C.cuda_status()
+    info["cuda_devices"] = status["devices"]
+    info["cuda_runtime"] = _cuda_version(status["runtime_version"])
+    info["cuda_driver"] = _cuda_version(status["driver_version"])
+    info["cuda_error"] = status["error"]
     return info
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_usable() -> None:
+    """Raises once, clearly, if the kernels cannot launch on a GPU that torch can use."""
+    info = build_info()
+    if not info["cuda"]:
+        raise RuntimeError("vsl_ext was built without CUDA kernels, so it cannot run on a CUDA tensor; "
+                           "reinstall with nvcc on PATH (VSL_EXT_CUDA=1 pip install .)")
+    if info["cuda_devices"] == 0:
+        raise RuntimeError(
+            f"vsl_ext's CUDA kernels (CUDA runtime {info['cuda_runtime']}) see no GPU: {info['cuda_error']}. "
+            f"The driver supports CUDA {info['cuda_driver'] or 'none'} and torch uses CUDA {torch.version.cuda}; "
+            "reinstall vsl_ext with a CUDA toolkit no newer than the driver supports (nvcc on PATH).")
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -52,14 +77,11 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _cuda_tail(t: torch.Tensor) -> tuple:
-    if not _C.build_info()["cuda"]:
-        raise RuntimeError(
-            "vsl_ext was built without CUDA kernels, so it cannot run on "
-            f"{t.device}; reinstall with nvcc on PATH (VSL_EXT_CUDA=1 pip install .)"
-        )
-    index = t.device.index if t.device.index is not None else torch.cuda.current_device()
-    return index, torch.cuda.current_stream(t.device).cuda_stream
+def cuda_launch_args(device: torch.device) -> tuple:
+    """(device index, current stream handle) for a kernel launch on ``device``."""
+    cuda_usable()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return index, torch.cuda.current_stream(torch.device("cuda", index)).cuda_stream
 
 
 # Route CPU calls through vsl_ext.sorted_window too, as CUDA calls go (tests and comparisons: the
@@ -98,7 +120,7 @@ def rank_forward(x: torch.Tensor, y: Optional[torch.Tensor], out: torch.Tensor, 
         return sorted_window.rank_forward(x, y, out, tau, descending)
     args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(out), rows, cols, tau, descending, clamp_at, algorithm)
     if x.is_cuda:
-        _C.rank_forward_cuda(*args, *_cuda_tail(x))
+        _C.rank_forward_cuda(*args, *cuda_launch_args(x.device))
     else:
         _C.rank_forward_cpu(*args, torch.get_num_threads())
 
@@ -114,7 +136,7 @@ def rank_backward(x: torch.Tensor, y: Optional[torch.Tensor], g: torch.Tensor, g
     args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(g), _ptr(gx), _ptr(gy), rows, cols, tau, descending,
             clamp_at, algorithm)
     if x.is_cuda:
-        _C.rank_backward_cuda(*args, *_cuda_tail(x))
+        _C.rank_backward_cuda(*args, *cuda_launch_args(x.device))
     else:
         _C.rank_backward_cpu(*args, torch.get_num_threads())
 
@@ -135,7 +157,7 @@ def vsl_forward(sx: torch.Tensor, sy: Optional[torch.Tensor], cx: torch.Tensor, 
     args = (_dtype_name(sx), _ptr(sx), _ptr(sy), _ptr(cx), _ptr(cy), _ptr(gs), _ptr(gc), _ptr(partials), rows,
             cols, grad_scale, tau, clamp_at, algorithm)
     if sx.is_cuda:
-        _C.vsl_forward_cuda(*args, *_cuda_tail(sx))
+        _C.vsl_forward_cuda(*args, *cuda_launch_args(sx.device))
     else:
         _C.vsl_forward_cpu(*args, torch.get_num_threads())
 
@@ -149,7 +171,7 @@ def window_sums(kind: int, v: torch.Tensor, w: Optional[torch.Tensor], u: torch.
     args = (_dtype_name(u), kind, _ptr(v), _ptr(w), _ptr(u), _ptr(wu), _ptr(uperm), _ptr(skip), _ptr(out), rows,
             cols, tau, descending)
     if u.is_cuda:
-        _C.window_sums_cuda(*args, *_cuda_tail(u))
+        _C.window_sums_cuda(*args, *cuda_launch_args(u.device))
     else:
         _C.window_sums_cpu(*args, torch.get_num_threads())
 
@@ -161,6 +183,6 @@ def rank_ratio_rows(sr: torch.Tensor, cr: torch.Tensor, gs: torch.Tensor, gc: Op
     rows, cols = sr.shape
     args = (_dtype_name(sr), _ptr(sr), _ptr(cr), _ptr(gs), _ptr(gc), _ptr(partials), rows, cols, grad_scale)
     if sr.is_cuda:
-        _C.rank_ratio_rows_cuda(*args, *_cuda_tail(sr))
+        _C.rank_ratio_rows_cuda(*args, *cuda_launch_args(sr.device))
     else:
         _C.rank_ratio_rows_cpu(*args)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ._atomic import atomic_open
+from . import _native
 from ._native import _C
 
 __all__ = ["CaptionIndex"]
@@ -488,7 +489,8 @@ class CaptionIndex:
                 r = torch.from_numpy(rows).to(dev)
                 _C.caption_gram_cuda(d[f"{which}_indptr"].data_ptr(), d[f"{which}_indices"].data_ptr(),
                                      d[f"{which}_data"].data_ptr(), r.data_ptr(), B,
-                                     nnz if nnz <= _SMEM_ROW_CAP else 0, out.data_ptr(), *_cuda_tail(dev))
+                                     nnz if nnz <= _SMEM_ROW_CAP else 0, out.data_ptr(),
+                                     *_native.cuda_launch_args(dev))
             return out
         out = torch.empty((B, B), dtype=torch.float32)
         if B:
@@ -512,7 +514,7 @@ class CaptionIndex:
                                       d["cap_data"].data_ptr(), d["inv_norm"].data_ptr(), d["cap_len"].data_ptr(),
                                       [int(x) for x in self._bounds()], c.data_ptr(), Pb, g.data_ptr(), G,
                                       singleton, float(self.sigma), nnz if nnz <= _SMEM_ROW_CAP else 0,
-                                      scratch.data_ptr(), out.data_ptr(), *_cuda_tail(dev))
+                                      scratch.data_ptr(), out.data_ptr(), *_native.cuda_launch_args(dev))
             return out
         out = torch.empty((G, G), dtype=torch.float32)
         if G:
@@ -521,12 +523,10 @@ class CaptionIndex:
         return out if dev.type == "cpu" else out.to(dev)
 
     def _on_device(self, dev: torch.device) -> Dict[str, torch.Tensor]:
-        if not _C.build_info()["cuda"] or not hasattr(_C, "caption_gram_cuda"):
-            raise RuntimeError(f"vsl_ext was built without CUDA kernels, so it cannot run on {dev}; "
-                               "reinstall with nvcc on PATH (VSL_EXT_CUDA=1 pip install .)")
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {dev} was requested but torch sees no CUDA device "
                                "(a CPU-only torch build, or no GPU)")
+        _native.cuda_usable()
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         key = str(dev)
@@ -544,11 +544,6 @@ class CaptionIndex:
 
     def __setstate__(self, state):
         self.__init__(dict(state["a"]), state["meta"])
-
-
-def _cuda_tail(dev: torch.device) -> tuple:
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    return index, torch.cuda.current_stream(torch.device("cuda", index)).cuda_stream
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
