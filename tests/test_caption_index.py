@@ -454,3 +454,15 @@ def test_corpus_without_tokens(tmp_path, mode):
     assert torch.equal(CaptionIndex.load(tmp_path / "empty.idx").image_similarity([1]), torch.zeros(1, 1))
     if mode == "cider-d":
         np.testing.assert_array_equal(index.cider_d(["a b", ""], [0, 1]), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("mode", ["tfidf", "cider-d"])
+def test_corrupt_feature_ids_are_caught_before_a_gpu_upload(mode):
+    """The CUDA kernels trust feature ids; the index checks them before the first upload."""
+    index = CaptionIndex.from_captions([["apple banana", "cat dog"], ["eel fox"]], mode=mode)
+    name = "img_indices" if mode == "tfidf" else "cap_indices"  # what image_similarity reads
+    bad = np.array(index._a[name])
+    bad[-1] = index.vocab_size
+    index._a[name] = bad
+    with pytest.raises(ValueError, match=f"{name} holds feature ids outside"):
+        index.image_similarity([0, 1], device="cuda")

@@ -523,6 +523,13 @@ class CaptionIndex:
         return out if dev.type == "cpu" else out.to(dev)
 
     def _on_device(self, dev: torch.device) -> Dict[str, torch.Tensor]:
+        # The CUDA kernels trust feature ids (the CPU kernels check them per query): check them
+        # before the first upload.
+        for n in ("cap_indices", "img_indices") if not self._device_cache else ():
+            ids = self._a.get(n)
+            if ids is not None and len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < self.vocab_size:
+                raise ValueError(f"caption index array {n} holds feature ids outside [0, {self.vocab_size}): "
+                                 "the index is corrupt")
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {dev} was requested but torch sees no CUDA device "
                                "(a CPU-only torch build, or no GPU)")
