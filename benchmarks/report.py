@@ -136,6 +136,19 @@ def _md_table(header: List[str], rows: List[List[str]]) -> str:
     return "\n".join(lines)
 
 
+def window_fraction_note(n: int) -> str:
+    """How much of the dense work the sorted paths can skip on these inputs: the share of each
+    row's pairs inside the +-30 tau window (vsl_ext.sorted_window.window_fraction, 16 rows)."""
+    from benchmarks._cases import make_inputs
+    from vsl_ext.sorted_window import window_fraction
+
+    inputs = make_inputs(n)
+    parts = [f"{name} {float(window_fraction(inputs[name], None, 1e-3)):.0%}" for name in ("S", "C")]
+    return (f"Pairs inside the ±30 tau window at n = {n} (what the sorted paths evaluate; the rest is "
+            f"counted): {', '.join(parts)}. The CPU sorted path gains even where this is high (a pair "
+            "there costs a multiply-add and a divide, no exp); the CUDA one only by the pairs it skips.")
+
+
 def crossover(idx, op: str, dense: str, sorted_: str) -> Optional[int]:
     """Smallest measured n from which the sorted path is at least as fast as dense at every larger n."""
     ns = sorted(n for (sec, o, p, lab, n) in idx if sec == "large-n" and o == op and lab == dense)
@@ -265,6 +278,7 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
                                ("vsl_loss", "vsl_ext row dense", "vsl_ext row sorted")):
             x = crossover(idx, op, dense, srt)
             w(f"- {op}: crossover (sorted ≤ dense from here on): {'n = ' + str(x) if x else 'none measured'}")
+        w(f"- {window_fraction_note(min(max(large), 2048))}")
         w()
 
     _render_captions(w, [r for r in records if r.get("suite") == "captions"])
