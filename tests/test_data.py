@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from vsl_ext.data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir, tokenize
 from vsl_ext.data.synthetic import NOUNS, SyntheticConfig, generate

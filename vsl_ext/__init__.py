@@ -8,11 +8,9 @@
 from . import reference
 from ._native import build_info
 from ._version import __version__
+from .captions import CaptionIndex
+from .criterion import VSLCriterion
 from .loss import vsl_loss
 from .rank import sigmoid_rank
-from .criterion import VSLCriterion
 
-__all__ = ["__version__", "build_info", "reference", "sigmoid_rank", "vsl_loss"]
-__all__.append("VSLCriterion")
-from .captions import CaptionIndex
-__all__.append("CaptionIndex")
+__all__ = ["__version__", "build_info", "reference", "sigmoid_rank", "vsl_loss", "VSLCriterion", "CaptionIndex"]

@@ -32,6 +32,7 @@ PUBLIC_CODE_CLAMP = 50.0  # the published sigmoid clamps its exponent to [-50, 5
 CUDA_SORTED_FROM_COLS = 2048
 CUDA_SORTED_MAX_WINDOW_FRACTION = 0.5
 
+
 def _cuda_version(v: int) -> str:
     return f"{v // 1000}.{v % 1000 // 10}" if v else ""
 
