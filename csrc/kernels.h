@@ -45,7 +45,8 @@ void vsl_forward_cpu(DType dt, const void* sx, const void* sy, const void* cx, c
 // Sorted-window sums over rows that arrive sorted ascending (csrc/sorted_window.h), for every
 // row r and position i: out[r, uperm[r, i]] = element `kind` of centre u[r, i] (weight wu[r, i])
 // against the sorted row v[r, :] (weights w[r, :]), leaving out position skip[r, i] of v.
-// w, wu and skip may be null where the kind does not read them. kind: WindowKind.
+// w and wu may be null where the kind does not read them; skip null leaves out the centre's own
+// position for the rank kind (u is v: a row rank) and nothing for the gradient kinds. kind: WindowKind.
 void window_sums_cpu(DType dt, int kind, const void* v, const void* w, const void* u, const void* wu,
                      const int64_t* uperm, const int64_t* skip, void* out, int64_t rows, int64_t cols,
                      double tau, bool descending, int threads);

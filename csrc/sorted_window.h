@@ -57,6 +57,13 @@ template <typename T> VSL_HD int64_t first_above(const T* v, int64_t n, T x) {
   return lo;
 }
 
+// The position to leave out for element e (position i of its row): skip[e] where given; without
+// skip the rank kind leaves out the centre's own position (u is the sorted row v itself) and the
+// gradient kinds leave out nothing.
+template <WindowKind Kind> VSL_HD int64_t skip_at(const int64_t* skip, int64_t e, int64_t i) {
+  return skip ? skip[e] : (Kind == WindowKind::rank ? i : -1);
+}
+
 // Float partial sums of this many terms are added in double (as in the dense kernels).
 constexpr int64_t kWindowChunk = 64;
 

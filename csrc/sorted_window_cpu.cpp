@@ -24,7 +24,7 @@ void window_rows(const T* v, const T* w, const T* u, const T* wu, const int64_t*
     const int64_t o = r * cols;
     for (int64_t i = 0; i < cols; ++i) {
       out[o + uperm[o + i]] = window_element<Kind>(v + o, w ? w + o : nullptr, cols, u[o + i], wu ? wu[o + i] : T(0),
-                                                   skip ? skip[o + i] : -1, p);
+                                                   skip_at<Kind>(skip, o + i, i), p);
     }
   }
 }

@@ -25,7 +25,7 @@ window_kernel(const T* __restrict__ v, const T* __restrict__ w, const T* __restr
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t o = (e / cols) * cols;
     out[o + uperm[e]] = window_element<Kind>(v + o, w ? w + o : nullptr, cols, u[e], wu ? wu[e] : T(0),
-                                             skip ? skip[e] : -1, p);
+                                             skip_at<Kind>(skip, e, e - o), p);
   }
 }
 

@@ -58,13 +58,11 @@ def window_fraction(x: Tensor, y: Optional[Tensor], tau: float, sample_rows: int
 def rank_forward(x: Tensor, y: Optional[Tensor], out: Tensor, tau: float, descending: bool) -> None:
     """out = cross rank of x against y (y None: row rank of x), as :func:`vsl_ext._native.rank_forward`."""
     xs, xperm = _sort(x)
-    if y is None:
-        skip = torch.arange(x.shape[1], device=x.device).expand_as(xperm).contiguous()
-        values = xs
-    else:
-        values, yperm = _sort(y)
-        skip = _positions_in(yperm, xperm)
-    _native.window_sums(RANK, values, None, xs, None, xperm, skip, out, tau, descending)
+    if y is None:  # each centre leaves out its own sorted position (skip None)
+        _native.window_sums(RANK, xs, None, xs, None, xperm, None, out, tau, descending)
+        return
+    ys, yperm = _sort(y)
+    _native.window_sums(RANK, ys, None, xs, None, xperm, _positions_in(yperm, xperm), out, tau, descending)
 
 
 def rank_backward(x: Tensor, y: Optional[Tensor], g: Tensor, gx: Tensor, gy: Optional[Tensor], tau: float,
