@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import vsl_ext
 from vsl_ext import _native, sorted_window
@@ -17,7 +16,7 @@ from vsl_ext.loss import _vsl_ratio_sum
 from vsl_ext.rank import _sigmoid_rank, _sigmoid_rank_backward
 
 from conftest import assert_close_grad, make_input, requires_cuda
-from test_sigmoid_rank import KINDS, SHAPES
+from test_sigmoid_rank import KINDS, SHAPES, tied_grids
 from test_sigmoid_rank import _check as check_rank
 from test_vsl_loss import SIZES, _pair
 from test_vsl_loss import _check as check_loss
@@ -48,19 +47,11 @@ def test_vsl_loss_matches_reference(window_on_cpu, n, kind, variant, dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    rows=st.integers(1, 4),
-    cols=st.integers(1, 70),
-    values=st.lists(st.sampled_from([0.0, 1e-3, -2e-3, 0.03, 0.0301, -0.0299, 5e-4, 1.0]), min_size=1, max_size=8),
-    seed=st.integers(0, 2**16),
-    descending=st.booleans(),
-)
-def test_hypothesis_tied_grids(rows, cols, values, seed, descending):
+@given(case=tied_grids(max_rows=4))
+def test_hypothesis_tied_grids(case):
     """Ties and values on the window's edges (+-30 tau): window bounds and the skipped centre."""
-    g = torch.Generator().manual_seed(seed)
-    pool = torch.tensor(values, dtype=torch.float64)
-    m = pool[torch.randint(0, len(values), (rows, cols), generator=g)]
-    _native.SORTED_WINDOW_ON_CPU = True
+    m, descending = case
+    _native.SORTED_WINDOW_ON_CPU = True  # not the fixture: hypothesis reuses function-scoped fixtures
     try:
         check_rank(m, 1e-3, descending, ("sorted",))
     finally:

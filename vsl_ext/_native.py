@@ -113,10 +113,13 @@ def _takes_sorted_window(algorithm: int, cols: int, clamp_at: float, tau: float,
 
 
 def rank_forward(x: torch.Tensor, y: Optional[torch.Tensor], out: torch.Tensor, tau: float,
-                 descending: bool, clamp_at: float, algorithm: int) -> None:
-    """out = cross rank of x against y (y None: row rank of x); see csrc/kernels.h."""
+                 descending: bool, clamp_at: float, algorithm: int, window: Optional[bool] = None) -> None:
+    """out = cross rank of x against y (y None: row rank of x); see csrc/kernels.h. ``window``: whether
+    to take the sorted-window path, if the caller has decided already (None: decide here)."""
     rows, cols = x.shape
-    if _takes_sorted_window(algorithm, cols, clamp_at, tau, x, y):
+    if window is None:
+        window = _takes_sorted_window(algorithm, cols, clamp_at, tau, x, y)
+    if window:
         from . import sorted_window
         return sorted_window.rank_forward(x, y, out, tau, descending)
     args = (_dtype_name(x), _ptr(x), _ptr(y), _ptr(out), rows, cols, tau, descending, clamp_at, algorithm)
@@ -148,12 +151,13 @@ def vsl_forward(sx: torch.Tensor, sy: Optional[torch.Tensor], cx: torch.Tensor, 
     """Fused VSL forward over (rows, cols) blocks: row ratio sums into partials, and the gradients of
     ``L = 1 - grad_scale * partials.sum()``, dL/dSR into gs and dL/dCR into gc (if given)."""
     rows, cols = sx.shape
-    if _takes_sorted_window(algorithm, cols, clamp_at, tau, sx, sy) or \
-            _takes_sorted_window(algorithm, cols, clamp_at, tau, cx, cy):
+    s_window = _takes_sorted_window(algorithm, cols, clamp_at, tau, sx, sy)
+    c_window = _takes_sorted_window(algorithm, cols, clamp_at, tau, cx, cy)
+    if s_window or c_window:
         # Not fused: SR and CR are ranked into buffers, each by the path that suits it.
         sr, cr = torch.empty_like(sx), torch.empty_like(cx)
-        rank_forward(sx, sy, sr, tau, True, clamp_at, algorithm)
-        rank_forward(cx, cy, cr, tau, True, clamp_at, algorithm)
+        rank_forward(sx, sy, sr, tau, True, clamp_at, algorithm, s_window)
+        rank_forward(cx, cy, cr, tau, True, clamp_at, algorithm, c_window)
         return rank_ratio_rows(sr, cr, gs, gc, partials, grad_scale)
     args = (_dtype_name(sx), _ptr(sx), _ptr(sy), _ptr(cx), _ptr(cy), _ptr(gs), _ptr(gc), _ptr(partials), rows,
             cols, grad_scale, tau, clamp_at, algorithm)

@@ -8,9 +8,10 @@ global loss ``1 - total / N^2`` on every rank.
 Gradients: ``loss.backward()`` on rank r gives exactly the rows of the full-batch ``dL/dS`` that
 rank r holds (no cross-rank terms are needed, the rows are independent). Gradients that reach
 shared parameters through an autograd all-gather of the caption embeddings
-(:func:`vsl_ext.global_batch.gather_rows`) are summed over ranks by that gather's backward. DistributedDataParallel then
-*averages* parameter gradients over ranks, so multiply the loss by the world size before
-``backward()`` to train on the exact global-batch gradient (the training harness does).
+(:func:`vsl_ext.global_batch.gather_rows`) are summed over ranks by that gather's backward.
+DistributedDataParallel then *averages* parameter gradients over ranks, so multiply the loss by the
+world size before ``backward()`` to train on the exact global-batch gradient (the training harness
+does).
 """
 from __future__ import annotations
 
@@ -56,7 +57,6 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
                                  f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
         if local_sims.shape[0] == 0:
             _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
-            _validate.compute_dtype(local_sims, local_semantic_sims)
             _validate.tau(tau)
             _validate.algorithm(algorithm)
         else:
