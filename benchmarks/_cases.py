@@ -6,9 +6,10 @@ case is a plain dict that both sides turn into the same callable with :func:`mak
 from __future__ import annotations
 
 import functools
+import math
 import weakref
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -20,6 +21,13 @@ N_QUICK = [32, 64, 128, 256]
 N_LARGE_FULL = {"cpu": [32, 64, 128, 256, 512, 1024, 2048, 4096],
                 "cuda": [256, 512, 1024, 2048, 4096, 8192, 16384]}
 N_LARGE_QUICK = {"cpu": [64, 256, 512], "cuda": [256, 1024]}
+# The window section: dense vs sorted on rows whose share of pairs inside the +-30 tau window is set,
+# at a few n: where the sorted path stops paying off (sets the CUDA auto rule, vsl_ext._native).
+N_WINDOW_FULL = {"cpu": [256, 1024], "cuda": [1024, 2048, 4096, 8192]}
+N_WINDOW_QUICK = {"cpu": [256], "cuda": [1024]}
+WINDOW_FRACTIONS = (0.01, 0.03, 0.1, 0.25, 0.5, 0.75, 1.0)
+WINDOW_FRACTIONS_QUICK = (0.01, 0.25, 1.0)
+SECTIONS = ("main", "large-n", "window")
 
 PASSES = ("forward", "forward+backward")
 EMBED_DIM = 1024
@@ -45,7 +53,8 @@ def label(case: dict) -> str:
 
 def case_id(case: dict) -> str:
     p = "fwd" if case["pass"] == "forward" else "fwdbwd"
-    return f"{case['section']}-{case['op']}-{p}-{label(case).replace(' ', '_')}-n{case['n']}"
+    window = f"-w{case['window']:g}" if case.get("window") is not None else ""
+    return f"{case['section']}-{case['op']}-{p}-{label(case).replace(' ', '_')}-n{case['n']}{window}"
 
 
 def series_key(case: dict) -> tuple:
@@ -53,26 +62,42 @@ def series_key(case: dict) -> tuple:
     return tuple((k, case[k]) for k in ("section", "op", "impl", "variant", "algorithm", "pass", "device"))
 
 
-def make_cases(device: str, quick: bool, max_n: Optional[int] = None) -> List[dict]:
-    """All rank cases in run order: ascending n, so each series' time can be extrapolated."""
-    def case(section, op, impl, variant, algorithm, pas, n):
+def make_cases(device: str, quick: bool, max_n: Optional[int] = None,
+               sections: Sequence[str] = SECTIONS) -> List[dict]:
+    """All rank cases in run order: section by section as listed, each in ascending n (so a series'
+    time can be extrapolated from its previous n)."""
+    def case(section, op, impl, variant, algorithm, pas, n, window=None):
         return {"suite": "rank", "section": section, "op": op, "impl": impl, "variant": variant,
-                "algorithm": algorithm, "pass": pas, "n": n, "device": device}
+                "algorithm": algorithm, "pass": pas, "n": n, "device": device, "window": window}
 
-    cases = []
-    for n in (N_QUICK if quick else N_FULL):
-        for pas in PASSES:
-            cases.append(case("main", "sigmoid_rank", "vsl_ext", None, "auto", pas, n))
-            cases.append(case("main", "sigmoid_rank", "reference", None, None, pas, n))
-            for variant in ("row", "public-code"):
-                cases.append(case("main", "vsl_loss", "vsl_ext", variant, "auto", pas, n))
-                cases.append(case("main", "vsl_loss", "reference", variant, None, pas, n))
-    large = (N_LARGE_QUICK if quick else N_LARGE_FULL)[device]
-    for n in large:
-        for op in ("sigmoid_rank", "vsl_loss"):
-            for algorithm in ("dense", "sorted"):
-                cases.append(case("large-n", op, "vsl_ext", "row" if op == "vsl_loss" else None, algorithm,
-                                  "forward+backward", n))
+    def main():
+        for n in (N_QUICK if quick else N_FULL):
+            for pas in PASSES:
+                yield case("main", "sigmoid_rank", "vsl_ext", None, "auto", pas, n)
+                yield case("main", "sigmoid_rank", "reference", None, None, pas, n)
+                for variant in ("row", "public-code"):
+                    yield case("main", "vsl_loss", "vsl_ext", variant, "auto", pas, n)
+                    yield case("main", "vsl_loss", "reference", variant, None, pas, n)
+
+    def large_n():
+        for n in (N_LARGE_QUICK if quick else N_LARGE_FULL)[device]:
+            for op in ("sigmoid_rank", "vsl_loss"):
+                for algorithm in ("dense", "sorted"):
+                    yield case("large-n", op, "vsl_ext", "row" if op == "vsl_loss" else None, algorithm,
+                               "forward+backward", n)
+
+    def window():
+        for n in (N_WINDOW_QUICK if quick else N_WINDOW_FULL)[device]:
+            for fraction in (WINDOW_FRACTIONS_QUICK if quick else WINDOW_FRACTIONS):
+                for algorithm in ("dense", "sorted"):
+                    yield case("window", "sigmoid_rank", "vsl_ext", None, algorithm, "forward+backward", n,
+                               fraction)
+
+    makers = {"main": main, "large-n": large_n, "window": window}
+    unknown = [s for s in sections if s not in makers]
+    if unknown:
+        raise ValueError(f"sections: unknown {unknown}; expected some of {list(SECTIONS)}")
+    cases = [c for s in dict.fromkeys(sections) for c in makers[s]()]
     if max_n is not None:
         cases = [c for c in cases if c["n"] <= max_n]
     return cases
@@ -119,13 +144,28 @@ def make_inputs(n: int, device: str = "cpu") -> Dict[str, torch.Tensor]:
     return {"S": S.contiguous(), "C": C.contiguous(), "G": G.contiguous()}
 
 
+def window_input(n: int, fraction: float, device: str = "cpu", tau: float = 1e-3) -> torch.Tensor:
+    """(n, n) float32 rows of i.i.d. uniform values on [0, L], with L chosen so that the expected share
+    of a row's pairs within the float32 window (+-30 tau) is ``fraction``: for uniform values that
+    share is 2x - x^2 with x = 30 tau / L."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
+    half_window = 30.0 * tau
+    spread = half_window / (1.0 - math.sqrt(1.0 - fraction))
+    g = torch.Generator().manual_seed(SEED + n + round(fraction * 1e6))
+    return (torch.rand(n, n, generator=g) * spread).to(device).contiguous()
+
+
 # ---------------------------------------------------------------------------------------------- callables
 def make_call(case: dict, inputs: Dict[str, torch.Tensor]) -> Callable[[], None]:
-    """One call of the case: a forward, or a forward and backward from a fresh leaf."""
+    """One call of the case: a forward, or a forward and backward from a fresh leaf. A window-section
+    case ranks :func:`window_input` (made here, before the call) instead of S."""
     import vsl_ext
     from vsl_ext import reference
 
     S, C, G = inputs["S"], inputs["C"], inputs["G"]
+    if case.get("window") is not None:
+        S = window_input(case["n"], case["window"], str(S.device))
     op, impl, variant, algorithm = case["op"], case["impl"], case["variant"], case["algorithm"]
     if op == "sigmoid_rank":
         if impl == "vsl_ext":

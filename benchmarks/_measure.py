@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -49,15 +49,18 @@ def cuda_event_times(call: Callable[[], None], rounds: int, warmup: int = 2) -> 
     return times
 
 
-def cuda_peak_extra_bytes(call: Callable[[], None]) -> int:
-    """Peak bytes allocated by one call beyond what was allocated before it."""
+def cuda_time_and_peak(call: Callable[[], None]) -> Tuple[float, int]:
+    """One call: its seconds (CUDA events) and the peak bytes it allocated beyond what was allocated
+    before it (``torch.cuda.max_memory_allocated``; the caching allocator's reserve does not count)."""
     torch.cuda.synchronize()
-    torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
     call()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - before
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3, torch.cuda.max_memory_allocated() - before
 
 
 def median(xs: List[float]) -> float:

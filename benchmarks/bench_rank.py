@@ -4,14 +4,18 @@ Cases (see ``_cases.make_cases``): forward and forward+backward of
   * ``sigmoid_rank``: vsl_ext (algorithm="auto") vs ``reference.sigmoid_rank``;
   * ``vsl_loss``: vsl_ext row vs ``reference.vsl_loss``, and vsl_ext public-code vs
     ``reference.public_code_vsl_loss``;
-and the large-n section (forward+backward, vsl_ext algorithm="dense" vs "sorted").
+the large-n section (forward+backward, vsl_ext algorithm="dense" vs "sorted"), and the window
+section (``sigmoid_rank`` dense vs sorted on rows with a set share of pairs inside the +-30 tau
+window, ``_cases.window_input``). ``--vsl-sections`` picks sections and their order.
 
 A reference whose n^3 tensors would not fit in memory is recorded as "does not fit" and never run;
 a case whose time, extrapolated as n^3 from the previous n, exceeds the budget is recorded as
 "over time budget". Timing: CPU perf_counter through pytest-benchmark after a warm-up call
 (threads fixed, see --vsl-threads), except that a case whose one call already exceeds the timing
 target is timed by its single call in the memory probe's fresh process; CUDA events after warm-up
-(median, in extra_info) besides pytest-benchmark's synchronised wall time.
+(median, in extra_info) besides pytest-benchmark's synchronised wall time, or the one call after
+warm-up when it exceeds the target. Under ``--vsl-time-budget`` a case with no room left is recorded
+as "over session budget", and a case whose repeats would overrun it keeps its one measured call.
 """
 from __future__ import annotations
 
@@ -22,13 +26,13 @@ import torch
 
 from benchmarks import _cases
 from benchmarks._env import fmt_bytes, fmt_seconds
-from benchmarks._measure import choose_rounds, cuda_event_times, cuda_peak_extra_bytes, median, now
+from benchmarks._measure import choose_rounds, cuda_event_times, cuda_time_and_peak, median, now
 
 
 def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
         env = metafunc.config._vsl_env
-        cases = _cases.make_cases(env.device, env.quick, env.max_n)
+        cases = _cases.make_cases(env.device, env.quick, env.max_n, env.sections)
         metafunc.parametrize("case", cases, ids=[_cases.case_id(c) for c in cases])
 
 
@@ -53,9 +57,25 @@ def test_rank(request, bench_env, case):
     if predicted is not None and predicted > env.max_case_s:
         env.skip(case, "over time budget", f"one call predicted {fmt_seconds(predicted)} (n^3 from the previous n) "
                  f"> {fmt_seconds(env.max_case_s)}", predicted_seconds=predicted, **extra)
+    env.check_budget(case, predicted)
 
     inputs = env.inputs(n)
     call = _cases.make_call(case, inputs)
+
+    if case.get("window") is not None:
+        from vsl_ext.sorted_window import window_fraction
+        m = _cases.window_input(n, case["window"], env.device)
+        extra["window_fraction"] = float(window_fraction(m, None, 1e-3))
+        del m
+
+    def record_single_call(seconds, peak, time_method, memory_method):
+        # One call is the measurement when it already exceeds the timing target (at n^3 cost, warm-up
+        # effects are negligible and a second call would only double the cost) or the time budget
+        # has no room for repeats.
+        env.records.append(dict(case, label=_cases.label(case), status="ok", time_s=seconds, time_method=time_method,
+                                peak_extra_bytes=peak, memory_method=memory_method, rounds=1,
+                                threads=env.threads, **extra))
+        env.last_time[_cases.series_key(case)] = (n, seconds)
 
     if env.device == "cuda":
         def timed_call():
@@ -68,11 +88,12 @@ def test_rank(request, bench_env, case):
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             env.skip(case, "out of memory", str(exc).splitlines()[0], **extra)
-        peak = cuda_peak_extra_bytes(call)
+        estimate, peak = cuda_time_and_peak(call)
         memory_method = "torch.cuda.max_memory_allocated - memory_allocated before"
-        estimate = cuda_event_times(call, rounds=1, warmup=0)[0]
         rounds = choose_rounds(estimate, env.target_s, env.min_rounds, env.max_rounds)
-        events = [estimate] if rounds == 1 else cuda_event_times(call, rounds=rounds, warmup=0)
+        if rounds == 1 or env.over_budget(estimate, calls=rounds + 3):
+            return record_single_call(estimate, peak, "CUDA events, one call after warm-up", memory_method)
+        events = cuda_event_times(call, rounds=rounds, warmup=0)
         # pytest-benchmark's own (synchronised wall-clock) statistics, a few rounds, for its tables
         benchmark = bench()
         benchmark.pedantic(timed_call, rounds=min(rounds, 3), iterations=1, warmup_rounds=0)
@@ -85,15 +106,10 @@ def test_rank(request, bench_env, case):
             env.skip(case, "failed", f"memory probe: {probe['error']}", **extra)
         peak = probe["peak_extra_bytes"]
         memory_method = f"extra peak RSS of one call in a fresh process ({probe['method']})"
-        if probe["seconds"] >= env.target_s:
-            # One call already exceeds the timing target: that call (fresh process, same threads and
-            # inputs) is the measurement; running it again here would only double the cost.
-            rec = dict(case, label=_cases.label(case), status="ok", time_s=probe["seconds"],
-                       time_method=f"perf_counter, one call in the memory probe's process, {env.threads} threads",
-                       peak_extra_bytes=peak, memory_method=memory_method, rounds=1, threads=env.threads, **extra)
-            env.records.append(rec)
-            env.last_time[_cases.series_key(case)] = (n, probe["seconds"])
-            return
+        if probe["seconds"] >= env.target_s or env.over_budget(probe["seconds"], calls=env.min_rounds + 1):
+            return record_single_call(
+                probe["seconds"], peak,
+                f"perf_counter, one call in the memory probe's process, {env.threads} threads", memory_method)
         t0 = now()
         call()  # warm-up, and the time per call that sets the number of rounds
         rounds = choose_rounds(now() - t0, env.target_s, env.min_rounds, env.max_rounds)

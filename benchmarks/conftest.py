@@ -15,12 +15,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
 
 from benchmarks import _cases, _env
-from benchmarks._measure import RssProbe
+from benchmarks._measure import RssProbe, now
 
 
 def pytest_addoption(parser):
@@ -35,6 +36,12 @@ def pytest_addoption(parser):
                          "(default 10 quick, 600 full)")
     group.addoption("--vsl-target-seconds", type=float, default=None,
                     help="timing time per case; sets the number of repeats (default 0.3 quick, 5 full)")
+    group.addoption("--vsl-sections", nargs="+", default=list(_cases.SECTIONS), choices=_cases.SECTIONS,
+                    help="rank suite sections to run, in this order (default: main large-n window)")
+    group.addoption("--vsl-time-budget", type=float, default=None,
+                    help="seconds for the whole run: a case that would start after the budget is spent, or "
+                         "is predicted to end after it, is recorded as over the session budget and not run "
+                         "(for machines lent for a fixed time; the JSON is still written)")
     group.addoption("--vsl-memory-fraction", type=float, default=None,
                     help="a reference fits if its n^3 tensors need at most this fraction of the free memory "
                          "(default 0.75 CPU MemAvailable, 0.9 free GPU memory)")
@@ -53,6 +60,9 @@ class BenchEnv:
         torch.set_num_threads(self.threads)
         _cases.warm_up_lazy_imports()
         self.max_n = opt("--vsl-max-n")
+        self.sections = list(opt("--vsl-sections"))
+        self.time_budget = opt("--vsl-time-budget")
+        self.deadline = None if self.time_budget is None else now() + self.time_budget
         self.max_case_s = opt("--vsl-max-case-seconds") or (10.0 if self.quick else 600.0)
         self.target_s = opt("--vsl-target-seconds") or (0.3 if self.quick else 5.0)
         self.min_rounds = 2 if self.quick else 5
@@ -78,6 +88,26 @@ class BenchEnv:
         record = dict(case, status=status, reason=reason, **extra)
         self.records.append(record)
         pytest.skip(f"{status}: {reason}")
+
+    def over_budget(self, predicted: Optional[float] = None, calls: int = 3) -> Optional[str]:
+        """Why the session's time budget leaves no room for ``calls`` calls of ``predicted`` seconds
+        (None: it does, or there is no budget)."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - now()
+        if left > 0 and (predicted is None or calls * predicted <= left):
+            return None
+        budget = _env.fmt_seconds(self.time_budget)
+        if left <= 0:
+            return f"session time budget {budget}: spent"
+        return (f"session time budget {budget}: {calls} calls of {_env.fmt_seconds(predicted)} "
+                f"would not fit in the {_env.fmt_seconds(left)} left")
+
+    def check_budget(self, case: dict, predicted: Optional[float] = None) -> None:
+        """Skip and record a case that the session's time budget leaves no room for."""
+        reason = self.over_budget(predicted)
+        if reason is not None:
+            self.skip(case, "over session budget", reason, predicted_seconds=predicted)
 
     def predicted_seconds(self, case: dict):
         """n^3 extrapolation from the previous n of the same series (None for the first)."""
@@ -105,7 +135,8 @@ class BenchEnv:
         return self._probe
 
     def settings(self) -> dict:
-        return {"quick": self.quick, "threads": self.threads, "max_n": self.max_n,
+        return {"quick": self.quick, "threads": self.threads, "max_n": self.max_n, "sections": self.sections,
+                "time_budget_seconds": self.time_budget,
                 "max_case_seconds": self.max_case_s, "target_seconds": self.target_s,
                 "min_rounds": self.min_rounds, "max_rounds": self.max_rounds,
                 "memory_fraction": self.memory_fraction,
@@ -132,6 +163,17 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def bench_env(request) -> BenchEnv:
     return request.config._vsl_env
+
+
+@pytest.fixture(autouse=True)
+def _session_budget(request):
+    """Every benchmark stops starting once the time budget is spent (the rank suite also skips cases
+    predicted to overrun it, and records them)."""
+    env = getattr(request.config, "_vsl_env", None)
+    if env is not None:
+        callspec = getattr(request.node, "callspec", None)
+        case = callspec.params.get("case") if callspec else None
+        env.check_budget(case if case is not None else {"suite": "other", "name": request.node.nodeid})
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

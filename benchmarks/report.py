@@ -19,12 +19,15 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from benchmarks._cases import SECTIONS, label, make_inputs
 from benchmarks._env import REPO, RESULTS_DIR, fmt_bytes, fmt_seconds, write_atomic, write_json_atomic
 
 SUITES = {"rank": "benchmarks/bench_rank.py", "captions": "benchmarks/bench_captions.py"}
+RENDER_RESERVE_S = 45  # --time-budget: kept for rendering tables and plots after the suites
 PASSES = ("forward", "forward+backward")
 # (title, op, variant, ours label, reference label)
 RANK_TABLES = [
@@ -80,6 +83,12 @@ def run_suites(args, json_path: Path) -> int:
         value = getattr(args, opt)
         if value is not None:
             cmd.append(f"--vsl-{opt.replace('_', '-')}={value}")
+    if args.sections:
+        cmd += ["--vsl-sections", *args.sections]
+    if args.time_budget is not None:
+        # what is left of the budget, less a reserve for rendering the report afterwards
+        left = args.time_budget - (time.monotonic() - args.started) - RENDER_RESERVE_S
+        cmd.append(f"--vsl-time-budget={max(left, 1.0):.0f}")
     cmd.extend(args.pytest_args)
     print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     return subprocess.call(cmd, cwd=REPO)
@@ -87,12 +96,10 @@ def run_suites(args, json_path: Path) -> int:
 
 # ---------------------------------------------------------------------------------------------- tables
 def _index(records: List[dict]) -> Dict[tuple, dict]:
-    """(section, op, pass, label, n) -> record, for rank records."""
-    from benchmarks._cases import label
-
+    """(section, op, pass, label, n) -> record, for rank records (the window section has its own table)."""
     out = {}
     for rec in records:
-        if rec.get("suite") == "rank":
+        if rec.get("suite") == "rank" and rec.get("window") is None:
             out[(rec["section"], rec["op"], rec["pass"], rec.get("label") or label(rec), rec["n"])] = rec
     return out
 
@@ -106,6 +113,8 @@ def _time_cell(rec: Optional[dict]) -> str:
         return f"does not fit (needs {fmt_bytes(rec['predicted_bytes'])})"
     if rec["status"] == "over time budget":
         return f"skipped (est. {fmt_seconds(rec['predicted_seconds'])})"
+    if rec["status"] == "over session budget":
+        return "not run (time budget)"
     return f"{rec['status']}"
 
 
@@ -139,7 +148,6 @@ def _md_table(header: List[str], rows: List[List[str]]) -> str:
 def window_fraction_note(n: int) -> str:
     """How much of the dense work the sorted paths can skip on these inputs: the share of each
     row's pairs inside the +-30 tau window (vsl_ext.sorted_window.window_fraction, 16 rows)."""
-    from benchmarks._cases import make_inputs
     from vsl_ext.sorted_window import window_fraction
 
     inputs = make_inputs(n)
@@ -281,14 +289,22 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
         w(f"- {window_fraction_note(min(max(large), 2048))}")
         w()
 
+    _render_window(w, [r for r in records if r.get("suite") == "rank" and r.get("window") is not None],
+                   stamp.get("device"))
     _render_captions(w, [r for r in records if r.get("suite") == "captions"])
 
     w("## Notes")
     w()
-    not_run = [r for r in records if r.get("status") not in (None, "ok", "does not fit", "over time budget")]
+    not_run = [r for r in records if r.get("status") not in (None, "ok", "does not fit", "over time budget",
+                                                             "over session budget")]
     for r in not_run:
         w(f"- {r.get('label') or r.get('impl')} {r.get('op', '')} {r.get('pass', '')} n={r.get('n', '')}: "
           f"{r['status']}: {r.get('reason', '')}")
+    budget = settings.get("time_budget_seconds")
+    cut = [r for r in records if r.get("status") == "over session budget"]
+    if cut:
+        w(f"- {len(cut)} case(s) not run: the run's time budget ({fmt_seconds(budget)}) was spent; "
+          "rerun with a larger `--time-budget` or fewer `--sections` to fill them in.")
     for note in report.get("notes", []):
         w(f"- {note}")
     if stamp.get("device") != "cuda":
@@ -296,6 +312,56 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
           "(see benchmarks/README.md, also for the ncu profiling command).")
     w()
     return out.getvalue()
+
+
+def window_limit(recs: List[dict], n: int) -> Optional[float]:
+    """Largest measured window share up to which the sorted path is at least as fast as dense at this
+    n (every smaller share included); None if dense wins already at the smallest."""
+    by = {(r["window"], r["algorithm"]): r for r in recs if r["n"] == n and _ok(r)}
+    best = None
+    for fraction in sorted({f for f, _ in by}):
+        d, s = by.get((fraction, "dense")), by.get((fraction, "sorted"))
+        if d is None or s is None or s["time_s"] > d["time_s"]:
+            break
+        best = s.get("window_fraction", fraction)
+    return best
+
+
+def _render_window(w, recs: List[dict], device: str) -> None:
+    if not recs:
+        return
+    ns = sorted({r["n"] for r in recs})
+    fractions = sorted({r["window"] for r in recs})
+    by = {(r["n"], r["window"], r["algorithm"]): r for r in recs}
+    w("## Dense vs sorted by window share (sigmoid_rank, forward+backward)")
+    w()
+    w("Rows of i.i.d. uniform values spread so that a set share of each row's pairs lies inside the "
+      "±30 tau window (`benchmarks/_cases.window_input`; measured share in brackets); dense does the "
+      "same work whatever the share, the sorted path evaluates only the pairs inside the window.")
+    w()
+    rows = []
+    for fraction in fractions:
+        measured = [by[k]["window_fraction"] for k in by if k[1] == fraction and "window_fraction" in by[k]]
+        row = [f"{fraction:.0%}" + (f" ({sum(measured) / len(measured):.1%})" if measured else "")]
+        for n in ns:
+            d, s = by.get((n, fraction, "dense")), by.get((n, fraction, "sorted"))
+            row += [_time_cell(d), _time_cell(s), _speedup(s, d)]
+        rows.append(row)
+    header = ["pairs in window"]
+    for n in ns:
+        header += [f"n={n} dense", "sorted", "speed-up"]
+    w(_md_table(header, rows))
+    w()
+    for n in ns:
+        limit = window_limit(recs, n)
+        w(f"- n = {n}: sorted ≤ dense " + (f"up to {limit:.0%} of pairs in the window" if limit is not None
+                                           else "at no measured share"))
+    if device == "cuda":
+        from vsl_ext import _native
+        w(f"- `algorithm=\"auto\"` on CUDA takes the sorted path from {_native.CUDA_SORTED_FROM_COLS} columns when "
+          f"at most {_native.CUDA_SORTED_MAX_WINDOW_FRACTION:.0%} of the sampled pairs are in the window "
+          "(`vsl_ext/_native.py`).")
+    w()
 
 
 def _render_captions(w, recs: List[dict]) -> None:
@@ -483,7 +549,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 3 min on 2 cores)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all CPUs this process may use)")
-    ap.add_argument("--suites", nargs="+", choices=sorted(SUITES), default=["rank", "captions"])
+    ap.add_argument("--suites", nargs="+", choices=sorted(SUITES), default=["rank", "captions"],
+                    help="suites to run, in this order")
+    ap.add_argument("--sections", nargs="+", choices=SECTIONS,
+                    help="rank suite sections to run, in this order (default: main large-n window)")
+    ap.add_argument("--time-budget", type=float, metavar="SECONDS",
+                    help="finish within this many seconds: cases with no room left are listed as not run "
+                         "and the report is still written (for machines lent for a fixed time)")
     ap.add_argument("--max-n", type=int, help="largest n / B to run")
     ap.add_argument("--max-case-seconds", type=float, help="skip cases predicted to take longer per call")
     ap.add_argument("--target-seconds", type=float, help="timing time per case (sets the repeats)")
@@ -494,6 +566,7 @@ def main(argv=None) -> int:
     ap.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     ap.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed on to pytest")
     args = ap.parse_args(argv)
+    args.started = time.monotonic()
     os.chdir(REPO)
 
     rc = 0

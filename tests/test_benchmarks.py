@@ -1,0 +1,74 @@
+"""The benchmark tooling's logic (no timing): case lists, the window-share inputs, report rendering."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# benchmarks/ is not installed; append (not prepend) the repository root so that vsl_ext stays the
+# installed package.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+_cases = pytest.importorskip("benchmarks._cases")
+
+from vsl_ext.sorted_window import window_fraction  # noqa: E402
+
+
+def test_sections_run_in_the_order_given():
+    cases = _cases.make_cases("cuda", quick=True, sections=["window", "large-n"])
+    sections = [c["section"] for c in cases]
+    assert sections == sorted(sections, key=["window", "large-n"].index)
+    assert set(sections) == {"window", "large-n"}
+    assert all(c["window"] in _cases.WINDOW_FRACTIONS_QUICK for c in cases if c["section"] == "window")
+    assert all(c["n"] <= 512 for c in _cases.make_cases("cpu", quick=False, max_n=512))
+    ids = [_cases.case_id(c) for c in _cases.make_cases("cpu", quick=False)]
+    assert len(ids) == len(set(ids))
+
+
+def test_unknown_section_is_rejected():
+    with pytest.raises(ValueError, match="sections"):
+        _cases.make_cases("cpu", quick=True, sections=["main", "huge"])
+
+
+@pytest.mark.parametrize("fraction", _cases.WINDOW_FRACTIONS)
+def test_window_input_has_the_share_it_is_made_for(fraction):
+    n = 512
+    m = _cases.window_input(n, fraction)
+    assert m.shape == (n, n) and m.dtype == torch.float32 and m.is_contiguous()
+    measured = float(window_fraction(m, None, 1e-3, sample_rows=n))
+    expected = (1 + (n - 1) * fraction) / n  # window_fraction counts each centre itself
+    assert measured == pytest.approx(expected, abs=0.01)
+    assert torch.equal(m, _cases.window_input(n, fraction))  # deterministic
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_window_input_rejects_shares_outside_0_1(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        _cases.window_input(8, fraction)
+
+
+def _rank_record(n, window, algorithm, seconds, status="ok"):
+    case = {"suite": "rank", "section": "window", "op": "sigmoid_rank", "impl": "vsl_ext", "variant": None,
+            "algorithm": algorithm, "pass": "forward+backward", "n": n, "device": "cpu", "window": window}
+    rec = dict(case, label=_cases.label(case), status=status)
+    if status == "ok":
+        rec.update(time_s=seconds, peak_extra_bytes=1 << 20, window_fraction=window + 0.001)
+    return rec
+
+
+def test_report_renders_the_window_table_and_the_time_budget_note():
+    report_mod = pytest.importorskip("benchmarks.report")
+    # sorted wins at 1 % and 10 %, loses at 50 %, wins again at 100 %: the limit stops at the first loss
+    times = {0.01: (1.0, 0.1), 0.1: (1.0, 0.5), 0.5: (1.0, 1.5), 1.0: (1.0, 0.9)}
+    records = [_rank_record(1024, w, a, t) for w, (d, s) in times.items() for a, t in (("dense", d), ("sorted", s))]
+    assert report_mod.window_limit(records, 1024) == pytest.approx(0.101)
+    assert report_mod.window_limit([r for r in records if r["window"] != 0.01 or r["algorithm"] == "dense"]
+                                   + [_rank_record(1024, 0.01, "sorted", 2.0)], 1024) is None
+    records.append(_rank_record(4096, 0.01, "dense", None, status="over session budget"))
+    report = {"stamp": {"slug": "cpu-test", "device": "cpu", "device_name": "test CPU", "threads": 2},
+              "settings": {"time_budget_seconds": 60.0}, "records": records}
+    md = report_mod.render_markdown(report, plots={})
+    assert "## Dense vs sorted by window share" in md
+    assert "| 10% (10.1%) | 1 s | 500 ms | 2× |" in md
+    assert "n = 1024: sorted ≤ dense up to 10% of pairs in the window" in md
+    assert "not run (time budget)" in md
+    assert "1 case(s) not run: the run's time budget (60 s) was spent" in md
