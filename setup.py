@@ -15,8 +15,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import setuptools
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+# pyproject.toml's [build-system] asks for setuptools >= 64, but `pip install --no-build-isolation`
+# builds with whatever is installed, and an older setuptools ignores the [project] table: it would
+# install a package without its Python files and without saying so.
+_SETUPTOOLS = tuple(int(part) for part in setuptools.__version__.split(".")[:2] if part.isdigit())
+if _SETUPTOOLS < (64, 0):
+    raise SystemExit(f"vsl_ext needs setuptools >= 64 to build; this environment has {setuptools.__version__}. "
+                     "Run `pip install -U setuptools`, or install without --no-build-isolation.")
 
 
 class CMakeExtension(Extension):

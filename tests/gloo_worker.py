@@ -7,21 +7,21 @@ import torch.distributed as dist
 
 
 def run(rank: int, world: int, init_file: str, body, *args) -> None:
-    """Joins the group, runs ``body(rank, world, *args)`` on one thread, and leaves cleanly.
+    """Joins the group, runs ``body(rank, world, *args)`` on one thread, and leaves with os._exit.
 
-    A gloo worker thread can still hold the last reference to a tensor of a finished all_reduce
-    when Python shuts down; releasing it then needs the GIL and aborts the process ("terminate
-    called without an active exception", torch 2.13). Once torch._dynamo is imported (the custom
-    ops do), destroy_process_group no longer joins those threads, so a process that passed ends
-    with os._exit(0) instead of interpreter shutdown. A failing body raises as usual.
+    Tearing a gloo group down from Python is unsafe in both torch generations: torch < 2.8
+    destroys it holding the GIL while joining gloo's worker threads, and a worker that is still
+    freeing the tensors of a finished collective waits for the GIL, a deadlock (seen here with
+    torch 2.4.1 in about 1 run in 6); torch 2.13, once torch._dynamo is imported (the custom ops
+    do), no longer joins those threads, and a worker that frees such a tensor during interpreter
+    shutdown aborts the process ("terminate called without an active exception"). So a process
+    that passed waits for the others and ends with os._exit(0), running no destructors; a failing
+    body raises as usual (spawn reports its traceback however the process then ends).
     """
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        body(rank, world, *args)
-        dist.barrier()  # no rank tears down its connections while another still uses them
-    finally:
-        dist.destroy_process_group()
+    torch.set_num_threads(1)
+    body(rank, world, *args)
+    dist.barrier()  # no rank leaves while another still uses the group
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

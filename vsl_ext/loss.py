@@ -6,8 +6,8 @@ only the gradients with respect to SR and CR (n x n each), so memory is O(n^2) i
 reference's O(n^3). It returns the float64 sum of the ratios; the loss is ``1 - sum / n^2``, and
 a row-sharded batch (:mod:`vsl_ext.distributed`) adds the ranks' sums.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: torch 2.4 infers the custom ops' schemas from the
+# annotations and rejects string ones ("unsupported type Tensor").
 from typing import Tuple
 
 import torch

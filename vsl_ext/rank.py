@@ -6,8 +6,8 @@
 Backward, with g = dL/dR and s = +1 (descending) or -1 (ascending), every row independent:
 ``dL/dM[i, l] = (s / tau) * sum_{j != l} sigmoid'((M[i, l] - M[i, j]) / tau) * (g[i, j] - g[i, l])``
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: torch 2.4 infers the custom ops' schemas from the
+# annotations and rejects string ones ("unsupported type Tensor").
 import torch
 from torch import Tensor
 
