@@ -8,8 +8,9 @@ import torch
 # benchmarks/ is not installed; append (not prepend) the repository root so that vsl_ext stays the
 # installed package.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
-_cases = pytest.importorskip("benchmarks._cases")
 
+from benchmarks import _cases  # noqa: E402
+from benchmarks import report as report_mod  # noqa: E402
 from vsl_ext.sorted_window import window_fraction  # noqa: E402
 
 
@@ -56,7 +57,6 @@ def _rank_record(n, window, algorithm, seconds, status="ok"):
 
 
 def test_report_renders_the_window_table_and_the_time_budget_note():
-    report_mod = pytest.importorskip("benchmarks.report")
     # sorted wins at 1 % and 10 %, loses at 50 %, wins again at 100 %: the limit stops at the first loss
     times = {0.01: (1.0, 0.1), 0.1: (1.0, 0.5), 0.5: (1.0, 1.5), 1.0: (1.0, 0.9)}
     records = [_rank_record(1024, w, a, t) for w, (d, s) in times.items() for a, t in (("dense", d), ("sorted", s))]
