@@ -32,10 +32,11 @@ struct DeviceGuard {
 // block must call it, and every thread gets the sum.
 template <int kThreads> __device__ __forceinline__ double block_sum(double x) {
   __shared__ double red[kThreads];
-  red[threadIdx.x] = x;
+  const int t = threadIdx.x;
+  red[t] = x;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    if (t < s) red[t] += red[t + s];
     __syncthreads();
   }
   return red[0];

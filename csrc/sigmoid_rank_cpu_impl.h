@@ -206,7 +206,8 @@ void rank_row(const T* x, const T* y, T* out, int64_t n, const RowParams<T>& p, 
   if (!sorted) {
     for (int64_t c = 0; c < n; ++c) {
       const T xc = x[c];
-      out[c] = T(1) + dense_sum<kSigmoid>(y, y, n, xc, T(0), p) - sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at);
+      // 1 + (sum - own term): the own term cancels exactly, so a lone column ranks exactly 1.
+      out[c] = T(1) + (dense_sum<kSigmoid>(y, y, n, xc, T(0), p) - sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at));
     }
     return;
   }

@@ -83,7 +83,8 @@ template <typename T> struct RankForwardOp {
   __device__ T state(int64_t c) const { return x[c]; }
   __device__ T term(T xc, T ya, T) const { return sigmoid_clamped((ya - xc) * p.k, p.clamp_at); }
   __device__ void finish(int64_t c, T xc, double total) const {
-    out[c] = static_cast<T>(1.0 + total - static_cast<double>(sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at)));
+    // 1 + (sum - own term): the own term cancels exactly, so a lone column ranks exactly 1.
+    out[c] = static_cast<T>(1.0 + (total - static_cast<double>(sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at))));
   }
 };
 
@@ -201,8 +202,8 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
       }
     }
     if (active) {
-      const T a = static_cast<T>(1.0 + rs - static_cast<double>(sigmoid_clamped((syr[j] - xs) * p.k, p.clamp_at)));
-      const T b = static_cast<T>(1.0 + rc - static_cast<double>(sigmoid_clamped((cyr[j] - xc) * p.k, p.clamp_at)));
+      const T a = static_cast<T>(1.0 + (rs - static_cast<double>(sigmoid_clamped((syr[j] - xs) * p.k, p.clamp_at))));
+      const T b = static_cast<T>(1.0 + (rc - static_cast<double>(sigmoid_clamped((cyr[j] - xc) * p.k, p.clamp_at))));
       const RankRatio<T> r = rank_ratio(a, b);
       gs[o + j] = scale * r.da;
       if (gc) gc[o + j] = scale * r.db;
