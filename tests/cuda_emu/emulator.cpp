@@ -1,0 +1,223 @@
+// The fiber scheduler behind tests/cuda_emu/cuda_runtime.h, and its schedule control for
+// tests/cuda_emulator.py.
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace vsl_emu {
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr unsigned kMaxThreadsPerBlock = 1024;
+constexpr size_t kMaxDynamicShared = 48 * 1024;  // more needs cudaFuncSetAttribute on a GPU
+
+enum class State { ready, at_barrier, done };
+
+struct Fiber {
+  ucontext_t ctx;
+  std::unique_ptr<unsigned char[]> stack;  // not zeroed: most of it is never touched
+  State state = State::ready;
+  void* barrier_site = nullptr;
+};
+
+struct Block {
+  std::vector<Fiber> fibers;
+  ucontext_t scheduler;
+  unsigned current = 0;
+  void (*body)(void*) = nullptr;
+  void* body_ctx = nullptr;
+  std::vector<unsigned char> shared;  // dynamic
+  struct Static {
+    const void* site;
+    size_t bytes;
+    std::unique_ptr<std::max_align_t[]> data;
+  };
+  std::vector<Static> statics;
+};
+
+thread_local Block* g_block = nullptr;
+cudaError_t g_last_error = cudaSuccess;
+std::string g_fault;
+int g_schedule = 0;  // 0 forward, 1 reverse, 2 shuffled per phase
+uint64_t g_seed = 0;
+
+void fault(cudaError_t err, const std::string& what) {
+  if (g_last_error == cudaSuccess) {
+    g_last_error = err;
+    g_fault = what;
+  }
+}
+
+void fiber_main() {
+  Block* b = g_block;
+  b->body(b->body_ctx);
+  b->fibers[b->current].state = State::done;
+  swapcontext(&b->fibers[b->current].ctx, &b->scheduler);
+}
+
+// Runs one block to completion; false (and a fault) if its threads fall out of step at a barrier.
+bool run_block(Block& b, unsigned nthreads, std::mt19937_64& rng) {
+  for (unsigned t = 0; t < nthreads; ++t) {
+    Fiber& f = b.fibers[t];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = kStackBytes;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+    f.state = State::ready;
+  }
+  std::fill(b.shared.begin(), b.shared.end(), 0xff);
+  for (Block::Static& s : b.statics) std::memset(s.data.get(), 0xff, s.bytes);
+  std::vector<unsigned> order(nthreads);
+  for (unsigned phase = 0;; ++phase) {
+    for (unsigned t = 0; t < nthreads; ++t) order[t] = g_schedule == 1 ? nthreads - 1 - t : t;
+    if (g_schedule == 2) std::shuffle(order.begin(), order.end(), rng);
+    for (unsigned t : order) {
+      if (b.fibers[t].state != State::ready) continue;
+      b.current = t;
+      threadIdx = dim3(t);
+      swapcontext(&b.scheduler, &b.fibers[t].ctx);
+    }
+    unsigned done = 0, waiting = 0;
+    void* site = nullptr;
+    for (unsigned t = 0; t < nthreads; ++t) {
+      const Fiber& f = b.fibers[t];
+      if (f.state == State::done) ++done;
+      if (f.state != State::at_barrier) continue;
+      if (waiting++ == 0) site = f.barrier_site;
+      else if (f.barrier_site != site) {
+        fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + ": threads wait at different "
+              "__syncthreads() calls in barrier phase " + std::to_string(phase));
+        return false;
+      }
+    }
+    if (done == nthreads) return true;
+    if (done > 0) {
+      fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + ": " + std::to_string(done) +
+            " threads returned while " + std::to_string(waiting) + " wait at __syncthreads() in barrier phase " +
+            std::to_string(phase));
+      return false;
+    }
+    for (unsigned t = 0; t < nthreads; ++t) b.fibers[t].state = State::ready;
+  }
+}
+
+}  // namespace
+
+unsigned char* dynamic_shared_memory() { return g_block->shared.data(); }
+
+void* block_shared_bytes(const void* site, size_t bytes) {
+  for (Block::Static& s : g_block->statics)
+    if (s.site == site) return s.data.get();
+  const size_t words = (bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+  Block::Static s{site, bytes, std::unique_ptr<std::max_align_t[]>(new std::max_align_t[words])};
+  std::memset(s.data.get(), 0xff, bytes);
+  g_block->statics.push_back(std::move(s));
+  return g_block->statics.back().data.get();
+}
+
+void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*), void* ctx) {
+  if (grid.x == 0 || grid.y != 1 || grid.z != 1 || grid.x > 0x7fffffffu || block.x == 0 || block.y != 1 ||
+      block.z != 1 || block.x > kMaxThreadsPerBlock) {
+    fault(cudaErrorInvalidConfiguration, "launch of " + std::to_string(grid.x) + " blocks of " +
+          std::to_string(block.x) + " threads (the emulator takes 1-D grids of 1-D blocks)");
+    return;
+  }
+  if (dynamic_shared_bytes > kMaxDynamicShared) {
+    fault(cudaErrorInvalidValue, "launch asks for " + std::to_string(dynamic_shared_bytes) +
+          " bytes of dynamic shared memory (48 KiB at most without cudaFuncSetAttribute)");
+    return;
+  }
+  Block b;
+  b.fibers.resize(block.x);
+  for (Fiber& f : b.fibers) f.stack.reset(new unsigned char[kStackBytes]);
+  b.body = body;
+  b.body_ctx = ctx;
+  b.shared.resize(dynamic_shared_bytes);
+  Block* outer = g_block;
+  g_block = &b;
+  gridDim = grid;
+  blockDim = block;
+  std::mt19937_64 rng(g_seed);
+  for (unsigned x = 0; x < grid.x; ++x) {
+    blockIdx = dim3(x);
+    if (!run_block(b, block.x, rng)) break;
+  }
+  g_block = outer;
+}
+
+}  // namespace vsl_emu
+
+void __attribute__((noinline)) __syncthreads() {
+  vsl_emu::Block* b = vsl_emu::g_block;
+  vsl_emu::Fiber& f = b->fibers[b->current];
+  f.state = vsl_emu::State::at_barrier;
+  f.barrier_site = __builtin_return_address(0);
+  swapcontext(&f.ctx, &b->scheduler);
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t err = vsl_emu::g_last_error;
+  vsl_emu::g_last_error = cudaSuccess;
+  return err;
+}
+
+const char* cudaGetErrorName(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t err) {
+  // The fault text stays readable until the next launch fails.
+  return err == cudaSuccess ? "no error" : vsl_emu::g_fault.c_str();
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  *version = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int* version) {
+  *version = 0;
+  return cudaSuccess;
+}
+
+extern "C" {
+
+// schedule: 0 runs a block's threads in index order between barriers, 1 in reverse order,
+// 2 shuffled afresh in every barrier phase from `seed`.
+void vsl_emu_set_schedule(int schedule, uint64_t seed) {
+  vsl_emu::g_schedule = schedule;
+  vsl_emu::g_seed = seed;
+}
+
+}  // extern "C"

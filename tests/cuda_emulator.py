@@ -1,0 +1,200 @@
+"""The CUDA kernels of csrc/*.cu, compiled for the CPU against the emulated CUDA runtime in
+tests/cuda_emu/, so that machines without a GPU (CI among them) run the kernels' own code: their
+indexing, tiling, grid-stride loops, shared-memory staging and barriers.
+
+What it checks and what it cannot: a launch runs every block and every thread (fibers that switch at
+``__syncthreads()``), shared memory starts out as 0xff bytes, threads that fall out of step at a
+barrier fail the launch, and the order in which a block's threads run between barriers can be
+reversed or shuffled (:meth:`Emulator.schedule`): a result that changes with it means a shared-memory
+race. It does not run warps in lockstep, model device floating point (no FMA contraction; expf is
+glibc's), or check global-memory bounds (the tests surround buffers with guard values for that).
+Speed says nothing about a GPU's.
+
+``build(cache_dir)`` rewrites the two CUDA-only constructs the kernels use (``<<<...>>>`` launches and
+``__shared__`` declarations, see tests/cuda_emu/cuda_runtime.h) and compiles with g++ (``$CXX``);
+the library is cached under a hash of its sources and flags.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+EMU = Path(__file__).resolve().parent / "cuda_emu"
+
+FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-D__CUDA_ARCH__=900", "-DVSL_WITH_CUDA=1"]
+SCHEDULES = {"forward": 0, "reverse": 1, "shuffled": 2}
+
+
+def compiler() -> Optional[str]:
+    """The C++ compiler the emulator is built with, or None if there is none (tests skip)."""
+    if not sys.platform.startswith("linux"):  # the fibers are glibc's ucontext
+        return None
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+_LAUNCH_OPEN = re.compile(r"<<<")
+_LAUNCH_CLOSE = re.compile(r">>>")
+_DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+([\w:<>\s]+?)\s+(\w+)\s*\[\s*\]\s*;")
+_STATIC_SHARED = re.compile(r"__shared__\s+([\w:<>\s]+?)\s+(\w+)\s*\[([^\]]+)\]\s*;")
+
+
+def rewrite(source: str) -> str:
+    """A CUDA source as the emulator compiles it (see tests/cuda_emu/cuda_runtime.h)."""
+    source = _LAUNCH_OPEN.sub(" >> ::vsl_emu::LaunchConfig(", source)
+    source = _LAUNCH_CLOSE.sub(")", source)
+    source = _DYNAMIC_SHARED.sub(
+        r"\1* const \2 = reinterpret_cast<\1*>(::vsl_emu::dynamic_shared_memory());", source)
+    source = _STATIC_SHARED.sub(
+        r"auto& \2 = ::vsl_emu::block_shared<\1[\3]>([] { static const char site = 0; return &site; }());", source)
+    if "__shared__" in source or "<<<" in source:
+        raise ValueError("a __shared__ declaration or launch the emulator's rewrite does not handle")
+    return source
+
+
+def _inputs() -> list:
+    cuda = sorted(CSRC.glob("*.cu")) + sorted(CSRC.glob("*.cuh")) + sorted(EMU.glob("*.cu"))
+    plain = sorted(EMU.glob("*.cpp"))
+    headers = sorted(CSRC.glob("*.h")) + sorted(EMU.glob("*.h"))
+    return cuda, plain, headers
+
+
+def build(cache_dir: Path) -> Path:
+    """Compiles the emulated kernels into ``cache_dir`` (once per version of the sources)."""
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError("the CUDA emulator needs Linux and a C++ compiler (g++ or $CXX)")
+    cuda, plain, headers = _inputs()
+    digest = hashlib.sha256(" ".join([cxx, *FLAGS]).encode())
+    for path in cuda + plain + headers:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    lib = Path(cache_dir) / f"libvsl_cuda_emu-{digest.hexdigest()[:16]}.so"
+    if lib.exists():
+        return lib
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        src = Path(tmp)
+        units = []
+        for path in cuda:
+            out = src / (path.name + (".cpp" if path.suffix == ".cu" else ""))
+            out.write_text(rewrite(path.read_text()))
+            if path.suffix == ".cu":
+                units.append(out)
+        target = src / lib.name
+        cmd = [cxx, *FLAGS, f"-I{src}", f"-I{EMU}", f"-I{CSRC}", *map(str, units + plain), "-o", str(target)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"building the CUDA emulator failed:\n{' '.join(cmd)}\n{done.stderr[-8000:]}")
+        os.replace(target, lib)
+    return lib
+
+
+_P, _I64, _F64, _INT = ctypes.c_uint64, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+
+_SIGNATURES = {
+    "vsl_emu_rank_forward": [_INT, _P, _P, _P, _I64, _I64, _F64, _INT, _F64, _INT],
+    "vsl_emu_rank_backward": [_INT, _P, _P, _P, _P, _P, _I64, _I64, _F64, _INT, _F64, _INT],
+    "vsl_emu_vsl_forward": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _F64, _F64, _INT],
+    "vsl_emu_window_sums": [_INT, _INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _INT],
+    "vsl_emu_rank_ratio_rows": [_INT, _P, _P, _P, _P, _P, _I64, _I64, _F64],
+    "vsl_emu_caption_gram": [_P, _P, _P, _P, _I64, _INT, _P],
+    "vsl_emu_caption_cider": [_P, _P, _P, _P, _P, ctypes.POINTER(_I64), _I64, _P, _I64, _P, _I64, _INT, _F64, _INT,
+                              _P, _P],
+    "vsl_emu_faulty": [_INT, _P, _P, _INT],
+    "vsl_emu_set_schedule": [_INT, ctypes.c_uint64],
+}
+
+
+def _f64(dtype_name: str) -> int:
+    if dtype_name not in ("float32", "float64"):
+        raise ValueError(f"vsl_ext native kernels take float32 or float64, got {dtype_name}")
+    return int(dtype_name == "float64")
+
+
+class Emulator:
+    """The emulated kernels under the names and signatures of their bindings in ``vsl_ext._C``
+    (``rank_forward_cuda`` and so on; device and stream are ignored), for CPU tensors' pointers."""
+
+    def __init__(self, lib: Path):
+        self._lib = ctypes.CDLL(str(lib))
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(self._lib, name)
+            fn.argtypes = argtypes
+            fn.restype = None if name == "vsl_emu_set_schedule" else _INT
+        self._lib.vsl_emu_error.restype = ctypes.c_char_p
+
+    def _call(self, name: str, *args) -> None:
+        if getattr(self._lib, name)(*args) != 0:
+            raise RuntimeError(self._lib.vsl_emu_error().decode())
+
+    @contextlib.contextmanager
+    def schedule(self, name: str, seed: int = 0) -> Iterator[None]:
+        """Runs each block's threads between barriers in this order ("forward", "reverse" or
+        "shuffled", from ``seed``) inside the ``with`` block."""
+        self._lib.vsl_emu_set_schedule(SCHEDULES[name], seed)
+        try:
+            yield
+        finally:
+            self._lib.vsl_emu_set_schedule(0, 0)
+
+    def rank_forward_cuda(self, dt, x, y, out, rows, cols, tau, desc, clamp_at, algo, device=0, stream=0):
+        self._call("vsl_emu_rank_forward", _f64(dt), x, y, out, rows, cols, tau, desc, clamp_at, algo)
+
+    def rank_backward_cuda(self, dt, x, y, g, gx, gy, rows, cols, tau, desc, clamp_at, algo, device=0, stream=0):
+        self._call("vsl_emu_rank_backward", _f64(dt), x, y, g, gx, gy, rows, cols, tau, desc, clamp_at, algo)
+
+    def vsl_forward_cuda(self, dt, sx, sy, cx, cy, gs, gc, partials, rows, cols, grad_scale, tau, clamp_at, algo,
+                         device=0, stream=0):
+        self._call("vsl_emu_vsl_forward", _f64(dt), sx, sy, cx, cy, gs, gc, partials, rows, cols, grad_scale, tau,
+                   clamp_at, algo)
+
+    def window_sums_cuda(self, dt, kind, v, w, u, wu, uperm, skip, out, rows, cols, tau, desc, device=0, stream=0):
+        if not 0 <= kind <= 3:
+            raise ValueError("window kind must be 0..3")
+        self._call("vsl_emu_window_sums", _f64(dt), kind, v, w, u, wu, uperm, skip, out, rows, cols, tau, desc)
+
+    def rank_ratio_rows_cuda(self, dt, sr, cr, gs, gc, partials, rows, cols, grad_scale, device=0, stream=0):
+        self._call("vsl_emu_rank_ratio_rows", _f64(dt), sr, cr, gs, gc, partials, rows, cols, grad_scale)
+
+    def caption_gram_cuda(self, indptr, indices, data, rows, B, smem_cap, out, device=0, stream=0):
+        self._call("vsl_emu_caption_gram", indptr, indices, data, rows, B, smem_cap, out)
+
+    def caption_cider_cuda(self, indptr, indices, data, inv_norm, lens, bounds, caps, Pb, gptr, G, singleton, sigma,
+                           smem_cap, scratch, out, device=0, stream=0):
+        b = (_I64 * len(bounds))(*bounds)
+        self._call("vsl_emu_caption_cider", indptr, indices, data, inv_norm, lens, b, len(bounds), caps, Pb, gptr, G,
+                   int(singleton), sigma, smem_cap, scratch, out)
+
+    def faulty(self, which: str, inp: int, out: int, blocks: int) -> None:
+        """Launches one of tests/cuda_emu/faulty_kernels.cu (64 threads a block)."""
+        kernels = {"racy_shift": 0, "shift": 1, "early_return": 2, "split_barrier": 3}
+        self._call("vsl_emu_faulty", kernels[which], inp, out, blocks)
+
+
+class CpuEntryPointsOnEmulatedCuda:
+    """Stands in for ``vsl_ext._C`` so that the package's CPU calls of the rank kernels run the
+    emulated CUDA kernels instead (with ``_native.SORTED_WINDOW_ON_CPU`` set, the dispatch between
+    the dense and sorted-window paths is CUDA's too); everything else is the real module's."""
+
+    def __init__(self, real, emulator: Emulator):
+        self._real = real
+        self._emu = emulator
+
+    def __getattr__(self, name):
+        emu = self._emu
+        if name == "rank_ratio_rows_cpu":  # takes no thread count
+            return emu.rank_ratio_rows_cuda
+        if name in ("rank_forward_cpu", "rank_backward_cpu", "vsl_forward_cpu", "window_sums_cpu"):
+            cuda = getattr(emu, name[:-len("cpu")] + "cuda")
+            return lambda *args: cuda(*args[:-1])  # drops the thread count
+        return getattr(self._real, name)
