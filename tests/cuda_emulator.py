@@ -4,11 +4,12 @@ indexing, tiling, grid-stride loops, shared-memory staging and barriers.
 
 What it checks and what it cannot: a launch runs every block and every thread (fibers that switch at
 ``__syncthreads()``), shared memory starts out as 0xff bytes, threads that fall out of step at a
-barrier fail the launch, and the order in which a block's threads run between barriers can be
-reversed or shuffled (:meth:`Emulator.schedule`): a result that changes with it means a shared-memory
-race. It does not run warps in lockstep, model device floating point (no FMA contraction; expf is
-glibc's), or check global-memory bounds (the tests surround buffers with guard values for that).
-Speed says nothing about a GPU's.
+barrier, a write past the end of a shared array and more than 48 KiB of shared memory fail the
+launch, and the order in which a block's threads run between barriers can be reversed or shuffled
+(:meth:`Emulator.schedule`): a result that changes with it means threads race. It does not run
+warps in lockstep, model device floating point (no FMA contraction; expf is glibc's), or check
+global-memory bounds (the tests surround buffers with guard values for that). Its speed says nothing
+about a GPU's.
 
 ``build(cache_dir)`` rewrites the two CUDA-only constructs the kernels use (``<<<...>>>`` launches and
 ``__shared__`` declarations, see tests/cuda_emu/cuda_runtime.h) and compiles with g++ (``$CXX``);
@@ -56,7 +57,8 @@ def rewrite(source: str) -> str:
     source = _DYNAMIC_SHARED.sub(
         r"\1* const \2 = reinterpret_cast<\1*>(::vsl_emu::dynamic_shared_memory());", source)
     source = _STATIC_SHARED.sub(
-        r"auto& \2 = ::vsl_emu::block_shared<\1[\3]>([] { static const char site = 0; return &site; }());", source)
+        r'auto& \2 = ::vsl_emu::block_shared<\1[\3]>([] { static const char site = 0; return &site; }(), "\2");',
+        source)
     if "__shared__" in source or "<<<" in source:
         raise ValueError("a __shared__ declaration or launch the emulator's rewrite does not handle")
     return source
@@ -177,7 +179,8 @@ class Emulator:
 
     def faulty(self, which: str, inp: int, out: int, blocks: int) -> None:
         """Launches one of tests/cuda_emu/faulty_kernels.cu (64 threads a block)."""
-        kernels = {"racy_shift": 0, "shift": 1, "early_return": 2, "split_barrier": 3}
+        kernels = {"racy_shift": 0, "shift": 1, "early_return": 2, "split_barrier": 3, "shared_overflow": 4,
+                   "shared_too_large": 5}
         self._call("vsl_emu_faulty", kernels[which], inp, out, blocks)
 
 

@@ -23,6 +23,7 @@ from vsl_ext._native import _C
 from vsl_ext.captions import _SMEM_ROW_CAP, CaptionIndex
 
 import cuda_emulator
+import test_sigmoid_rank
 from conftest import assert_close_grad, make_input
 from test_caption_index import GROUPS
 from test_sigmoid_rank import KINDS, tied_grids
@@ -292,13 +293,17 @@ def test_emulator_finds_a_missing_barrier(emulator):
         run(emulator, "faulty", ["racy_shift", x, Out((3, 64), torch.float32), 3])
 
 
-@pytest.mark.parametrize("kernel, message", [("early_return", "returned while 63 wait"),
-                                             ("split_barrier", "different __syncthreads")])
-def test_emulator_finds_threads_out_of_step_at_a_barrier(emulator, kernel, message):
-    out = torch.zeros(64)
+@pytest.mark.parametrize("kernel, message", [
+    ("early_return", "returned while 63 wait"),
+    ("split_barrier", "different __syncthreads"),
+    ("shared_overflow", r"wrote past the end of __shared__ s \(256 bytes\)"),
+    ("shared_too_large", "57344 bytes of shared memory"),
+])
+def test_emulator_finds_faulty_launches(emulator, kernel, message):
+    x, out = torch.zeros(64), torch.zeros(64)
     with pytest.raises(RuntimeError, match=message):
-        emulator.faulty(kernel, 0, out.data_ptr(), 1)
-    emulator.faulty("shift", torch.zeros(64).data_ptr(), out.data_ptr(), 1)  # the error does not stick
+        emulator.faulty(kernel, x.data_ptr(), out.data_ptr(), 1)
+    emulator.faulty("shift", x.data_ptr(), out.data_ptr(), 1)  # the error does not stick
 
 
 def test_rewrite_rejects_what_it_does_not_handle():
@@ -315,6 +320,12 @@ def test_sigmoid_rank_matches_reference(on_emulated_cuda, shape, kind, dtype):
     m = make_input(kind, shape, dtype)
     for descending in (True, False):
         check_rank(m, 1e-3, descending, ("dense", "sorted", "auto"))
+
+
+@pytest.mark.parametrize("kind", ["random", "adversarial"])
+def test_sorted_window_on_long_rows_meets_its_error_bound(on_emulated_cuda, kind):
+    """The sorted-window path's float32 bound (README) at 4,096 columns, against the float64 dense kernel."""
+    test_sigmoid_rank.test_sorted_window_on_long_rows_meets_its_error_bound(kind)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 64])

@@ -5,10 +5,11 @@
 // fibers that run until they reach __syncthreads() or return, so barriers and shared memory behave
 // as on a GPU. The kernels' sources get two rewrites first (tests/cuda_emulator.py):
 //   kernel<<<grid, block, shared, stream>>>(args)  ->  kernel >> vsl_emu::LaunchConfig(grid, ...)(args)
-//   __shared__ T name[N];                          ->  auto& name = vsl_emu::block_shared<T[N]>(site);
+//   __shared__ T name[N];                          ->  auto& name = vsl_emu::block_shared<T[N]>(site, "name");
 //   extern __shared__ T name[];                    ->  T* const name = (T*)vsl_emu::dynamic_shared_memory();
 // Shared memory is filled with 0xff bytes when each block starts (as undefined as on a GPU, and a
-// read before the write shows up as NaN or -1). Launches are synchronous; a fault in a kernel
+// read before the write shows up as NaN or -1); 64 guard bytes follow every shared array, and a
+// block that writes there fails the launch, as does one using more than 48 KiB. Launches are synchronous; a fault in a kernel
 // (threads of a block at different barriers, a thread that returns while others wait at one, a
 // launch configuration a GPU refuses) is reported by the next cudaGetLastError(), as a launch
 // failure is on a GPU.
@@ -66,12 +67,12 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(v
 // The current block's dynamic shared memory (`extern __shared__` arrays).
 unsigned char* dynamic_shared_memory();
 
-// The current block's copy of the static shared variable declared at `site` (one per declaration
-// and template instantiation), `bytes` long.
-void* block_shared_bytes(const void* site, size_t bytes);
+// The current block's copy of the static shared variable `name` declared at `site` (one per
+// declaration and template instantiation), `bytes` long.
+void* block_shared_bytes(const void* site, const char* name, size_t bytes);
 
-template <typename T> T& block_shared(const void* site) {
-  return *static_cast<T*>(block_shared_bytes(site, sizeof(T)));
+template <typename T> T& block_shared(const void* site, const char* name) {
+  return *static_cast<T*>(block_shared_bytes(site, name, sizeof(T)));
 }
 
 // kernel<<<grid, block, shared, stream>>>(args...) is rewritten to

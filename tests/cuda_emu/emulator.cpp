@@ -20,7 +20,8 @@ namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr unsigned kMaxThreadsPerBlock = 1024;
-constexpr size_t kMaxDynamicShared = 48 * 1024;  // more needs cudaFuncSetAttribute on a GPU
+constexpr size_t kMaxShared = 48 * 1024;  // a block's static + dynamic; more needs cudaFuncSetAttribute
+constexpr size_t kGuardBytes = 64;        // after every shared array; a write there fails the launch
 
 enum class State { ready, at_barrier, done };
 
@@ -37,22 +38,33 @@ struct Block {
   unsigned current = 0;
   void (*body)(void*) = nullptr;
   void* body_ctx = nullptr;
-  std::vector<unsigned char> shared;  // dynamic
-  struct Static {
+  // The block's shared arrays: [0] the dynamic one, then one per `__shared__` declaration reached.
+  struct SharedArray {
     const void* site;
+    std::string name;
     size_t bytes;
-    std::unique_ptr<std::max_align_t[]> data;
+    std::unique_ptr<std::max_align_t[]> storage;  // bytes + kGuardBytes
+    unsigned char* data() { return reinterpret_cast<unsigned char*>(storage.get()); }
+    void poison() { std::memset(data(), 0xff, bytes + kGuardBytes); }
+    bool guard_intact() {
+      for (size_t i = 0; i < kGuardBytes; ++i)
+        if (data()[bytes + i] != 0xff) return false;
+      return true;
+    }
   };
-  std::vector<Static> statics;
+  std::vector<SharedArray> shared;
+  size_t shared_bytes = 0;
 };
 
 thread_local Block* g_block = nullptr;
 cudaError_t g_last_error = cudaSuccess;
+bool g_launch_failed = false;
 std::string g_fault;
 int g_schedule = 0;  // 0 forward, 1 reverse, 2 shuffled per phase
 uint64_t g_seed = 0;
 
 void fault(cudaError_t err, const std::string& what) {
+  g_launch_failed = true;
   if (g_last_error == cudaSuccess) {
     g_last_error = err;
     g_fault = what;
@@ -77,8 +89,7 @@ bool run_block(Block& b, unsigned nthreads, std::mt19937_64& rng) {
     makecontext(&f.ctx, fiber_main, 0);
     f.state = State::ready;
   }
-  std::fill(b.shared.begin(), b.shared.end(), 0xff);
-  for (Block::Static& s : b.statics) std::memset(s.data.get(), 0xff, s.bytes);
+  for (Block::SharedArray& a : b.shared) a.poison();
   std::vector<unsigned> order(nthreads);
   for (unsigned phase = 0;; ++phase) {
     for (unsigned t = 0; t < nthreads; ++t) order[t] = g_schedule == 1 ? nthreads - 1 - t : t;
@@ -102,7 +113,13 @@ bool run_block(Block& b, unsigned nthreads, std::mt19937_64& rng) {
         return false;
       }
     }
-    if (done == nthreads) return true;
+    if (done == nthreads) {
+      for (Block::SharedArray& a : b.shared)
+        if (!a.guard_intact())
+          fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + " wrote past the end of " +
+                a.name + " (" + std::to_string(a.bytes) + " bytes)");
+      return !g_launch_failed;
+    }
     if (done > 0) {
       fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + ": " + std::to_string(done) +
             " threads returned while " + std::to_string(waiting) + " wait at __syncthreads() in barrier phase " +
@@ -115,16 +132,27 @@ bool run_block(Block& b, unsigned nthreads, std::mt19937_64& rng) {
 
 }  // namespace
 
-unsigned char* dynamic_shared_memory() { return g_block->shared.data(); }
+namespace {
 
-void* block_shared_bytes(const void* site, size_t bytes) {
-  for (Block::Static& s : g_block->statics)
-    if (s.site == site) return s.data.get();
-  const size_t words = (bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
-  Block::Static s{site, bytes, std::unique_ptr<std::max_align_t[]>(new std::max_align_t[words])};
-  std::memset(s.data.get(), 0xff, bytes);
-  g_block->statics.push_back(std::move(s));
-  return g_block->statics.back().data.get();
+Block::SharedArray& add_shared(Block& b, const void* site, std::string name, size_t bytes) {
+  const size_t words = (bytes + kGuardBytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+  b.shared.push_back({site, std::move(name), bytes, std::unique_ptr<std::max_align_t[]>(new std::max_align_t[words])});
+  b.shared.back().poison();
+  b.shared_bytes += bytes;
+  if (b.shared_bytes > kMaxShared)
+    fault(cudaErrorInvalidValue, "a block uses " + std::to_string(b.shared_bytes) + " bytes of shared memory "
+          "(48 KiB at most without cudaFuncSetAttribute)");
+  return b.shared.back();
+}
+
+}  // namespace
+
+unsigned char* dynamic_shared_memory() { return g_block->shared[0].data(); }
+
+void* block_shared_bytes(const void* site, const char* name, size_t bytes) {
+  for (Block::SharedArray& a : g_block->shared)
+    if (a.site == site) return a.data();
+  return add_shared(*g_block, site, std::string("__shared__ ") + name, bytes).data();
 }
 
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*), void* ctx) {
@@ -134,17 +162,14 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(v
           std::to_string(block.x) + " threads (the emulator takes 1-D grids of 1-D blocks)");
     return;
   }
-  if (dynamic_shared_bytes > kMaxDynamicShared) {
-    fault(cudaErrorInvalidValue, "launch asks for " + std::to_string(dynamic_shared_bytes) +
-          " bytes of dynamic shared memory (48 KiB at most without cudaFuncSetAttribute)");
-    return;
-  }
+  g_launch_failed = false;
   Block b;
+  add_shared(b, nullptr, "the dynamic shared memory", dynamic_shared_bytes);
+  if (g_launch_failed) return;
   b.fibers.resize(block.x);
   for (Fiber& f : b.fibers) f.stack.reset(new unsigned char[kStackBytes]);
   b.body = body;
   b.body_ctx = ctx;
-  b.shared.resize(dynamic_shared_bytes);
   Block* outer = g_block;
   g_block = &b;
   gridDim = grid;

@@ -43,6 +43,23 @@ __global__ void split_barrier_kernel(float* out) {
   }
 }
 
+// The last thread writes one element past its shared array.
+__global__ void shared_overflow_kernel(const float* in, float* out) {
+  __shared__ float s[kThreads];
+  const int t = threadIdx.x;
+  s[t + 1] = in[t];
+  __syncthreads();
+  out[t] = s[t];
+}
+
+// 56 KiB of static shared memory: more than a block gets without opting in.
+__global__ void shared_too_large_kernel(float* out) {
+  __shared__ double s[7168];
+  s[threadIdx.x] = 1.0;
+  __syncthreads();
+  out[threadIdx.x] = static_cast<float>(s[(threadIdx.x + 1) % kThreads]);
+}
+
 }  // namespace
 
 extern "C" void vsl_emu_fail(const char* what);  // entry_points.cpp
@@ -55,6 +72,8 @@ extern "C" int vsl_emu_faulty(int which, uintptr_t in, uintptr_t out, int blocks
     case 1: shift_kernel<<<blocks, kThreads>>>(x, y); break;
     case 2: early_return_kernel<<<blocks, kThreads>>>(y); break;
     case 3: split_barrier_kernel<<<blocks, kThreads>>>(y); break;
+    case 4: shared_overflow_kernel<<<blocks, kThreads>>>(x, y); break;
+    case 5: shared_too_large_kernel<<<blocks, kThreads>>>(y); break;
     default: return -2;
   }
   const cudaError_t err = cudaGetLastError();
