@@ -42,8 +42,14 @@ DTYPE_IDS = ["f32", "f64"]
 
 @pytest.fixture(scope="session")
 def emulator(request, tmp_path_factory):
-    cache = getattr(request.config, "cache", None)
-    where = cache.mkdir("cuda_emulator") if cache is not None else tmp_path_factory.mktemp("cuda_emulator")
+    """Built once into .pytest_cache (a temporary directory where that is off or not writable)."""
+    try:
+        where = request.config.cache.mkdir("cuda_emulator")
+        probe = where / ".writable"
+        probe.touch()
+        probe.unlink()
+    except (AttributeError, OSError):
+        where = tmp_path_factory.mktemp("cuda_emulator")
     return cuda_emulator.Emulator(cuda_emulator.build(where))
 
 
