@@ -29,20 +29,12 @@
 #include <omp.h>
 #endif
 
+#include "caption_index_cuda.h"
+
 namespace py = pybind11;
 
 namespace vsl {
 namespace caption {
-
-#if VSL_WITH_CUDA
-// csrc/caption_index_cuda.cu
-void gram_cuda(const int64_t* indptr, const int32_t* indices, const float* data, const int64_t* rows, int64_t B,
-               int smem_cap, float* out, int device, uintptr_t stream);
-void cider_cuda(const int64_t* indptr, const int32_t* indices, const float* data, const float* inv_norm,
-                const int32_t* lens, const std::vector<int64_t>& bounds, const int64_t* caps, int64_t Pb,
-                const int64_t* gptr, int64_t G, bool singleton, double sigma, int smem_cap, float* scratch,
-                float* out, int device, uintptr_t stream);
-#endif
 
 namespace {
 

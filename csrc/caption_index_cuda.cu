@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "caption_index_cuda.h"
 #include "cuda_common.cuh"
 
 namespace vsl {
