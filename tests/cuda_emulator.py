@@ -6,10 +6,12 @@ What it checks and what it cannot: a launch runs every block and every thread (f
 ``__syncthreads()``), shared memory starts out as 0xff bytes, threads that fall out of step at a
 barrier, a write past the end of a shared array and more than 48 KiB of shared memory fail the
 launch, and the order in which a block's threads run between barriers can be reversed or shuffled
-(:meth:`Emulator.schedule`): a result that changes with it means threads race. It does not run
-warps in lockstep, model device floating point (no FMA contraction; expf is glibc's), or check
-global-memory bounds (the tests surround buffers with guard values for that). Its speed says nothing
-about a GPU's.
+(:meth:`Emulator.schedule`): a result that changes with it means threads race. Global-memory
+bounds are checked by guard values around the tests' buffers and, for any distance, by
+AddressSanitizer: ``build(..., sanitize=True)`` and :func:`memcheck`, which runs every kernel family
+in a Python process with the sanitizer preloaded (the emulator's stand-in for compute-sanitizer's
+memcheck). It does not run warps in lockstep or model device floating point (no FMA contraction;
+expf is glibc's), and its speed says nothing about a GPU's.
 
 ``build(cache_dir)`` rewrites the two CUDA-only constructs the kernels use (``<<<...>>>`` launches and
 ``__shared__`` declarations, see tests/cuda_emu/cuda_runtime.h) and compiles with g++ (``$CXX``);
@@ -34,6 +36,7 @@ CSRC = ROOT / "csrc"
 EMU = Path(__file__).resolve().parent / "cuda_emu"
 
 FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-D__CUDA_ARCH__=900", "-DVSL_WITH_CUDA=1"]
+SANITIZE = ["-fsanitize=address", "-fno-omit-frame-pointer"]
 SCHEDULES = {"forward": 0, "reverse": 1, "shuffled": 2}
 
 
@@ -71,13 +74,25 @@ def _inputs() -> list:
     return cuda, plain, headers
 
 
-def build(cache_dir: Path) -> Path:
-    """Compiles the emulated kernels into ``cache_dir`` (once per version of the sources)."""
+def asan_runtime() -> Optional[str]:
+    """The AddressSanitizer runtime of the emulator's compiler (for LD_PRELOAD), or None."""
+    cxx = compiler()
+    if cxx is None:
+        return None
+    done = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = done.stdout.strip()
+    return path if done.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
+
+
+def build(cache_dir: Path, sanitize: bool = False) -> Path:
+    """Compiles the emulated kernels into ``cache_dir`` (once per version of the sources);
+    ``sanitize``: with AddressSanitizer (load it with :func:`memcheck`)."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("the CUDA emulator needs Linux and a C++ compiler (g++ or $CXX)")
+    flags = FLAGS + (SANITIZE if sanitize else [])
     cuda, plain, headers = _inputs()
-    digest = hashlib.sha256(" ".join([cxx, *FLAGS]).encode())
+    digest = hashlib.sha256(" ".join([cxx, *flags]).encode())
     for path in cuda + plain + headers:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     lib = Path(cache_dir) / f"libvsl_cuda_emu-{digest.hexdigest()[:16]}.so"
@@ -93,7 +108,7 @@ def build(cache_dir: Path) -> Path:
             if path.suffix == ".cu":
                 units.append(out)
         target = src / lib.name
-        cmd = [cxx, *FLAGS, f"-I{src}", f"-I{EMU}", f"-I{CSRC}", *map(str, units + plain), "-o", str(target)]
+        cmd = [cxx, *flags, f"-I{src}", f"-I{EMU}", f"-I{CSRC}", *map(str, units + plain), "-o", str(target)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"building the CUDA emulator failed:\n{' '.join(cmd)}\n{done.stderr[-8000:]}")
@@ -180,7 +195,7 @@ class Emulator:
     def faulty(self, which: str, inp: int, out: int, blocks: int) -> None:
         """Launches one of tests/cuda_emu/faulty_kernels.cu (64 threads a block)."""
         kernels = {"racy_shift": 0, "shift": 1, "early_return": 2, "split_barrier": 3, "shared_overflow": 4,
-                   "shared_too_large": 5}
+                   "shared_too_large": 5, "read_past_end": 6}
         self._call("vsl_emu_faulty", kernels[which], inp, out, blocks)
 
 
@@ -201,3 +216,78 @@ class CpuEntryPointsOnEmulatedCuda:
             cuda = getattr(emu, name[:-len("cpu")] + "cuda")
             return lambda *args: cuda(*args[:-1])  # drops the thread count
         return getattr(self._real, name)
+
+
+def memcheck(lib: Path, faulty: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs every kernel family of ``lib`` (built with ``sanitize=True``) on exactly sized buffers in
+    a fresh Python process with AddressSanitizer preloaded: an access outside any buffer, however
+    far, ends it with a report on stderr and a nonzero exit status. ``faulty`` adds a kernel that
+    reads one element past its input, to show that the check can fail."""
+    env = dict(os.environ, LD_PRELOAD=asan_runtime() or "", PYTHONPATH=os.pathsep.join(sys.path),
+               ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86")
+    cmd = [sys.executable, __file__, str(lib)] + (["--faulty"] if faulty else [])
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _memcheck_workload(emu: Emulator, faulty: bool) -> None:
+    import numpy as np
+    import torch
+
+    from vsl_ext.captions import CaptionIndex
+
+    def t(*shape, dtype=torch.float32, seed=0):
+        return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 3e-3
+
+    if faulty:
+        inp, out = t(64), t(64)
+        emu.faulty("read_past_end", inp.data_ptr(), out.data_ptr(), 1)
+    for rows, cols in [(1, 1), (3, 2), (2, 257), (1, 1025), (2, 2100)]:
+        for dtype in (torch.float32, torch.float64):
+            dt = "float64" if dtype == torch.float64 else "float32"
+            x, y, g = (t(rows, cols, dtype=dtype, seed=k) for k in range(3))
+            out, gx, gy = (torch.empty(rows, cols, dtype=dtype) for _ in range(3))
+            partials = torch.empty(rows, dtype=torch.float64)
+            for yp in (0, y.data_ptr()):
+                emu.rank_forward_cuda(dt, x.data_ptr(), yp, out.data_ptr(), rows, cols, 1e-3, True, 0.0, 1)
+                emu.rank_backward_cuda(dt, x.data_ptr(), yp, g.data_ptr(), gx.data_ptr(), yp and gy.data_ptr(), rows,
+                                       cols, 1e-3, True, 0.0, 1)
+                emu.vsl_forward_cuda(dt, x.data_ptr(), yp, g.data_ptr(), yp, gx.data_ptr(), gy.data_ptr(),
+                                     partials.data_ptr(), rows, cols, 1.0, 1e-3, 0.0, 1)
+            v = torch.sort(x, dim=1).values
+            perm = torch.argsort(y, dim=1)
+            skip = torch.randint(-1, cols, (rows, cols), generator=torch.Generator().manual_seed(4))
+            for kind in range(4):
+                for sk in (0, skip.data_ptr()):
+                    emu.window_sums_cuda(dt, kind, v.data_ptr(), g.data_ptr(), y.data_ptr(), g.data_ptr(),
+                                         perm.data_ptr(), sk, out.data_ptr(), rows, cols, 1e-3, True)
+            sr, cr = 1 + x.abs() * 1e3, 1 + y.abs() * 1e3
+            emu.rank_ratio_rows_cuda(dt, sr.data_ptr(), cr.data_ptr(), gx.data_ptr(), 0, partials.data_ptr(), rows,
+                                     cols, 1.0)
+    groups = [["a man riding a horse", "a horse on a beach at dusk"], ["two dogs", "dogs in snow snow"], ["a cat"]]
+    for mode in ("tfidf", "cider-d"):
+        index = CaptionIndex.from_captions(groups * 20, mode=mode)
+        a = index._a
+        arr = {k: torch.from_numpy(np.array(a[k])) for k in ("cap_indptr", "cap_indices", "cap_data")}
+        caps = torch.arange(index.num_captions, dtype=torch.int64)
+        n = len(caps)
+        longest = int((arr["cap_indptr"][1:] - arr["cap_indptr"][:-1]).max())
+        for cap in (longest, 0):
+            if mode == "tfidf":
+                out = torch.empty(n, n)
+                emu.caption_gram_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
+                                      caps.data_ptr(), n, cap, out.data_ptr())
+                continue
+            inv = torch.from_numpy(np.array(index._inv_norm()))
+            lens = torch.from_numpy(np.array(a["cap_len"]))
+            ptr = torch.from_numpy(np.array(a["img_ptr"], dtype=np.int64))
+            G = len(ptr) - 1
+            out, scratch = torch.empty(G, G), torch.empty(n * n)
+            emu.caption_cider_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
+                                   inv.data_ptr(), lens.data_ptr(), [int(b) for b in index._bounds()],
+                                   caps.data_ptr(), n, ptr.data_ptr(), G, False, float(index.sigma), cap,
+                                   scratch.data_ptr(), out.data_ptr())
+
+
+if __name__ == "__main__":  # the process memcheck() starts
+    _memcheck_workload(Emulator(Path(sys.argv[1])), "--faulty" in sys.argv[2:])
+    print("memcheck workload done")

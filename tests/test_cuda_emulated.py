@@ -2,13 +2,14 @@
 
 Kernel level: each CUDA kernel family against its CPU kernel on shapes around the CUDA block (256
 threads) and tile (1,024 columns) sizes, every block schedule giving bitwise the same result (no
-shared-memory race), nothing written outside the outputs and nothing read outside the inputs (guard
-values around every buffer). Package level: sigmoid_rank and vsl_loss against the reference with the
-package's CPU kernel calls routed to the emulated CUDA kernels and CUDA's dense / sorted-window
-dispatch. And the emulator itself finds the faults it is there to find.
+race between threads), nothing written outside the outputs and nothing read outside the inputs
+(guard values around every buffer, and every family once more under AddressSanitizer). Package
+level: sigmoid_rank and vsl_loss against the reference with the package's CPU kernel calls routed
+to the emulated CUDA kernels and CUDA's dense / sorted-window dispatch. And the emulator itself
+finds the faults it is there to find.
 
-These do not replace the GPU tests (tests marked cuda, benchmarks/gpu_session.sh): warps, device
-arithmetic, memory bounds and speed are a GPU's.
+These do not replace the GPU tests (test_cuda_* in the other modules, benchmarks/gpu_session.sh):
+warps, device arithmetic, memory limits and speed are a GPU's.
 """
 import math
 
@@ -41,8 +42,9 @@ DTYPE_IDS = ["f32", "f64"]
 
 
 @pytest.fixture(scope="session")
-def emulator(request, tmp_path_factory):
-    """Built once into .pytest_cache (a temporary directory where that is off or not writable)."""
+def build_dir(request, tmp_path_factory):
+    """Where the emulator is built once: .pytest_cache (a temporary directory where that is off or
+    not writable)."""
     try:
         where = request.config.cache.mkdir("cuda_emulator")
         probe = where / ".writable"
@@ -50,7 +52,20 @@ def emulator(request, tmp_path_factory):
         probe.unlink()
     except (AttributeError, OSError):
         where = tmp_path_factory.mktemp("cuda_emulator")
-    return cuda_emulator.Emulator(cuda_emulator.build(where))
+    return where
+
+
+@pytest.fixture(scope="session")
+def emulator(build_dir):
+    return cuda_emulator.Emulator(cuda_emulator.build(build_dir))
+
+
+@pytest.fixture(scope="session")
+def sanitized(build_dir):
+    """The emulator built with AddressSanitizer."""
+    if cuda_emulator.asan_runtime() is None:
+        pytest.skip("the compiler has no AddressSanitizer runtime")
+    return cuda_emulator.build(build_dir, sanitize=True)
 
 
 @pytest.fixture
@@ -310,6 +325,18 @@ def test_emulator_finds_faulty_launches(emulator, kernel, message):
     with pytest.raises(RuntimeError, match=message):
         emulator.faulty(kernel, x.data_ptr(), out.data_ptr(), 1)
     emulator.faulty("shift", x.data_ptr(), out.data_ptr(), 1)  # the error does not stick
+
+
+def test_kernels_pass_address_sanitizer(sanitized):
+    """Every kernel family on exactly sized buffers, AddressSanitizer watching every access."""
+    done = cuda_emulator.memcheck(sanitized)
+    assert done.returncode == 0 and "memcheck workload done" in done.stdout, done.stderr[-6000:]
+
+
+def test_address_sanitizer_finds_a_read_past_the_end(sanitized):
+    done = cuda_emulator.memcheck(sanitized, faulty=True)
+    assert done.returncode == 86, done.stderr[-6000:]
+    assert "heap-buffer-overflow" in done.stderr and "read_past_end_kernel" in done.stderr
 
 
 def test_rewrite_rejects_what_it_does_not_handle():

@@ -8,14 +8,15 @@
 //   __shared__ T name[N];                          ->  auto& name = vsl_emu::block_shared<T[N]>(site, "name");
 //   extern __shared__ T name[];                    ->  T* const name = (T*)vsl_emu::dynamic_shared_memory();
 // Shared memory is filled with 0xff bytes when each block starts (as undefined as on a GPU, and a
-// read before the write shows up as NaN or -1); 64 guard bytes follow every shared array, and a
-// block that writes there fails the launch, as does one using more than 48 KiB. Launches are synchronous; a fault in a kernel
-// (threads of a block at different barriers, a thread that returns while others wait at one, a
-// launch configuration a GPU refuses) is reported by the next cudaGetLastError(), as a launch
+// read before the write shows up as NaN or -1); 64 guard bytes follow every shared array. Launches
+// are synchronous; a fault in a kernel (threads of a block at different barriers, a thread that
+// returns while others wait at one, a write past a shared array, more than 48 KiB of shared memory,
+// a launch configuration a GPU refuses) is reported by the next cudaGetLastError(), as a launch
 // failure is on a GPU.
 //
 // The block's threads run between two barriers in an order set by vsl_emu_set_schedule (forward,
-// reverse or shuffled per phase): a kernel whose output depends on that order has a shared-memory race.
+// reverse or shuffled per phase): a kernel whose output depends on that order has a race. Built
+// with -fsanitize=address, the emulator announces its stack switches to AddressSanitizer.
 #pragma once
 #include <cmath>
 #include <cstddef>

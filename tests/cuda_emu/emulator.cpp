@@ -13,6 +13,10 @@
 
 #include "cuda_runtime.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace vsl_emu {
@@ -30,11 +34,16 @@ struct Fiber {
   std::unique_ptr<unsigned char[]> stack;  // not zeroed: most of it is never touched
   State state = State::ready;
   void* barrier_site = nullptr;
+  void* fake_stack = nullptr;  // AddressSanitizer's, while the fiber is switched out
 };
 
 struct Block {
   std::vector<Fiber> fibers;
   ucontext_t scheduler;
+  // For AddressSanitizer: the scheduler's stack bounds and fake stack while a fiber runs.
+  const void* scheduler_stack = nullptr;
+  size_t scheduler_stack_size = 0;
+  void* scheduler_fake_stack = nullptr;
   unsigned current = 0;
   void (*body)(void*) = nullptr;
   void* body_ctx = nullptr;
@@ -71,11 +80,38 @@ void fault(cudaError_t err, const std::string& what) {
   }
 }
 
+// Stack switches are announced to AddressSanitizer (when built with it), so that it follows the
+// fibers: `save` keeps the leaving context's fake stack (null: the context ends), `restore` is the
+// arriving one's.
+void before_switch(void** save, const void* stack, size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(save, stack, size);
+#else
+  (void)save, (void)stack, (void)size;
+#endif
+}
+
+void after_switch(void* restore, const void** from_stack = nullptr, size_t* from_size = nullptr) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(restore, from_stack, from_size);
+#else
+  (void)restore, (void)from_stack, (void)from_size;
+#endif
+}
+
+void to_scheduler(Block* b, bool done) {
+  Fiber& f = b->fibers[b->current];
+  before_switch(done ? nullptr : &f.fake_stack, b->scheduler_stack, b->scheduler_stack_size);
+  swapcontext(&f.ctx, &b->scheduler);
+  after_switch(f.fake_stack, &b->scheduler_stack, &b->scheduler_stack_size);
+}
+
 void fiber_main() {
   Block* b = g_block;
+  after_switch(nullptr, &b->scheduler_stack, &b->scheduler_stack_size);
   b->body(b->body_ctx);
   b->fibers[b->current].state = State::done;
-  swapcontext(&b->fibers[b->current].ctx, &b->scheduler);
+  to_scheduler(b, true);
 }
 
 // Runs one block to completion; false (and a fault) if its threads fall out of step at a barrier.
@@ -98,7 +134,9 @@ bool run_block(Block& b, unsigned nthreads, std::mt19937_64& rng) {
       if (b.fibers[t].state != State::ready) continue;
       b.current = t;
       threadIdx = dim3(t);
+      before_switch(&b.scheduler_fake_stack, b.fibers[t].stack.get(), kStackBytes);
       swapcontext(&b.scheduler, &b.fibers[t].ctx);
+      after_switch(b.scheduler_fake_stack);
     }
     unsigned done = 0, waiting = 0;
     void* site = nullptr;
@@ -189,7 +227,7 @@ void __attribute__((noinline)) __syncthreads() {
   vsl_emu::Fiber& f = b->fibers[b->current];
   f.state = vsl_emu::State::at_barrier;
   f.barrier_site = __builtin_return_address(0);
-  swapcontext(&f.ctx, &b->scheduler);
+  vsl_emu::to_scheduler(b, false);
 }
 
 cudaError_t cudaGetLastError() {

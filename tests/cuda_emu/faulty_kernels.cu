@@ -60,6 +60,11 @@ __global__ void shared_too_large_kernel(float* out) {
   out[threadIdx.x] = static_cast<float>(s[(threadIdx.x + 1) % kThreads]);
 }
 
+// Reads one element past the end of its input (a block of 64 elements).
+__global__ void read_past_end_kernel(const float* in, float* out) {
+  out[threadIdx.x] = in[threadIdx.x + 1];
+}
+
 }  // namespace
 
 extern "C" void vsl_emu_fail(const char* what);  // entry_points.cpp
@@ -74,6 +79,7 @@ extern "C" int vsl_emu_faulty(int which, uintptr_t in, uintptr_t out, int blocks
     case 3: split_barrier_kernel<<<blocks, kThreads>>>(y); break;
     case 4: shared_overflow_kernel<<<blocks, kThreads>>>(x, y); break;
     case 5: shared_too_large_kernel<<<blocks, kThreads>>>(y); break;
+    case 6: read_past_end_kernel<<<blocks, kThreads>>>(x, y); break;
     default: return -2;
   }
   const cudaError_t err = cudaGetLastError();
