@@ -100,11 +100,17 @@ def _in_fill(dtype):
     return float("nan") if dtype.is_floating_point else torch.iinfo(dtype).min  # a stray index read faults
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal element for element, NaN equal to NaN."""
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
 def run(emulator, name, args, schedules=("forward", "reverse", "shuffled")):
     """Calls ``emulator.<name>(*args)`` once per block schedule, inputs (tensors) and outputs (Out)
     in guarded buffers, None as a null pointer. Returns the outputs after checking that every
-    schedule gave bitwise the same ones, that the guards around the outputs are untouched and that
-    the inputs are unchanged."""
+    schedule gave bitwise the same ones and that the inputs and every guard are unchanged."""
     results = []
     for i, schedule in enumerate(schedules):
         ptrs, outs, ins = [], [], []
@@ -118,7 +124,7 @@ def run(emulator, name, args, schedules=("forward", "reverse", "shuffled")):
             elif isinstance(a, torch.Tensor):
                 view, buf = _guarded(a.contiguous(), _in_fill(a.dtype))
                 ptrs.append(view.data_ptr())
-                ins.append((a, view))
+                ins.append((a, view, buf))
             else:
                 ptrs.append(a)
         with emulator.schedule(schedule, seed=i):
@@ -126,12 +132,14 @@ def run(emulator, name, args, schedules=("forward", "reverse", "shuffled")):
         for view, buf in outs:
             assert (buf[:GUARD] == OUT_FILL).all() and (buf[-GUARD:] == OUT_FILL).all(), \
                 f"{name} wrote outside an output ({schedule} schedule)"
-        for a, view in ins:
-            assert torch.equal(view, a) or torch.equal(view.isnan(), a.isnan()), f"{name} changed an input"
+        for a, view, buf in ins:
+            guard = torch.full((GUARD,), _in_fill(a.dtype), dtype=a.dtype)
+            assert _same(view, a), f"{name} changed an input"
+            assert _same(buf[:GUARD], guard) and _same(buf[-GUARD:], guard), f"{name} wrote outside an input"
         results.append([view.clone() for view, _ in outs])
     for schedule, other in zip(schedules[1:], results[1:]):
         for a, b in zip(results[0], other):
-            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), \
+            assert _same(a, b), \
                 f"{name}: the {schedule} block schedule changed the result (threads race for shared or global memory)"
     return results[0]
 

@@ -114,7 +114,7 @@ void fiber_main() {
   to_scheduler(b, true);
 }
 
-// Runs one block to completion; false (and a fault) if its threads fall out of step at a barrier.
+// Runs one block to completion; false if the launch failed (a fault says why).
 bool run_block(Block& b, unsigned nthreads, std::mt19937_64& rng) {
   for (unsigned t = 0; t < nthreads; ++t) {
     Fiber& f = b.fibers[t];
