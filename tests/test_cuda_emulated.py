@@ -151,8 +151,14 @@ def _dt(dtype):
 def _cpu(name, args):
     """The CPU kernel ``_C.<name>`` in float64 (float32 arguments are converted; an oracle for
     both precisions), on plain buffers; returns its Out arguments."""
-    args = ["float64" if a == "float32" else a.double() if isinstance(a, torch.Tensor) and a.dtype == torch.float32
-            else Out(a.shape, torch.float64) if isinstance(a, Out) else a for a in args]
+    def in_float64(a):
+        if isinstance(a, str):
+            return a.replace("float32", "float64")
+        if isinstance(a, torch.Tensor) and a.dtype == torch.float32:
+            return a.double()
+        return Out(a.shape, torch.float64) if isinstance(a, Out) else a
+
+    args = [in_float64(a) for a in args]
     outs = [torch.full(a.shape, OUT_FILL, dtype=a.dtype) if isinstance(a, Out) else None for a in args]
     ptrs = [0 if a is None else o.data_ptr() if o is not None else a.data_ptr() if isinstance(a, torch.Tensor) else a
             for a, o in zip(args, outs)]
@@ -205,7 +211,7 @@ def test_fused_vsl_kernel_matches_cpu_kernel(emulator, shape, dtype, variant):
 @pytest.mark.parametrize("kind", [sorted_window.RANK, sorted_window.GRAD_SELF, sorted_window.GRAD_CENTRE,
                                   sorted_window.GRAD_WEIGHTED], ids=["rank", "self", "centre", "weighted"])
 def test_window_kernel_matches_cpu_loop(emulator, shape, dtype, kind):
-    """One thread per element over the element code the CPU loop runs (grid-stride over rows)."""
+    """One thread per element running the element code the CPU loop runs."""
     rows, cols = shape
     gen = torch.Generator().manual_seed(kind)
     v = torch.sort(make_input("random", shape, dtype, seed=8), dim=1).values
