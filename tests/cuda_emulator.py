@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
@@ -47,16 +47,13 @@ def compiler() -> Optional[str]:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-_LAUNCH_OPEN = re.compile(r"<<<")
-_LAUNCH_CLOSE = re.compile(r">>>")
 _DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+([\w:<>\s]+?)\s+(\w+)\s*\[\s*\]\s*;")
 _STATIC_SHARED = re.compile(r"__shared__\s+([\w:<>\s]+?)\s+(\w+)\s*\[([^\]]+)\]\s*;")
 
 
 def rewrite(source: str) -> str:
     """A CUDA source as the emulator compiles it (see tests/cuda_emu/cuda_runtime.h)."""
-    source = _LAUNCH_OPEN.sub(" >> ::vsl_emu::LaunchConfig(", source)
-    source = _LAUNCH_CLOSE.sub(")", source)
+    source = source.replace("<<<", " >> ::vsl_emu::LaunchConfig(").replace(">>>", ")")
     source = _DYNAMIC_SHARED.sub(
         r"\1* const \2 = reinterpret_cast<\1*>(::vsl_emu::dynamic_shared_memory());", source)
     source = _STATIC_SHARED.sub(
@@ -67,7 +64,8 @@ def rewrite(source: str) -> str:
     return source
 
 
-def _inputs() -> list:
+def _inputs() -> Tuple[List[Path], List[Path], List[Path]]:
+    """(CUDA sources to rewrite, C++ sources, headers): everything the library is built from."""
     cuda = sorted(CSRC.glob("*.cu")) + sorted(CSRC.glob("*.cuh")) + sorted(EMU.glob("*.cu"))
     plain = sorted(EMU.glob("*.cpp"))
     headers = sorted(CSRC.glob("*.h")) + sorted(EMU.glob("*.h"))
