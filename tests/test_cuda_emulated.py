@@ -68,11 +68,15 @@ def sanitized(build_dir):
     return cuda_emulator.build(build_dir, sanitize=True)
 
 
-@pytest.fixture
-def on_emulated_cuda(emulator, monkeypatch):
+def _route_to_emulator(monkeypatch, emulator):
     """The package's rank-kernel calls run the emulated CUDA kernels, dispatched as on CUDA."""
     monkeypatch.setattr(_native, "_C", cuda_emulator.CpuEntryPointsOnEmulatedCuda(_C, emulator))
     monkeypatch.setattr(_native, "SORTED_WINDOW_ON_CPU", True)
+
+
+@pytest.fixture
+def on_emulated_cuda(emulator, monkeypatch):
+    _route_to_emulator(monkeypatch, emulator)
 
 
 # ------------------------------------------------------------------------------------ kernel level
@@ -388,9 +392,8 @@ def test_vsl_loss_matches_reference(on_emulated_cuda, n, kind, variant, dtype):
 @given(case=tied_grids(max_rows=4))
 def test_hypothesis_tied_grids(emulator, case):
     m, descending = case
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_native, "_C", cuda_emulator.CpuEntryPointsOnEmulatedCuda(_C, emulator))
-        mp.setattr(_native, "SORTED_WINDOW_ON_CPU", True)
+    with pytest.MonkeyPatch.context() as mp:  # not the fixture: hypothesis reuses function-scoped fixtures
+        _route_to_emulator(mp, emulator)
         check_rank(m, 1e-3, descending, ("dense", "sorted"))
 
 

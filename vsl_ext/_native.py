@@ -58,7 +58,8 @@ def build_info() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def cuda_usable() -> None:
-    """Raises once, clearly, if the kernels cannot launch on a GPU that torch can use."""
+    """Raises, saying why, if the kernels cannot launch on a GPU that torch can use (a passing
+    check is remembered for the process; a failing one is made again on the next call)."""
     info = build_info()
     if not info["cuda"]:
         raise RuntimeError("vsl_ext was built without CUDA kernels, so it cannot run on a CUDA tensor; "
