@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from vsl_ext.data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir, tokenize
-from vsl_ext.data.synthetic import NOUNS, SyntheticConfig, generate
+from vsl_ext.harness.data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir, tokenize
+from vsl_ext.harness.data.synthetic import NOUNS, SyntheticConfig, generate
 
 
 def write_split(folder, split, n, cpi=5, regions=4, dim=6, seed=0, caps=None):
@@ -138,7 +138,7 @@ def test_synthetic_generator(tmp_path):
 
 
 def test_failure_analysis_on_known_similarities():
-    from vsl_ext.data.synthetic import failure_analysis
+    from vsl_ext.harness.data.synthetic import failure_analysis
     cfg = SyntheticConfig(train_images=2, dev_images=2, test_images=40)
     feats, caps, meta = generate(None, cfg)["test"]
     n = len(meta)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from vsl_ext.data.synthetic import SyntheticConfig, generate
-from vsl_ext.train import TrainConfig, Trainer, train
+from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
+from vsl_ext.harness.train import TrainConfig, Trainer, train
 
 import gloo_worker
 

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from vsl_ext.data import PrecompSplit
-from vsl_ext.data.images import FEATURE_DIM, region_features
-from vsl_ext.prepare_images import main, prepare
+from vsl_ext.harness.data import PrecompSplit
+from vsl_ext.harness.data.images import FEATURE_DIM, region_features
+from vsl_ext.harness.prepare_images import main, prepare
 
 PIL = pytest.importorskip("PIL.Image")
 FLICKR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "flickr8k_mini")

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from vsl_ext.models import build_model
-from vsl_ext.models.encoders import GPO
+from vsl_ext.harness.models import build_model
+from vsl_ext.harness.models.encoders import GPO
 
 
 def inputs(n_img=5, n_cap=7, regions=6, dim=10, vocab=30, seed=0):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from vsl_ext import train as train_mod
-from vsl_ext.data.synthetic import SyntheticConfig, generate
-from vsl_ext.evaluate import load_checkpoint
-from vsl_ext.evaluate import main as eval_main
-from vsl_ext.train import TrainConfig, Trainer, main as train_main, train
+from vsl_ext.harness import demo as demo_mod
+from vsl_ext.harness import trainer as trainer_mod
+from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
+from vsl_ext.harness.evaluate import load_checkpoint
+from vsl_ext.harness.evaluate import main as eval_main
+from vsl_ext.harness.train import TrainConfig, Trainer, main as train_main, train
 
 @pytest.fixture(autouse=True)
 def _setup():
@@ -106,9 +107,9 @@ def test_checkpoint_writes_are_atomic(tiny_data, tmp_path, monkeypatch):
         f.write(b"partial")
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(train_mod.torch, "save", dying_save)
+    monkeypatch.setattr(trainer_mod.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.atomic_save({"x": 1}, str(tmp_path / "checkpoint.pth"))
+        trainer_mod.atomic_save({"x": 1}, str(tmp_path / "checkpoint.pth"))
     assert (tmp_path / "checkpoint.pth").read_bytes() == good
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
@@ -172,11 +173,11 @@ def test_resume_refuses_different_data(tiny_data, tmp_path):
 
 def test_demo_pipeline_writes_table_and_chart(tmp_path, monkeypatch):
     small = SyntheticConfig(train_images=12, dev_images=4, test_images=4, regions=5, feat_dim=12)
-    monkeypatch.setattr("vsl_ext.data.synthetic.SyntheticConfig", lambda: small)
-    monkeypatch.setattr(train_mod, "demo_config", lambda data, output, seed, vsl, epochs=None, device="auto",
+    monkeypatch.setattr("vsl_ext.harness.data.synthetic.SyntheticConfig", lambda: small)
+    monkeypatch.setattr(demo_mod, "demo_config", lambda data, output, seed, vsl, epochs=None, device="auto",
                         progress=True, threads=1: tiny_cfg(data, output, vsl=vsl, seed=seed, test_split="test"))
     logs = []
-    summary = train_mod.run_demo(str(tmp_path), seeds=[0, 1], progress=False, log=logs.append)
+    summary = demo_mod.run_demo(str(tmp_path), seeds=[0, 1], progress=False, log=logs.append)
     assert len(summary["results"]["vsl"]) == 2
     md = (tmp_path / "results.md").read_text()
     assert "| i2t R@1 |" in md and "±" in md

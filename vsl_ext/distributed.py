@@ -8,7 +8,7 @@ global loss ``1 - total / N^2`` on every rank.
 Gradients: ``loss.backward()`` on rank r gives exactly the rows of the full-batch ``dL/dS`` that
 rank r holds (no cross-rank terms are needed, the rows are independent). Gradients that reach
 shared parameters through an autograd all-gather of the caption embeddings
-(:func:`vsl_ext.global_batch.gather_rows`) are summed over ranks by that gather's backward.
+(:func:`gather_rows`) are summed over ranks by that gather's backward.
 DistributedDataParallel then *averages* parameter gradients over ranks, so multiply the loss by the
 world size before ``backward()`` to train on the exact global-batch gradient (the training harness
 does).
@@ -88,3 +88,34 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     # The value is the global sum; the gradient flows to this rank's rows only.
     global_sum = local + (total - local.detach())
     return (1.0 - global_sum / float(n * n)).to(dtype)
+
+
+class _AllGather(torch.autograd.Function):
+    """all_gather of equal-shaped tensors; the backward sums every rank's gradient of the gathered
+    list and returns this rank's part (one all_reduce, which gloo and NCCL both provide).
+    torch.distributed.nn.functional.all_gather does the same but is deprecated from torch 2.13."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        stacked = torch.stack(grads).contiguous()
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
+def gather_rows(x: Tensor) -> Tensor:
+    """Concatenates every rank's (r_k, d) rows in rank order, with gradients back to each rank's rows
+    (ranks may hold different numbers of rows)."""
+    world = dist.get_world_size()
+    sizes = torch.tensor([x.shape[0]], device=x.device)
+    all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
+    dist.all_gather(all_sizes, sizes)
+    counts = [int(s.item()) for s in all_sizes]
+    padded = torch.nn.functional.pad(x, (0, 0, 0, max(counts) - x.shape[0]))
+    parts = _AllGather.apply(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, counts)])

@@ -2,7 +2,7 @@
 
 Prints, per device and batch size n, the forward+backward time of :func:`vsl_ext.vsl_loss` and of
 :func:`vsl_ext.reference.public_code_vsl_loss` (only where its n^3 tensors fit) and their loss
-difference. ``python -m vsl_ext.demo --sizes 128 512 2048``.
+difference. ``python -m vsl_ext.harness.time_kernels --sizes 128 512 2048``.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from . import build_info, reference, vsl_loss
+from .. import build_info, reference, vsl_loss
 
 # The reference holds about this many n^3 float32 tensors at its peak (forward + autograd saves).
 _REFERENCE_CUBES = 6

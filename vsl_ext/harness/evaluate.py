@@ -17,7 +17,7 @@ import torch
 
 from .data import PrecompSplit, Vocabulary, resolve_data_dir
 from .data.precomp import split_paths
-from .metrics import evaluate_protocol, format_metrics
+from ..metrics import evaluate_protocol, format_metrics
 from .models import build_model
 
 CHECKPOINT_FORMAT = "vsl_ext.checkpoint"

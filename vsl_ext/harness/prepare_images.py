@@ -6,7 +6,7 @@
 The CSV has a header with ``image`` and ``caption`` columns (Flickr8k's ``captions.txt`` layout), one
 row per caption. Images are split by a seeded permutation of their sorted file names into
 train/dev/test (default 800/100/100 - set ``--split``), features are the hand-crafted region
-descriptors of :mod:`vsl_ext.data.images` (4 x 4 grid + whole image, 114-d), standardised with the
+descriptors of :mod:`vsl_ext.harness.data.images` (4 x 4 grid + whole image, 114-d), standardised with the
 training split's per-dimension mean and standard deviation. Written: ``{split}_ims.npy`` (float32,
 images x 17 x 114), ``{split}_caps.txt`` (``--captions-per-image`` lines per image, CSV order),
 ``{split}_images.txt`` (file names) and ``prepare_config.json``.

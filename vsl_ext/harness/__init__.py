@@ -1,0 +1,12 @@
+"""The training harness: ``vsl-train``, ``vsl-eval``, ``vsl-prepare-images`` and their data and models.
+
+It trains and evaluates image-text retrieval models with the loss library (:mod:`vsl_ext`); the
+library never imports it, and ``import vsl_ext`` loads none of it.
+
+* :mod:`.train` (``vsl-train``), :mod:`.config` (``TrainConfig``), :mod:`.trainer` (one run),
+  :mod:`.demo` (``vsl-train --demo``), :mod:`.global_batch` (``--global-batch`` under torchrun)
+* :mod:`.evaluate` (``vsl-eval``), :mod:`.prepare_images` (``vsl-prepare-images``)
+* :mod:`.data` (SCAN precomp splits, vocabulary, synthetic data, hand-crafted image features),
+  :mod:`.models` (``vse``, ``sgr``, ``saf``)
+* :mod:`.time_kernels` (``vsl-demo``: the fused kernels timed against the reference)
+"""
