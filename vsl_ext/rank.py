@@ -70,7 +70,7 @@ def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algor
         algorithm: "auto", "dense" (all c^2 pairs per row) or "sorted" (sort each row and evaluate
             sigmoids only where |difference| <= 30 tau, exact to rounding). "auto" takes "sorted"
             from 64 columns on CPU; on CUDA from 2,048 columns when at most half of a row's pairs
-            fall inside the window (README, "How the kernels work").
+            fall inside the window (docs/kernels.md).
 
     Returns:
         (r, c) ranks in [1, c], float32 (float64 for float64 input); differentiable w.r.t. M.
