@@ -43,7 +43,8 @@ _CACHE_VERSION = 1
 # Lemma sets the rules use (lowercase).
 # "a group of people": the label is the group's members (people), not the group.
 _COLLECTIVE = frozenset("""group herd flock couple pair bunch crowd team lot lots number pile stack row line variety
-assortment collection plenty handful array selection set cluster fleet pack swarm troop gaggle bundle""".split())
+assortment collection plenty handful array selection set cluster fleet pack swarm troop gaggle bundle piece slice
+kind type sort""".split())
 # "a picture of a dog": the picture is the caption's frame, not an object in it.
 _META = frozenset("picture photo photograph image view shot snapshot closeup close-up".split())
 # "in front of", "on top of", "in the middle of": the noun belongs to a multi-word relation.
@@ -55,8 +56,12 @@ _MATERIALS = frozenset("""wood wooden metal steel iron brick stone glass plastic
 porcelain paper cardboard cloth fabric wool cotton rubber tile straw wicker bamboo granite""".split())
 # Quantity, identity and count words are not attributes (numerals are counts).
 _NOT_ATTRIBUTE = frozenset("""many several few other some various different multiple numerous much more most same such
-own single lone only both whole entire certain additional another next first second third last""".split())
+own single lone only both whole entire certain additional another next first second third last look looking""".split())
+# Nouns used in the plural only, which the lemmatizer singularises ("sunglasses" -> "sunglass").
+_PLURALIA = frozenset("""sunglasses glasses eyeglasses shorts jeans pants trousers scissors goggles clothes headphones
+binoculars tongs pajamas overalls""".split())
 _PRONOUN_TAGS = frozenset(("WDT", "WP", "WP$"))
+_MODIFIER_POS = frozenset(("ADJ", "VERB", "X"))  # X: the tagger calls some rare adjectives foreign words
 _CVC = re.compile(r"^[a-z]*[^aeiou][aeiou][bcdfghjklmnpqrstvz]$")
 
 
@@ -142,6 +147,8 @@ class _Rules:
         # en_core_web_sm's rule lemmatizer takes "riding" -> "rid", "staring" -> "star": a verb ending
         # consonant-vowel-consonant + "ing" comes from the silent-e verb when that verb exists
         # (English doubles the consonant otherwise: "ridding", "starring").
+        if w in _PLURALIA and tok.pos_ in ("NOUN", "PROPN"):
+            return w
         if tok.pos_ in ("VERB", "AUX") and w.endswith("ing") and lem == w[:-3] and _CVC.match(lem) \
                 and lem + "e" in self.verb_lemmas:
             return lem + "e"
@@ -262,7 +269,8 @@ class _Rules:
         head = verb.head
         if verb.dep_ in ("acl", "relcl") and self.is_noun(head):
             return self.ref(head)
-        if verb.dep_ in ("conj", "advcl", "xcomp") and head is not verb and head.pos_ in ("VERB", "AUX"):
+        if verb.dep_ in ("conj", "advcl", "xcomp", "prep", "pcomp", "dep") and head is not verb \
+                and head.pos_ in ("VERB", "AUX"):
             return self.subjects(head)
         return []
 
@@ -297,15 +305,17 @@ class _Rules:
         mods = [tok] + [c for c in tok.lefts if c.dep_ == "compound" and self.is_noun(c)]
         for m in mods:
             for c in m.children:
-                if c.dep_ == "amod" and c.pos_ in ("ADJ", "VERB"):
-                    ok = [a for a in [c] + list(c.conjuncts) if a.pos_ in ("ADJ", "VERB")]
+                if c.dep_ == "amod" and c.pos_ in _MODIFIER_POS:
+                    # "full of apples" is a relation (see attached_relations), not an attribute
+                    ok = [a for a in [c] + list(c.conjuncts)
+                          if a.pos_ in _MODIFIER_POS and not any(p.dep_ == "prep" for p in a.children)]
                 elif c.dep_ == "compound" and c.lemma_.lower() in _COLOURS | _MATERIALS:
                     ok = [c]
                 else:
                     continue
                 for a in ok:
                     lem = self.lemma(a)
-                    if lem not in _NOT_ATTRIBUTE:
+                    if lem not in _NOT_ATTRIBUTE and any(ch.isalpha() for ch in lem):
                         attributes.append((name, lem))
 
     def extract(self, doc) -> PhraseLabels:
