@@ -224,6 +224,16 @@ def test_from_captions_parses_and_caches(tmp_path, model):
     assert torch.equal(again.image_similarity([0, 1, 2]), index.image_similarity([0, 1, 2]))
 
 
+def test_from_scan_file_passes_the_mode(model, tmp_path):
+    path = tmp_path / "caps.txt"
+    path.write_text("a dog chasing a cat\na brown dog\na cat chasing a dog\na small cat\n", encoding="utf-8")
+    index = CaptionIndex.from_scan_file(path, captions_per_image=2, mode="phrases")
+    expected = CaptionIndex.from_captions([["a dog chasing a cat", "a brown dog"],
+                                           ["a cat chasing a dog", "a small cat"]], mode="phrases")
+    assert index.mode == "phrases" and index.feature_names() == expected.feature_names()
+    assert torch.equal(index.image_similarity([0, 1]), expected.image_similarity([0, 1]))
+
+
 def test_from_scan_file_coco(model, tmp_path):
     path = DATA / "testall_caps.txt"
     if not path.exists():
