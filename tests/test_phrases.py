@@ -170,6 +170,16 @@ def test_labels_strings_and_empty_input():
 
 
 @needs_model
+def test_odd_input_gives_clean_fields():
+    odd = ["", "   ", "\t\n", "a dog\ton\ta mat", "a\u00a0cat  on\n\na  mat", "🐶 chasing 🐱", "A" * 5000,
+           "a dog " * 200, "l'été à Paris", "A dog -- on ... the  ,, couch !!"]
+    for lab in phrases.parse(odd):
+        fields = list(lab.entities) + [f for item in lab.attributes + lab.triples for f in item]
+        assert all(f and f == " ".join(f.split()) for f in fields), lab
+        assert len(set(lab.triples)) == len(lab.triples)
+
+
+@needs_model
 def test_parser_info_and_model_choice():
     info = phrases.parser_info()
     assert info["rules"] == phrases.RULES_VERSION

@@ -146,11 +146,11 @@ class _Rules:
     def lemma(self, tok) -> str:
         lem = tok.lemma_.lower()
         w = tok.lower_
+        if w in _PLURALIA and tok.pos_ in ("NOUN", "PROPN"):
+            return w
         # en_core_web_sm's rule lemmatizer takes "riding" -> "rid", "staring" -> "star": a verb ending
         # consonant-vowel-consonant + "ing" comes from the silent-e verb when that verb exists
         # (English doubles the consonant otherwise: "ridding", "starring").
-        if w in _PLURALIA and tok.pos_ in ("NOUN", "PROPN"):
-            return w
         if tok.pos_ in ("VERB", "AUX") and w.endswith("ing") and lem == w[:-3] and _CVC.match(lem) \
                 and lem + "e" in self.verb_lemmas:
             return lem + "e"
@@ -337,11 +337,18 @@ class _Rules:
             elif tok.pos_ in ("VERB", "AUX") and (tok.pos_ == "VERB" or tok.dep_ in ("ROOT", "relcl", "conj",
                                                                                          "ccomp", "advcl")):
                 self.verb_triples(tok, triples, attributes)
-        return PhraseLabels(_unique(entities), _unique(attributes), _unique(triples))
+        return PhraseLabels(_clean(entities), _clean(attributes), _clean(triples))
 
 
-def _unique(items) -> tuple:
-    return tuple(dict.fromkeys(items))
+def _clean(items) -> tuple:
+    """Fields with whitespace runs collapsed to one space (so never a tab or newline); items with an
+    empty field dropped; duplicates dropped, first mention kept."""
+    out = {}
+    for item in items:
+        fields = tuple(" ".join(f.split()) for f in ((item,) if isinstance(item, str) else item))
+        if all(fields):
+            out[fields[0] if isinstance(item, str) else fields] = None
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=None)
