@@ -23,6 +23,14 @@ Modes:
   frequency over images, clipped tf-idf dot products, Gaussian length penalty (sigma 6) on the number
   of bigrams, x10. ``sim(p, q)`` is the CIDEr-D of caption p against the single reference q, so K is
   not symmetric.
+* ``"phrases"``: phrase-level labels (SSAMT, Fan et al., ICMR 2023; :mod:`vsl_ext.phrases`): each
+  caption is parsed into a text scene graph whose entities, attributes and (subject, relation,
+  object) triples are its labels; each image is a bag of labels over its captions (tf = number of
+  its captions holding the label), weighted by ``idf = ln((1 + N) / (1 + df)) + 1`` with N images and
+  df = images holding the label (scikit-learn's smooth idf, documents = images), l2-normalised;
+  ``K[i, j]`` is the dot product of the image vectors: symmetric, in [0, 1], ``K[i, i] = 1`` for an
+  image with labels and 0 rows for one without. Needs the ``phrases`` extra (spaCy); see
+  ``docs/phrases.md``.
 """
 from __future__ import annotations
 
@@ -45,13 +53,18 @@ from ._native import _C
 
 __all__ = ["CaptionIndex"]
 
-_MODES = {"tfidf": 0, "cider-d": 1}
+_MODES = {"tfidf": 0, "cider-d": 1, "phrases": 2}  # phrases is built in Python
 _DEFAULT_PATTERN = r"(?u)\b\w\w+\b"
 _MAX_ORDER = 32
 _SMEM_ROW_CAP = 6144  # CUDA: rows up to this many entries are staged in shared memory (48 KiB)
 
 _MAGIC = b"VSLCAPIX"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version written and read
+# Version 1 (tfidf, cider-d) is still written for those modes, whose layout did not change, so that
+# older vsl_ext releases keep reading them; version 2 added mode "phrases" (older releases reject it
+# by its version number).
+_READABLE = {1: ("tfidf", "cider-d"), 2: ("tfidf", "cider-d", "phrases")}
+_MODE_VERSION = {"tfidf": 1, "cider-d": 1, "phrases": 2}
 _PREAMBLE = struct.Struct("<8sIQI")  # magic, format version, header length, header crc32
 _ALIGN = 64
 
@@ -61,6 +74,7 @@ _COMMON = ("img_ptr", "tok_blob", "tok_off", "feat_prefix", "feat_last", "order_
 _PERSISTENT = {
     "tfidf": _COMMON + ("img_indptr", "img_indices", "img_data"),
     "cider-d": _COMMON + ("cap_norm", "cap_len"),
+    "phrases": ("img_ptr", "tok_blob", "tok_off", "df", "idf", "img_indptr", "img_indices", "img_data"),
 }
 _DTYPES = {
     "img_ptr": np.int64, "tok_blob": np.uint8, "tok_off": np.int64, "feat_prefix": np.int32, "feat_last": np.int32,
@@ -192,14 +206,16 @@ class CaptionIndex:
     @classmethod
     def from_captions(cls, groups: Groups, mode: str = "tfidf", ngram_range: Optional[Tuple[int, int]] = None, *,
                       tokenizer: Optional[Callable[[str], List[str]]] = None, lowercase: Optional[bool] = None,
-                      token_pattern: str = _DEFAULT_PATTERN, sigma: float = 6.0) -> "CaptionIndex":
+                      token_pattern: str = _DEFAULT_PATTERN, sigma: float = 6.0,
+                      phrase_cache: Union[str, os.PathLike, None] = None) -> "CaptionIndex":
         """Index the captions of a list of images.
 
         Args:
             groups: one entry per image, each a non-empty list of caption strings (images may have
                 different numbers of captions).
-            mode: ``"tfidf"`` (scikit-learn ``TfidfVectorizer`` semantics) or ``"cider-d"``
-                (pycocoevalcap ``Cider``).
+            mode: ``"tfidf"`` (scikit-learn ``TfidfVectorizer`` semantics), ``"cider-d"``
+                (pycocoevalcap ``Cider``) or ``"phrases"`` (scene-graph labels, see the module
+                docstring; parses every caption with spaCy, see :func:`vsl_ext.phrases.parse`).
             ngram_range: ``(min_n, max_n)`` n-gram orders; default (1, 1) for tfidf and (1, 4) for
                 cider-d (which must start at 1).
             tokenizer: tfidf only: callable str -> list of tokens used instead of ``token_pattern``
@@ -208,8 +224,26 @@ class CaptionIndex:
                 cider-d (pycocoevalcap does not lowercase; the captions usually are already).
             token_pattern: tfidf only: scikit-learn's token regular expression.
             sigma: cider-d only: standard deviation of the Gaussian length penalty.
+            phrase_cache: phrases only: file caching the captions' parses (see
+                :func:`vsl_ext.phrases.parse`; rebuilt when the captions, spaCy, the model or the
+                rules change).
+
+        Raises:
+            ImportError: mode ``"phrases"`` without spaCy or its English model (the message says
+                what to install).
         """
         mode = _check_mode(mode)
+        if mode == "phrases":
+            if ngram_range is not None or tokenizer is not None or lowercase is not None \
+                    or token_pattern != _DEFAULT_PATTERN or sigma != 6.0:
+                raise ValueError("ngram_range/tokenizer/lowercase/token_pattern/sigma do not apply to "
+                                 "mode='phrases' (labels come from the scene-graph parser)")
+            caps, img_ptr = _check_groups(groups)
+            from . import phrases
+            labels = phrases.parse(caps, cache=phrase_cache)
+            return cls._from_label_sets([lab.labels() for lab in labels], img_ptr, phrases.parser_info())
+        if phrase_cache is not None:
+            raise ValueError("phrase_cache applies to mode='phrases' only")
         nmin, nmax = _check_ngram_range(ngram_range, mode)
         if lowercase is None:
             lowercase = mode == "tfidf"
@@ -243,6 +277,40 @@ class CaptionIndex:
         return cls(arrays, meta)
 
     @classmethod
+    def from_phrase_labels(cls, groups: Sequence[Sequence["PhraseLabels"]]) -> "CaptionIndex":
+        """A ``mode="phrases"`` index from labels already parsed: one entry per image, each a
+        non-empty list of :class:`vsl_ext.phrases.PhraseLabels` (one per caption), e.g. from
+        :func:`vsl_ext.phrases.parse`. Label fields must be non-empty strings without tabs or
+        newlines. Needs no spaCy."""
+        from .phrases import PhraseLabels
+        if isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
+            raise TypeError("groups must be a list (one entry per image) of lists of PhraseLabels")
+        sets, counts = [], []
+        for i, g in enumerate(groups):
+            if isinstance(g, (str, bytes, PhraseLabels)) or not isinstance(g, Iterable):
+                raise TypeError(f"groups[{i}] must be a list of PhraseLabels, got {type(g).__name__}")
+            g = list(g)
+            if not g:
+                raise ValueError(f"groups[{i}] is empty: every image needs at least one caption")
+            for lab in g:
+                if not isinstance(lab, PhraseLabels):
+                    raise TypeError(f"groups[{i}] holds a {type(lab).__name__}, expected PhraseLabels")
+                sets.append(_checked_labels(lab, i))
+            counts.append(len(g))
+        if not counts:
+            raise ValueError("groups is empty: the index needs at least one image")
+        img_ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=img_ptr[1:])
+        return cls._from_label_sets(sets, img_ptr, None)
+
+    @classmethod
+    def _from_label_sets(cls, labels: List[Sequence[str]], img_ptr: np.ndarray, parser) -> "CaptionIndex":
+        arrays = _phrase_arrays(labels, img_ptr)
+        meta = {"mode": "phrases", "ngram_range": None, "lowercase": None, "token_pattern": None,
+                "custom_tokenizer": False, "sigma": None, "parser": parser}
+        return cls(arrays, meta)
+
+    @classmethod
     def from_scan_file(cls, path: Union[str, os.PathLike], captions_per_image: int = 5, *,
                        encoding: str = "utf-8", **kw) -> "CaptionIndex":
         """Index a SCAN/"precomp" caption file: one caption per line, ``captions_per_image``
@@ -268,8 +336,10 @@ class CaptionIndex:
         return self._meta["mode"]
 
     @property
-    def ngram_range(self) -> Tuple[int, int]:
-        return tuple(self._meta["ngram_range"])
+    def ngram_range(self) -> Optional[Tuple[int, int]]:
+        """n-gram orders (None for mode "phrases")."""
+        r = self._meta["ngram_range"]
+        return None if r is None else tuple(r)
 
     @property
     def sigma(self) -> Optional[float]:
@@ -284,11 +354,12 @@ class CaptionIndex:
 
     @property
     def num_captions(self) -> int:
-        return len(self._a["cap_indptr"]) - 1
+        return int(self._a["img_ptr"][-1])
 
     @property
     def vocab_size(self) -> int:
-        """Number of features (distinct n-grams of the orders in ``ngram_range``)."""
+        """Number of features (distinct n-grams of the orders in ``ngram_range``, or distinct
+        phrase labels)."""
         return len(self._a["df"])
 
     @property
@@ -306,10 +377,14 @@ class CaptionIndex:
         return range(int(self._a["img_ptr"][i]), int(self._a["img_ptr"][i + 1]))
 
     def feature_names(self) -> List[str]:
-        """The n-grams in feature-id order (tokens joined by a space, as scikit-learn does)."""
+        """The n-grams in feature-id order (tokens joined by a space, as scikit-learn does); for
+        mode "phrases" the labels in the form of :meth:`vsl_ext.phrases.PhraseLabels.labels`
+        (``"triple\tcat\tsleep on\tbench"``), sorted."""
         a = self._a
         blob, off = a["tok_blob"].tobytes(), a["tok_off"]
         names = [blob[off[i]:off[i + 1]].decode("utf-8", "surrogatepass") for i in range(len(off) - 1)]
+        if self.mode == "phrases":
+            return names
         prefix, last = a["feat_prefix"], a["feat_last"]
         for i in range(len(names), len(prefix)):
             names.append(names[prefix[i]] + " " + names[last[i]])
@@ -317,8 +392,19 @@ class CaptionIndex:
 
     def caption_vectors(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR ``(indptr, indices, data)`` of the caption vectors (num_captions x vocab_size):
-        l2-normalised tf-idf (tfidf) or CIDEr-D weights ``tf * idf`` (cider-d). Read-only views."""
+        l2-normalised tf-idf (tfidf) or CIDEr-D weights ``tf * idf`` (cider-d). Read-only views.
+        Mode "phrases" keeps image vectors only (ValueError)."""
+        if self.mode == "phrases":
+            raise ValueError("mode='phrases' keeps image vectors only (see image_vectors())")
         return tuple(_readonly(self._a[k]) for k in ("cap_indptr", "cap_indices", "cap_data"))
+
+    def image_vectors(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR ``(indptr int64, indices int32, data float32)`` of the image vectors (num_images x
+        vocab_size) whose dot products are :meth:`image_similarity`: mean caption vectors (tfidf) or
+        l2-normalised label tf-idf (phrases). Read-only views; cider-d has none (ValueError)."""
+        if self.mode == "cider-d":
+            raise ValueError("mode='cider-d' has no image vectors (its similarity is not a dot product)")
+        return tuple(_readonly(self._a[k]) for k in ("img_indptr", "img_indices", "img_data"))
 
     # ------------------------------------------------------------------ queries
     def image_similarity(self, image_ids: Ids, device=None) -> torch.Tensor:
@@ -327,7 +413,7 @@ class CaptionIndex:
         Returns a (B, B) float32 tensor on ``device`` (default CPU). Repeated ids are allowed.
         """
         ids = _ids(image_ids, self.num_images, "image")
-        if self.mode == "tfidf":
+        if self.mode in ("tfidf", "phrases"):
             return self._gram("img", ids, _device(device))
         ptr = self._a["img_ptr"]
         starts, counts = ptr[ids], ptr[ids + 1] - ptr[ids]
@@ -338,7 +424,10 @@ class CaptionIndex:
 
     def caption_similarity(self, caption_ids: Ids, device=None) -> torch.Tensor:
         """``S[a, b] = sim(caption a, caption b)`` for captions numbered in corpus order; (B, B)
-        float32 on ``device``. cider-d: CIDEr-D of caption a against the single reference b."""
+        float32 on ``device``. cider-d: CIDEr-D of caption a against the single reference b.
+        Not defined for mode "phrases" (ValueError): its labels are pooled per image."""
+        if self.mode == "phrases":
+            raise ValueError("caption_similarity is not defined for mode='phrases' (labels are pooled per image)")
         ids = _ids(caption_ids, self.num_captions, "caption")
         if self.mode == "tfidf":
             return self._gram("cap", ids, _device(device))
@@ -370,7 +459,9 @@ class CaptionIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write the index to one versioned file (atomically: temp file + ``os.replace``)."""
+        """Write the index to one versioned file (atomically: temp file + ``os.replace``). Modes
+        tfidf and cider-d are written as format version 1 (readable by older vsl_ext releases),
+        phrases as version 2."""
         path = os.fspath(path)
         names = _PERSISTENT[self.mode]
         entries, offset = [], 0
@@ -390,12 +481,13 @@ class CaptionIndex:
             crc = zlib.crc32(data, zlib.crc32(pad, crc))
             chunks += [pad, data]
             pos = e["offset"] + e["nbytes"]
-        header = {"format": "vsl_ext.CaptionIndex", "version": FORMAT_VERSION, "meta": self._meta,
+        version = _MODE_VERSION[self.mode]
+        header = {"format": "vsl_ext.CaptionIndex", "version": version, "meta": self._meta,
                   "arrays": entries, "payload_nbytes": payload_len, "payload_crc32": crc}
         hbytes = json.dumps(header, sort_keys=True).encode("utf-8")
         hbytes += b" " * ((-(_PREAMBLE.size + len(hbytes))) % _ALIGN)
         with atomic_open(path) as f:
-            f.write(_PREAMBLE.pack(_MAGIC, FORMAT_VERSION, len(hbytes), zlib.crc32(hbytes)))
+            f.write(_PREAMBLE.pack(_MAGIC, version, len(hbytes), zlib.crc32(hbytes)))
             f.write(hbytes)
             for c in chunks:
                 f.write(c)
@@ -414,9 +506,9 @@ class CaptionIndex:
         magic, version, hlen, hcrc = _PREAMBLE.unpack_from(buf, 0)
         if magic != _MAGIC:
             raise ValueError(f"{what}: wrong magic bytes")
-        if version != FORMAT_VERSION:
+        if version not in _READABLE:
             raise ValueError(f"{path!r} is a CaptionIndex file of format version {version}; this vsl_ext reads "
-                             f"version {FORMAT_VERSION} (rebuild the index)")
+                             f"versions {sorted(_READABLE)} (rebuild the index)")
         start = _PREAMBLE.size + hlen
         if start > len(buf):
             raise ValueError(f"{what}: truncated header")
@@ -431,9 +523,11 @@ class CaptionIndex:
             names = _PERSISTENT[mode]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{what}: bad header ({exc})") from exc
-        if header.get("version") != FORMAT_VERSION or header.get("format") != "vsl_ext.CaptionIndex":
+        if header.get("version") != version or header.get("format") != "vsl_ext.CaptionIndex":
             raise ValueError(f"{what}: header names format {header.get('format')!r} version "
                              f"{header.get('version')!r}")
+        if mode not in _READABLE[version]:
+            raise ValueError(f"{what}: mode {mode!r} does not exist in format version {version}")
         if len(buf) - start != payload_len:
             raise ValueError(f"{what}: payload is {len(buf) - start} bytes, expected {payload_len} "
                              "(truncated or corrupt file)")
@@ -540,6 +634,8 @@ class CaptionIndex:
         if key not in self._device_cache:
             names = ["cap_indptr", "cap_indices", "cap_data"]
             names += ["img_indptr", "img_indices", "img_data"] if self.mode == "tfidf" else ["cap_len"]
+            if self.mode == "phrases":
+                names = ["img_indptr", "img_indices", "img_data"]
             d = {n: torch.from_numpy(np.array(self._a[n])).to(dev) for n in names}
             if self.mode == "cider-d":
                 d["inv_norm"] = torch.from_numpy(np.array(self._inv_norm())).to(dev)
@@ -594,6 +690,9 @@ def _tfidf_docs(caps: List[str], tokenizer, lowercase: bool, token_pattern: str)
 def _check_structure(a: Dict[str, np.ndarray], meta: dict) -> None:
     """Consistency checks of loaded arrays, so that the kernels never read out of bounds."""
     mode = meta["mode"]
+    if mode == "phrases":
+        _check_phrase_structure(a)
+        return
     nmin, nmax = _check_ngram_range(tuple(meta["ngram_range"]), mode)
     if mode == "cider-d" and not (isinstance(meta.get("sigma"), (int, float)) and meta["sigma"] > 0):
         raise ValueError("bad sigma")
@@ -638,3 +737,66 @@ def _check_structure(a: Dict[str, np.ndarray], meta: dict) -> None:
     else:
         if a["cap_norm"].shape != (P, nmax - nmin + 1) or len(a["cap_len"]) != P:
             raise ValueError("cap_norm/cap_len have the wrong shape")
+
+
+def _checked_labels(lab, image: int) -> Tuple[str, ...]:
+    """The label strings of one PhraseLabels, checked so that they cannot collide."""
+    kinds = (("entities", lab.entities, 0), ("attributes", lab.attributes, 2), ("triples", lab.triples, 3))
+    for what, items, arity in kinds:
+        if not isinstance(items, tuple):
+            raise TypeError(f"groups[{image}]: PhraseLabels.{what} must be a tuple, got {type(items).__name__}")
+        for item in items:
+            fields = (item,) if arity == 0 else item
+            if (arity and (not isinstance(item, tuple) or len(item) != arity)) or not all(
+                    isinstance(f, str) and f and "\t" not in f and "\n" not in f for f in fields):
+                raise ValueError(f"groups[{image}]: bad PhraseLabels.{what} entry {item!r} (expected "
+                                 f"{'a string' if not arity else f'a tuple of {arity} strings'}, non-empty, "
+                                 "without tabs or newlines)")
+    return lab.labels()
+
+
+def _phrase_arrays(labels: List[Sequence[str]], img_ptr: np.ndarray) -> Dict[str, np.ndarray]:
+    """Arrays of a phrases index: sorted label vocabulary, df/idf over images, l2-normalised image
+    tf-idf vectors in CSR (tf = number of the image's captions holding the label)."""
+    I = len(img_ptr) - 1
+    vocab = sorted(set(itertools.chain.from_iterable(labels)))
+    V = len(vocab)
+    fid = {name: k for k, name in enumerate(vocab)}
+    per_cap = [set(map(fid.__getitem__, lab)) for lab in labels]  # a label counts once per caption
+    lens = np.fromiter(map(len, per_cap), dtype=np.int64, count=len(per_cap))
+    feats = np.fromiter(itertools.chain.from_iterable(per_cap), dtype=np.int64, count=int(lens.sum()))
+    image_of_caption = np.repeat(np.arange(I, dtype=np.int64), np.diff(img_ptr))
+    rows_of = np.repeat(image_of_caption, lens)
+    keys, tf = np.unique(rows_of * max(V, 1) + feats, return_counts=True)  # sorted by (image, label)
+    rows, cols = keys // max(V, 1), keys % max(V, 1)
+    df = np.bincount(cols, minlength=V)
+    idf = np.log((1.0 + I) / (1.0 + df)) + 1.0
+    w = tf * idf[cols]
+    norm = np.sqrt(np.bincount(rows, weights=w * w, minlength=I))
+    indptr = np.zeros(I + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=I), out=indptr[1:])
+    blob, off = _encode(vocab)
+    return {"img_ptr": img_ptr, "tok_blob": blob, "tok_off": off, "df": df.astype(np.int32), "idf": idf,
+            "img_indptr": indptr, "img_indices": cols.astype(np.int32),
+            "img_data": (w / norm[rows]).astype(np.float32)}
+
+
+def _check_phrase_structure(a: Dict[str, np.ndarray]) -> None:
+    for name in _PERSISTENT["phrases"]:
+        if a[name].ndim != 1:
+            raise ValueError(f"array {name} has {a[name].ndim} dimensions")
+    ptr = a["img_ptr"]
+    if len(ptr) < 2 or ptr[0] != 0 or np.any(np.diff(ptr) < 1):
+        raise ValueError("array img_ptr is not a valid offset array (every image needs a caption)")
+    off = a["tok_off"]
+    if len(off) < 1 or off[0] != 0 or off[-1] != len(a["tok_blob"]) or np.any(np.diff(off) < 0):
+        raise ValueError("array tok_off is not a valid offset array")
+    V, I = len(off) - 1, len(ptr) - 1
+    if len(a["df"]) != V or len(a["idf"]) != V:
+        raise ValueError("df/idf have the wrong length")
+    ip, ix = a["img_indptr"], a["img_indices"]
+    if len(ip) != I + 1 or ip[0] != 0 or ip[-1] != len(ix) or np.any(np.diff(ip) < 0) \
+            or len(a["img_data"]) != len(ix):
+        raise ValueError("image rows are inconsistent")
+    if len(ix) and (ix.min() < 0 or ix.max() >= V):
+        raise ValueError("array img_indices holds ids outside the vocabulary")
