@@ -57,7 +57,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
                                  f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
         if local_sims.shape[0] == 0:
             _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
-            _validate.tau(tau)
+            _validate.tau(tau, _validate.compute_dtype(local_sims, local_semantic_sims))
             _validate.algorithm(algorithm)
         else:
             s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)

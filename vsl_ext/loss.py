@@ -70,10 +70,10 @@ def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: s
     _validate.matrix("sims", sims)
     _validate.matrix("semantic_sims", semantic_sims)
     _validate.same_shape_and_device("semantic_sims", semantic_sims, "sims", sims)
-    tau = _validate.tau(tau)
+    dtype = _validate.compute_dtype(sims, semantic_sims)
+    tau = _validate.tau(tau, dtype)
     _validate.choice("variant", variant, VARIANTS)
     algo = _validate.algorithm(algorithm)
-    dtype = _validate.compute_dtype(sims, semantic_sims)
     return sims.to(dtype).contiguous(), semantic_sims.to(dtype).contiguous(), tau, algo
 
 

@@ -76,9 +76,10 @@ def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algor
         (r, c) ranks in [1, c], float32 (float64 for float64 input); differentiable w.r.t. M.
     """
     _validate.matrix("M", M)
-    tau = _validate.tau(tau)
+    dtype = _validate.compute_dtype(M)
+    tau = _validate.tau(tau, dtype)
     if not isinstance(descending, bool):
         raise TypeError(f"descending must be a bool, got {type(descending).__name__}")
     algo = _validate.algorithm(algorithm)
-    m = M.to(_validate.compute_dtype(M)).contiguous()
+    m = M.to(dtype).contiguous()
     return _sigmoid_rank(m, tau, descending, algo)
