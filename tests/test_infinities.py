@@ -148,14 +148,16 @@ def test_oracle_on_the_issue_rows():
 
 # ----------------------------------------------------------------------------------- helpers
 class _window_path:
-    """Routes CPU calls through vsl_ext.sorted_window (CUDA's sorted-window path) while active."""
+    """Routes CPU calls through vsl_ext.sorted_window (CUDA's sorted-window path) while active if
+    ``on``, not if False; None leaves the routing as it is (the emulated-CUDA tests set it)."""
 
-    def __init__(self, on: bool):
+    def __init__(self, on):
         self.on = on
 
     def __enter__(self):
         self.saved = _native.SORTED_WINDOW_ON_CPU
-        _native.SORTED_WINDOW_ON_CPU = self.on
+        if self.on is not None:
+            _native.SORTED_WINDOW_ON_CPU = self.on
 
     def __exit__(self, *exc):
         _native.SORTED_WINDOW_ON_CPU = self.saved
