@@ -66,6 +66,9 @@ class VSLCriterion(nn.Module):
         variant: ``"row"`` (paper) or ``"public-code"`` (published implementation), see
             :func:`vsl_ext.vsl_loss`.
 
+    ``sims`` may mark pairs that are not there (padding, known false negatives) with ``-inf``: the
+    triplet term skips them (:func:`triplet_loss`) and the VSL ranks them last without a gradient.
+
     ``forward(sims, image_sem, caption_sem=None)`` returns a dict with scalar tensors ``loss``,
     ``triplet``, ``vsl`` (and ``vsl_text`` when ``text_side``); ``vsl``/``vsl_text`` are the
     unweighted L_vs/L_ts.

@@ -39,6 +39,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
 
     Returns:
         The global L_vs, the same scalar on every rank (float32, float64 for float64 input).
+        Infinite and NaN entries are treated as by :func:`vsl_ext.vsl_loss`.
     """
     if variant == "public-code":
         raise ValueError("variant='public-code' ranks S[b, c] against column b of S, which is spread over all "
