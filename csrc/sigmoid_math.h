@@ -11,6 +11,7 @@
 // (sigma = 1/2, as equal finite values do); an infinity against any other value is saturated (sigma
 // is 0 or 1, sigma' is 0); no gradient flows through a pair that holds an infinity. NaN propagates.
 #pragma once
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -69,6 +70,13 @@ VSL_HD double exp_bounded(double x) {
 template <typename T> VSL_HD T abs_(T x) { return x < T(0) ? -x : x; }
 
 template <typename T> VSL_HD bool is_infinite(T x) { return abs_(x) == static_cast<T>(INFINITY); }
+
+// A length in units of the input (a window's half width, a block's span: a multiple of tau) in T,
+// held to T's largest finite value for a tau near it (a double beyond float's range has no float).
+template <typename T> VSL_HD T length_in(double x) {
+  const double largest = sizeof(T) == sizeof(float) ? static_cast<double>(FLT_MAX) : DBL_MAX;
+  return static_cast<T>(x < largest ? x : largest);
+}
 
 // v - x for sigma's argument: 0 for equal entries, equal infinities included (v - x is NaN there),
 // so they tie at sigma(0) = 1/2. Bitwise v - x for everything else; NaN propagates.

@@ -49,8 +49,8 @@ template <typename T> RowParams<T> row_params(const RankArgs& a) {
   p.descending = a.descending;
   p.k = static_cast<T>((a.descending ? 1.0 : -1.0) / a.tau);
   p.clamp_at = a.clamp_at > 0 ? static_cast<T>(a.clamp_at) : static_cast<T>(INFINITY);
-  p.half_window = static_cast<T>(Saturation<T>::value * a.tau);
-  p.block_span = static_cast<T>(kBlockSpan * a.tau);
+  p.half_window = length_in<T>(Saturation<T>::value * a.tau);
+  p.block_span = length_in<T>(kBlockSpan * a.tau);
   return p;
 }
 

@@ -36,7 +36,7 @@ template <typename T> struct WindowParams {
 template <typename T> VSL_HD WindowParams<T> window_params(double tau, bool descending) {
   WindowParams<T> p;
   p.k = static_cast<T>((descending ? 1.0 : -1.0) / tau);
-  p.half_window = static_cast<T>(Saturation<T>::value * tau);
+  p.half_window = length_in<T>(Saturation<T>::value * tau);
   p.descending = descending;
   return p;
 }
@@ -76,7 +76,7 @@ constexpr int64_t kWindowChunk = 64;
 // wu the centre and its weight, skip the position in v of the centre's own column (-1: none).
 template <WindowKind Kind, typename T>
 VSL_HD T window_element(const T* v, const T* w, int64_t n, T u, T wu, int64_t skip, const WindowParams<T>& p) {
-  // u +- hw, or u itself if u is infinite (inf - hw would be NaN for a hw that overflowed to inf).
+  // [u - hw, u + hw]; an infinite centre's window is the run of values equal to it.
   const T reach = is_infinite(u) ? T(0) : p.half_window;
   const int64_t lo = first_at_least(v, n, u - reach);
   const int64_t hi = first_above(v, n, u + reach);
