@@ -5,7 +5,13 @@
 //   sigma'(d) = e / (1 + e)^2              (symmetric in d)
 // The published VSL code clamps the exponent to [-50, 50]; `clamp_at` reproduces that
 // (sigma is evaluated at the clamped argument, sigma' is 0 outside), +inf disables it.
+//
+// Infinite entries (a -inf mask, a float16 overflow to +inf): a pair's difference is taken with
+// rank_diff / grad_diff below, never as a plain v - x, because inf - inf is NaN. Equal infinities tie
+// (sigma = 1/2, as equal finite values do); an infinity against any other value is saturated (sigma
+// is 0 or 1, sigma' is 0); no gradient flows through a pair that holds an infinity. NaN propagates.
 #pragma once
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -26,13 +32,14 @@ template <> struct Saturation<double> { static constexpr double value = 50.0; };
 
 // exp(x), branch-free so that GCC vectorises the loops calling it (no libmvec, which needs
 // -ffast-math and with it the loss of NaN propagation). Max error about 1 ulp on [-87, 88];
-// arguments are clamped to that range (exp(-87) ~ 1.6e-38 only ever ends up rounded away in a
-// sum). NaN in gives NaN out.
+// below -87 it returns 0 (exp(-87) ~ 1.6e-38 only ever ends up rounded away in a sum, and
+// exp(-inf) must be exactly 0: sigma'(+-inf) = 0), above 88 exp(88). NaN in gives NaN out.
 VSL_HD float exp_bounded(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const bool underflow = x < -87.0f;
+  x = underflow ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float t = x * 1.44269504088896341f;
   const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
   float r = x - n * 0.693145751953125f;              // Cody-Waite split of ln 2
@@ -48,7 +55,7 @@ VSL_HD float exp_bounded(float x) {
   const int32_t bits = static_cast<int32_t>(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return underflow ? 0.0f : p * scale;
 #endif
 }
 
@@ -61,6 +68,26 @@ VSL_HD double exp_bounded(double x) {
 }
 
 template <typename T> VSL_HD T abs_(T x) { return x < T(0) ? -x : x; }
+
+template <typename T> VSL_HD bool is_infinite(T x) { return abs_(x) == static_cast<T>(INFINITY); }
+
+// A length in units of the input (a window's half width, a block's span: a multiple of tau) in T,
+// held to T's largest finite value for a tau near it (a double beyond float's range has no float).
+template <typename T> VSL_HD T length_in(double x) {
+  const double largest = sizeof(T) == sizeof(float) ? static_cast<double>(FLT_MAX) : DBL_MAX;
+  return static_cast<T>(x < largest ? x : largest);
+}
+
+// v - x for sigma's argument: 0 for equal entries, equal infinities included (v - x is NaN there),
+// so they tie at sigma(0) = 1/2. Bitwise v - x for everything else; NaN propagates.
+template <typename T> VSL_HD T rank_diff(T v, T x) { return v == x ? T(0) : v - x; }
+
+// v - x for the argument of sigma': as rank_diff, except that a pair of equal infinities is saturated
+// (+inf, sigma' = 0): no gradient flows through an infinite entry. x is the loop's fixed centre,
+// so the compiler hoists its test out of a vectorised loop.
+template <typename T> VSL_HD T grad_diff(T v, T x) {
+  return v == x ? (is_infinite(x) ? static_cast<T>(INFINITY) : T(0)) : v - x;
+}
 
 template <typename T> VSL_HD T sigmoid(T d) {
   const T e = exp_bounded(-abs_(d));

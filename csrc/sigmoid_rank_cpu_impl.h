@@ -6,13 +6,17 @@
 //         (sigma) and 0 (sigma') and are counted by position; inside the window the exponential
 //         separates, exp(-(v_a - u_c) k) = E_a * X_c with E_a = exp(-(v_a - m) k) and
 //         X_c = exp((u_c - m) k) around a reference m shared by a block of nearby centres, so a
-//         pair costs a multiply, an add and a divide instead of an exp.
-// Rows holding NaN or +-inf take the dense path, which propagates them like the reference.
+//         pair costs a multiply, an add and a divide instead of an exp. Infinite values sort to
+//         the ends, outside every finite centre's window; an infinite centre's window is the run of
+//         values equal to it (ties: sigma = 1/2, sigma' = 0), the rest is counted by position.
+// Rows holding NaN take the dense path, which propagates NaN like the reference. Infinities follow
+// the rule of sigmoid_math.h on both paths.
 //
 // VSL_CPU_ISA names the namespace of this copy (baseline, avx2).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #if VSL_WITH_OPENMP
@@ -45,15 +49,15 @@ template <typename T> RowParams<T> row_params(const RankArgs& a) {
   p.descending = a.descending;
   p.k = static_cast<T>((a.descending ? 1.0 : -1.0) / a.tau);
   p.clamp_at = a.clamp_at > 0 ? static_cast<T>(a.clamp_at) : static_cast<T>(INFINITY);
-  p.half_window = static_cast<T>(Saturation<T>::value * a.tau);
-  p.block_span = static_cast<T>(kBlockSpan * a.tau);
+  p.half_window = length_in<T>(Saturation<T>::value * a.tau);
+  p.block_span = length_in<T>(kBlockSpan * a.tau);
   return p;
 }
 
-template <typename T> bool all_finite(const T* v, int64_t n) {
-  bool finite = true;
-  for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(v[i]);
-  return finite;
+template <typename T> bool no_nan(const T* v, int64_t n) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= v[i] == v[i];
+  return ok;
 }
 
 enum PairKind { kSigmoid, kGrad, kGradWeighted, kGradDiff };
@@ -65,6 +69,7 @@ constexpr int64_t kChunk = 256;
 // ---------------------------------------------------------------------------------------------
 // Dense algorithm: one exp per pair. sum over a of f(d_a), d_a = (v_a - x) k:
 //   kSigmoid: sigma(d);  kGrad: sigma'(d);  kGradDiff: sigma'(d) (w_a - wx)
+// (v_a - x taken by rank_diff for sigma and grad_diff for sigma', see sigmoid_math.h)
 
 template <int Kind, typename T>
 T dense_sum(const T* v, const T* w, int64_t n, T x, T wx, const RowParams<T>& p) {
@@ -74,13 +79,12 @@ T dense_sum(const T* v, const T* w, int64_t n, T x, T wx, const RowParams<T>& p)
     T s = 0;
 #pragma omp simd reduction(+ : s)
     for (int64_t a = c0; a < c1; ++a) {
-      const T d = (v[a] - x) * p.k;
       if constexpr (Kind == kSigmoid) {
-        s += sigmoid_clamped(d, p.clamp_at);
+        s += sigmoid_clamped(rank_diff(v[a], x) * p.k, p.clamp_at);
       } else if constexpr (Kind == kGrad) {
-        s += sigmoid_grad_clamped(d, p.clamp_at);
+        s += sigmoid_grad_clamped(grad_diff(v[a], x) * p.k, p.clamp_at);
       } else {
-        s += sigmoid_grad_clamped(d, p.clamp_at) * (w[a] - wx);
+        s += sigmoid_grad_clamped(grad_diff(v[a], x) * p.k, p.clamp_at) * (w[a] - wx);
       }
     }
     total += static_cast<double>(s);
@@ -118,30 +122,50 @@ template <int Kind, typename T> T pair_sum(const T* E, const T* w, int64_t lo, i
   return static_cast<T>(total);
 }
 
-// For sorted centres u[0..nu) against sorted values v[0..nv) (weights w, may be null), calls
-// emit(i, sum, lo, hi) with [lo, hi) the window of v within [u_i - hw, u_i + hw] and sum the pair
-// sum of Kind over that window, leaving out position skip[i] (skip may be null; -1 = none).
+// [first index with v > -inf, first index with v == +inf) of sorted, NaN-free v[0..n): its finite part.
+template <typename T> std::pair<int64_t, int64_t> finite_range(const T* v, int64_t n) {
+  const T inf = static_cast<T>(INFINITY);
+  return {std::upper_bound(v, v + n, -inf) - v, std::lower_bound(v, v + n, inf) - v};
+}
+
+// For sorted centres u[0..nu) against sorted values v[0..nv) (weights w, may be null; both
+// NaN-free), calls emit(i, sum, lo, hi) with [lo, hi) the window of v within [u_i - hw, u_i + hw]
+// and sum the pair sum of Kind over that window, leaving out position skip[i] (skip may be null;
+// -1 = none). A finite centre's window holds finite values only (infinities lie beyond any hw and
+// are counted by position); an infinite centre's window is the run of values equal to it, every
+// pair a tie: 1/2 each for sigma, 0 for sigma' (sigmoid_math.h).
 template <int Kind, typename T, typename Emit>
 void windowed_sums(const T* v, const T* w, int64_t nv, const T* u, const T* wu, int64_t nu, const int64_t* skip,
                    const RowParams<T>& p, T* E, Emit&& emit) {
+  const auto [v_begin, v_end] = finite_range(v, nv);
+  const auto [u_begin, u_end] = finite_range(u, nu);
+  const auto infinite_centre = [&](int64_t i, int64_t lo, int64_t hi) {
+    T sum = 0;
+    if constexpr (Kind == kSigmoid) {
+      const int64_t s = skip ? skip[i] : -1;
+      sum = T(0.5) * static_cast<T>(hi - lo - (s >= lo && s < hi ? 1 : 0));
+    }
+    emit(i, sum, lo, hi);
+  };
+  for (int64_t i = 0; i < u_begin; ++i) infinite_centre(i, 0, v_begin);
   const T hw = p.half_window;
-  int64_t lo = 0, hi = 0;
-  for (int64_t b0 = 0; b0 < nu;) {
+  int64_t lo = v_begin, hi = v_begin;
+  for (int64_t b0 = u_begin; b0 < u_end;) {
     const T m = u[b0];
     int64_t b1 = b0 + 1;
-    while (b1 < nu && u[b1] - m <= p.block_span) ++b1;
+    while (b1 < u_end && u[b1] - m <= p.block_span) ++b1;
     // Exponentials of the block's whole window [lo(u[b0]), hi(u[b1 - 1])).
-    while (lo < nv && v[lo] < m - hw) ++lo;
+    while (lo < v_end && v[lo] < m - hw) ++lo;
     int64_t block_hi = std::max(hi, lo);
-    while (block_hi < nv && v[block_hi] <= u[b1 - 1] + hw) ++block_hi;
+    while (block_hi < v_end && v[block_hi] <= u[b1 - 1] + hw) ++block_hi;
     const T neg_k = -p.k;
 #pragma omp simd
     for (int64_t a = lo; a < block_hi; ++a) E[a] = exp_bounded((v[a] - m) * neg_k);
     for (int64_t i = b0; i < b1; ++i) {
       const T ui = u[i];
-      while (lo < nv && v[lo] < ui - hw) ++lo;
+      while (lo < v_end && v[lo] < ui - hw) ++lo;
       if (hi < lo) hi = lo;
-      while (hi < nv && v[hi] <= ui + hw) ++hi;
+      while (hi < v_end && v[hi] <= ui + hw) ++hi;
       const T X = exp_bounded((ui - m) * p.k);
       const T wc = wu ? wu[i] : T(0);
       const int64_t s = skip ? skip[i] : -1;
@@ -154,6 +178,7 @@ void windowed_sums(const T* v, const T* w, int64_t nv, const T* u, const T* wu, 
     }
     b0 = b1;
   }
+  for (int64_t i = u_end; i < nu; ++i) infinite_centre(i, v_end, nv);
 }
 
 // Per-thread scratch for one row.
@@ -207,7 +232,8 @@ void rank_row(const T* x, const T* y, T* out, int64_t n, const RowParams<T>& p, 
     for (int64_t c = 0; c < n; ++c) {
       const T xc = x[c];
       // 1 + (sum - own term): the own term cancels exactly, so a lone column ranks exactly 1.
-      out[c] = T(1) + (dense_sum<kSigmoid>(y, y, n, xc, T(0), p) - sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at));
+      out[c] = T(1) + (dense_sum<kSigmoid>(y, y, n, xc, T(0), p) -
+                       sigmoid_clamped(rank_diff(y[c], xc) * p.k, p.clamp_at));
     }
     return;
   }
@@ -250,13 +276,14 @@ void rank_row_backward_cross(const T* x, const T* y, const T* g, T* gx, T* gy, i
                              bool sorted, Scratch<T>& s) {
   if (!sorted) {
     for (int64_t c = 0; c < n; ++c) {
-      const T sum = dense_sum<kGrad>(y, y, n, x[c], T(0), p) - sigmoid_grad_clamped((y[c] - x[c]) * p.k, p.clamp_at);
+      const T sum =
+          dense_sum<kGrad>(y, y, n, x[c], T(0), p) - sigmoid_grad_clamped(grad_diff(y[c], x[c]) * p.k, p.clamp_at);
       gx[c] = -p.k * g[c] * sum;
     }
     for (int64_t a = 0; a < n; ++a) {
       // sum_c sigma'((y_a - x_c) k) g_c; sigma' is even, so evaluate as (x_c - y_a) k.
       const T sum = dense_sum<kGradDiff>(x, g, n, y[a], T(0), p) -
-                    sigmoid_grad_clamped((y[a] - x[a]) * p.k, p.clamp_at) * g[a];
+                    sigmoid_grad_clamped(grad_diff(x[a], y[a]) * p.k, p.clamp_at) * g[a];
       gy[a] = p.k * sum;
     }
     return;
@@ -305,8 +332,8 @@ void rank_forward_impl(const T* x, const T* y, T* out, int64_t rows, int64_t col
   parallel_rows(rows, args.threads, [&](int64_t r) {
     const T* xr = x + r * cols;
     const T* yr = y ? y + r * cols : xr;
-    const bool finite = all_finite(xr, cols) && (!y || all_finite(yr, cols));
-    rank_row(xr, yr, out + r * cols, cols, p, sorted && finite, thread_scratch<T>(cols));
+    const bool no_nans = no_nan(xr, cols) && (!y || no_nan(yr, cols));
+    rank_row(xr, yr, out + r * cols, cols, p, sorted && no_nans, thread_scratch<T>(cols));
   });
 }
 
@@ -317,12 +344,12 @@ void rank_backward_impl(const T* x, const T* y, const T* g, T* gx, T* gy, int64_
   const bool sorted = use_sorted(args, cols);
   parallel_rows(rows, args.threads, [&](int64_t r) {
     const int64_t o = r * cols;
-    const bool finite = all_finite(x + o, cols) && (!y || all_finite(y + o, cols));
+    const bool no_nans = no_nan(x + o, cols) && (!y || no_nan(y + o, cols));
     Scratch<T>& s = thread_scratch<T>(cols);
     if (y)
-      rank_row_backward_cross(x + o, y + o, g + o, gx + o, gy + o, cols, p, sorted && finite, s);
+      rank_row_backward_cross(x + o, y + o, g + o, gx + o, gy + o, cols, p, sorted && no_nans, s);
     else
-      rank_row_backward_self(x + o, g + o, gx + o, cols, p, sorted && finite, s);
+      rank_row_backward_self(x + o, g + o, gx + o, cols, p, sorted && no_nans, s);
   });
 }
 
@@ -339,8 +366,8 @@ void vsl_forward_impl(const T* sx, const T* sy, const T* cx, const T* cy, T* gs,
     const T* cyr = cy ? cy + o : cx + o;
     T* sr = s.r1.data();
     T* cr = s.r2.data();
-    rank_row(sx + o, syr, sr, n, p, sorted && all_finite(sx + o, n) && all_finite(syr, n), s);
-    rank_row(cx + o, cyr, cr, n, p, sorted && all_finite(cx + o, n) && all_finite(cyr, n), s);
+    rank_row(sx + o, syr, sr, n, p, sorted && no_nan(sx + o, n) && no_nan(syr, n), s);
+    rank_row(cx + o, cyr, cr, n, p, sorted && no_nan(cx + o, n) && no_nan(cyr, n), s);
     double acc = 0;
     for (int64_t j = 0; j < n; ++j) {
       const RankRatio<T> r = rank_ratio(sr[j], cr[j]);

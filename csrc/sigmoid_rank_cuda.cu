@@ -1,7 +1,8 @@
 // CUDA sigmoid-rank kernels: one thread block per row, the comparison row streamed through shared
 // memory in tiles, so any row length works and extra memory stays O(rows * cols). Every pair gets
 // its sigmoid (dense algorithm); sums run in float over kChunk terms and in double across chunks,
-// so results match the CPU kernels to rounding.
+// so results match the CPU kernels to rounding. Pair differences go through rank_diff / grad_diff
+// (sigmoid_math.h): equal infinities tie, no gradient flows through an infinite entry.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -81,10 +82,11 @@ template <typename T> struct RankForwardOp {
   T* out;
   DevParams<T> p;
   __device__ T state(int64_t c) const { return x[c]; }
-  __device__ T term(T xc, T ya, T) const { return sigmoid_clamped((ya - xc) * p.k, p.clamp_at); }
+  __device__ T term(T xc, T ya, T) const { return sigmoid_clamped(rank_diff(ya, xc) * p.k, p.clamp_at); }
   __device__ void finish(int64_t c, T xc, double total) const {
     // 1 + (sum - own term): the own term cancels exactly, so a lone column ranks exactly 1.
-    out[c] = static_cast<T>(1.0 + (total - static_cast<double>(sigmoid_clamped((y[c] - xc) * p.k, p.clamp_at))));
+    const T own = sigmoid_clamped(rank_diff(y[c], xc) * p.k, p.clamp_at);
+    out[c] = static_cast<T>(1.0 + (total - static_cast<double>(own)));
   }
 };
 
@@ -96,7 +98,7 @@ template <typename T> struct BackwardSelfOp {
   DevParams<T> p;
   __device__ State state(int64_t l) const { return {x[l], g[l]}; }
   __device__ T term(const State& s, T xj, T gj) const {
-    return sigmoid_grad_clamped((xj - s.v) * p.k, p.clamp_at) * (gj - s.w);
+    return sigmoid_grad_clamped(grad_diff(xj, s.v) * p.k, p.clamp_at) * (gj - s.w);
   }
   __device__ void finish(int64_t l, const State&, double total) const {
     gx[l] = static_cast<T>(static_cast<double>(p.k) * total);
@@ -110,9 +112,9 @@ template <typename T> struct BackwardCrossXOp {
   T* gx;
   DevParams<T> p;
   __device__ T state(int64_t c) const { return x[c]; }
-  __device__ T term(T xc, T ya, T) const { return sigmoid_grad_clamped((ya - xc) * p.k, p.clamp_at); }
+  __device__ T term(T xc, T ya, T) const { return sigmoid_grad_clamped(grad_diff(ya, xc) * p.k, p.clamp_at); }
   __device__ void finish(int64_t c, T xc, double total) const {
-    total -= static_cast<double>(sigmoid_grad_clamped((y[c] - xc) * p.k, p.clamp_at));
+    total -= static_cast<double>(sigmoid_grad_clamped(grad_diff(y[c], xc) * p.k, p.clamp_at));
     gx[c] = static_cast<T>(-static_cast<double>(p.k) * static_cast<double>(g[c]) * total);
   }
 };
@@ -124,9 +126,9 @@ template <typename T> struct BackwardCrossYOp {
   T* gy;
   DevParams<T> p;
   __device__ T state(int64_t a) const { return y[a]; }
-  __device__ T term(T ya, T xc, T gc) const { return sigmoid_grad_clamped((ya - xc) * p.k, p.clamp_at) * gc; }
+  __device__ T term(T ya, T xc, T gc) const { return sigmoid_grad_clamped(grad_diff(xc, ya) * p.k, p.clamp_at) * gc; }
   __device__ void finish(int64_t a, T ya, double total) const {
-    total -= static_cast<double>(sigmoid_grad_clamped((ya - x[a]) * p.k, p.clamp_at) * g[a]);
+    total -= static_cast<double>(sigmoid_grad_clamped(grad_diff(x[a], ya) * p.k, p.clamp_at) * g[a]);
     gy[a] = static_cast<T>(static_cast<double>(p.k) * total);
   }
 };
@@ -193,8 +195,8 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
           const int i1 = min(len, i0 + kChunk);
           T s1 = 0, s2 = 0;
           for (int i = i0; i < i1; ++i) {
-            s1 += sigmoid_clamped((ts[i] - xs) * p.k, p.clamp_at);
-            s2 += sigmoid_clamped((tc[i] - xc) * p.k, p.clamp_at);
+            s1 += sigmoid_clamped(rank_diff(ts[i], xs) * p.k, p.clamp_at);
+            s2 += sigmoid_clamped(rank_diff(tc[i], xc) * p.k, p.clamp_at);
           }
           rs += static_cast<double>(s1);
           rc += static_cast<double>(s2);
@@ -202,8 +204,10 @@ vsl_forward_kernel(const T* __restrict__ sx, const T* __restrict__ sy, const T* 
       }
     }
     if (active) {
-      const T a = static_cast<T>(1.0 + (rs - static_cast<double>(sigmoid_clamped((syr[j] - xs) * p.k, p.clamp_at))));
-      const T b = static_cast<T>(1.0 + (rc - static_cast<double>(sigmoid_clamped((cyr[j] - xc) * p.k, p.clamp_at))));
+      const T own_s = sigmoid_clamped(rank_diff(syr[j], xs) * p.k, p.clamp_at);
+      const T own_c = sigmoid_clamped(rank_diff(cyr[j], xc) * p.k, p.clamp_at);
+      const T a = static_cast<T>(1.0 + (rs - static_cast<double>(own_s)));
+      const T b = static_cast<T>(1.0 + (rc - static_cast<double>(own_c)));
       const RankRatio<T> r = rank_ratio(a, b);
       gs[o + j] = scale * r.da;
       if (gc) gc[o + j] = scale * r.db;

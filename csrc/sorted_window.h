@@ -7,6 +7,11 @@
 // hw = Saturation<T> * tau, is exactly what rounding makes of it in a sum: sigma is 1 or 0 and
 // sigma' is 0 (see sigmoid_math.h). So a row sum is a count of saturated ones, found by position,
 // plus the terms of the window [lo, hi) = { a : |v_a - u| <= hw }, found by binary search.
+//
+// Rows are NaN-free (NaN rows take the dense path). Infinities sort to the ends of a row, beyond
+// every finite centre's window, and are counted by position (an infinity against a finite value is
+// saturated); an infinite centre's window is the run of values equal to it, ties (sigma = 1/2,
+// sigma' = 0; see rank_diff / grad_diff in sigmoid_math.h).
 #pragma once
 #include <cstdint>
 
@@ -31,7 +36,7 @@ template <typename T> struct WindowParams {
 template <typename T> VSL_HD WindowParams<T> window_params(double tau, bool descending) {
   WindowParams<T> p;
   p.k = static_cast<T>((descending ? 1.0 : -1.0) / tau);
-  p.half_window = static_cast<T>(Saturation<T>::value * tau);
+  p.half_window = length_in<T>(Saturation<T>::value * tau);
   p.descending = descending;
   return p;
 }
@@ -71,23 +76,27 @@ constexpr int64_t kWindowChunk = 64;
 // wu the centre and its weight, skip the position in v of the centre's own column (-1: none).
 template <WindowKind Kind, typename T>
 VSL_HD T window_element(const T* v, const T* w, int64_t n, T u, T wu, int64_t skip, const WindowParams<T>& p) {
-  const int64_t lo = first_at_least(v, n, u - p.half_window);
-  const int64_t hi = first_above(v, n, u + p.half_window);
+  // [u - hw, u + hw]; an infinite centre's window is the run of values equal to it.
+  const T reach = is_infinite(u) ? T(0) : p.half_window;
+  const int64_t lo = first_at_least(v, n, u - reach);
+  const int64_t hi = first_above(v, n, u + reach);
   double total = 0;
   for (int64_t c0 = lo; c0 < hi; c0 += kWindowChunk) {
     const int64_t c1 = c0 + kWindowChunk < hi ? c0 + kWindowChunk : hi;
     T s = 0;
     for (int64_t a = c0; a < c1; ++a) {
       if (a == skip) continue;
-      const T d = (v[a] - u) * p.k;
       if constexpr (Kind == WindowKind::rank) {
-        s += sigmoid(d);
-      } else if constexpr (Kind == WindowKind::grad_self) {
-        s += sigmoid_grad(d) * (w[a] - wu);
-      } else if constexpr (Kind == WindowKind::grad_centre) {
-        s += sigmoid_grad(d);
+        s += sigmoid(rank_diff(v[a], u) * p.k);
       } else {
-        s += sigmoid_grad(d) * w[a];
+        const T g = sigmoid_grad(grad_diff(v[a], u) * p.k);
+        if constexpr (Kind == WindowKind::grad_self) {
+          s += g * (w[a] - wu);
+        } else if constexpr (Kind == WindowKind::grad_centre) {
+          s += g;
+        } else {
+          s += g * w[a];
+        }
       }
     }
     total += static_cast<double>(s);

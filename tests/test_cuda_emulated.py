@@ -27,6 +27,9 @@ import cuda_emulator
 import test_sigmoid_rank
 from conftest import assert_close_grad, make_input
 from test_caption_index import GROUPS
+from test_infinities import ROWS as INFINITE_ROWS
+from test_infinities import _check_loss as check_loss_against_oracle
+from test_infinities import _masked_batch, _masked_pair, brute_rank, check_rank_paths, rows_with_infinities
 from test_sigmoid_rank import KINDS, tied_grids
 from test_sigmoid_rank import _check as check_rank
 from test_vsl_loss import _pair
@@ -233,6 +236,55 @@ def test_window_kernel_matches_cpu_loop(emulator, shape, dtype, kind):
             assert_close_grad(got.double(), want.double())
 
 
+def _with_infinities(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """x with -inf masks and +inf overflows (runs of both) at positions that differ between rows."""
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
+    x = x.clone()
+    x[u < 0.2] = -math.inf
+    x[u > 0.88] = math.inf
+    return x
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (2, 257), (1, 1025), (1, 2300)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_kernels_with_infinities_match_cpu_kernels(emulator, shape, dtype):
+    """Dense rank (row and cross forms), fused VSL and sorted-window kernels on rows holding +-inf:
+    no NaN, and the values of the CPU kernels (tests/test_infinities.py holds those to the oracle)."""
+    rows, cols = shape
+    x = _with_infinities(make_input("random", shape, dtype, seed=1), 11)
+    y = _with_infinities(make_input("tied", shape, dtype, seed=2), 12)
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    for yy in (None, y):
+        for descending, clamp in ((True, 0.0), (False, 50.0)):
+            common = (rows, cols, 1e-3, descending, clamp, 1)
+            (out,) = run(emulator, "rank_forward_cuda", (_dt(dtype), x, yy, Out(shape, dtype), *common))
+            (expected,) = _cpu("rank_forward_cpu", (_dt(dtype), x, yy, Out(shape, dtype), *common, 1))
+            assert torch.isfinite(out).all()
+            torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=0)
+            grads = (Out(shape, dtype), Out(shape, dtype) if yy is not None else None)
+            got = run(emulator, "rank_backward_cuda", (_dt(dtype), x, yy, g, *grads, *common))
+            want = _cpu("rank_backward_cpu", (_dt(dtype), x, yy, g, *grads, *common, 1))
+            for a, b, inp in zip(got, want, (x, yy)):
+                assert torch.isfinite(a).all() and (a[torch.isinf(inp)] == 0).all()
+                assert_close_grad(a.double(), b.double())
+        args = [_dt(dtype), x, yy, y, yy, Out(shape, dtype), Out(shape, dtype), Out((rows,), torch.float64), rows,
+                cols, 1.0 / (rows * cols), 1e-3, 0.0, 1]
+        got = run(emulator, "vsl_forward_cuda", args)
+        for a, b in zip(got, _cpu("vsl_forward_cpu", args + [1])):
+            assert torch.isfinite(a).all()
+            assert_close_grad(a.double(), b.double())
+    v = torch.sort(x, dim=1).values
+    uperm = torch.argsort(torch.rand(shape, generator=torch.Generator().manual_seed(4)), dim=1)
+    skip = torch.randint(-1, cols, shape, generator=torch.Generator().manual_seed(5))
+    for kind in range(4):
+        for descending in (True, False):
+            args = [_dt(dtype), kind, v, g, y, g, uperm, skip, Out(shape, dtype), rows, cols, 1e-3, descending]
+            (got,) = run(emulator, "window_sums_cuda", args, schedules=("forward", "reverse"))
+            (want,) = _cpu("window_sums_cpu", args + [1])
+            assert torch.isfinite(got).all()
+            assert_close_grad(got.double(), want.double())
+
+
 @pytest.mark.parametrize("shape", EDGE_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_rank_ratio_kernel_matches_cpu_kernel(emulator, shape, dtype):
@@ -388,6 +440,40 @@ def test_vsl_loss_matches_reference(on_emulated_cuda, n, kind, variant, dtype):
     check_loss(s, c, variant, ("dense", "sorted"))
 
 
+# The emulated-CUDA paths: dense, sorted-window and CUDA's automatic choice (routing left to the fixture).
+EMULATED_PATHS = [("dense", None), ("sorted", None), ("auto", None)]
+
+
+@pytest.mark.parametrize("case", sorted(INFINITE_ROWS) + ["masked batch"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_rows_with_infinities_match_the_oracle(on_emulated_cuda, case, dtype):
+    """+-inf rows (the issue's, several infinities, all-infinite and one-column rows, masked batches
+    across the 1,024-column tile) on CUDA's dense and sorted-window paths, against the float64 oracle
+    of tests/test_infinities.py; gradients 0 at infinite entries."""
+    m = _masked_batch(2, 1030, dtype) if case == "masked batch" else \
+        torch.tensor(INFINITE_ROWS[case], dtype=torch.float64).to(dtype)
+    for descending in (True, False):
+        check_rank_paths(m, 1e-3, descending, EMULATED_PATHS)
+
+
+@pytest.mark.parametrize("variant", ["row", "public-code"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_vsl_loss_with_masked_captions(on_emulated_cuda, variant, dtype):
+    """Fused VSL kernel (dense) and the sorted-window ranks with -inf-masked captions, against the oracle."""
+    s, c = _masked_pair(20, dtype, pad=5)
+    check_loss_against_oracle(s, c, variant, paths=[("dense", None), ("sorted", None)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=rows_with_infinities(max_rows=3, max_cols=40))
+def test_hypothesis_rows_with_infinities(emulator, case):
+    m, descending = case
+    with pytest.MonkeyPatch.context() as mp:  # not the fixture: hypothesis reuses function-scoped fixtures
+        _route_to_emulator(mp, emulator)
+        for dtype in DTYPES:
+            check_rank_paths(m.to(dtype), 1e-3, descending, EMULATED_PATHS)
+
+
 @settings(max_examples=30, deadline=None)
 @given(case=tied_grids(max_rows=4))
 def test_hypothesis_tied_grids(emulator, case):
@@ -427,3 +513,11 @@ def test_auto_takes_the_sorted_window_path_on_long_sparse_rows(on_emulated_cuda,
     calls.clear()
     r = vsl_ext.sigmoid_rank(m)
     assert not calls and torch.isnan(r[1]).all() and torch.isfinite(r[[0, 2, 3]]).all()
+    m = wide.clone()  # infinities stay on the window path
+    m[1, 3] = m[2, :40] = -math.inf
+    m[0, 7] = math.inf
+    calls.clear()
+    r = vsl_ext.sigmoid_rank(m)
+    assert calls
+    want = torch.tensor(brute_rank(m.double().tolist(), 1e-3), dtype=torch.float64)
+    torch.testing.assert_close(r.double(), want, rtol=1e-5, atol=0)

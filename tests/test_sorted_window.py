@@ -98,10 +98,18 @@ def test_cross_rank_matches_the_dense_kernel():
         assert_close_grad(ay, ey, rtol=1e-9)
 
 
-def test_non_finite_rows_take_the_dense_path(window_on_cpu):
+def test_nan_rows_take_the_dense_path(window_on_cpu, monkeypatch):
+    """A matrix with NaN takes the dense path (NaN propagates within its row); infinities stay on
+    the window path (tests/test_infinities.py checks their values)."""
+    calls = []
+    real = _native.window_sums
+    monkeypatch.setattr(_native, "window_sums", lambda *a: (calls.append(a[0]), real(*a))[1])
     m = torch.tensor([[0.1, float("nan"), 0.3], [0.1, 0.2, float("inf")]])
     expected = vsl_ext.sigmoid_rank(m, algorithm="dense")
     torch.testing.assert_close(vsl_ext.sigmoid_rank(m, algorithm="sorted"), expected, equal_nan=True)
+    assert not calls and torch.isnan(expected[0]).all()
+    torch.testing.assert_close(vsl_ext.sigmoid_rank(m[1:], algorithm="sorted"), torch.tensor([[3.0, 2.0, 1.0]]))
+    assert calls
 
 
 def test_which_calls_take_the_window_path(window_on_cpu, monkeypatch):
@@ -120,6 +128,10 @@ def test_which_calls_take_the_window_path(window_on_cpu, monkeypatch):
     bad = spread.clone()
     bad[1, 5] = float("nan")
     assert not takes(srt, 64, 0.0, 1e-3, spread, bad)
+    masked = spread.clone()
+    masked[:, 40:] = -float("inf")
+    masked[2, 3] = float("inf")
+    assert takes(srt, 64, 0.0, 1e-3, masked, None) and takes(auto, 64, 0.0, 1e-3, masked, masked)
 
 
 def test_window_fraction_counts_the_pairs_in_the_window():

@@ -95,9 +95,10 @@ def _takes_sorted_window(algorithm: int, cols: int, clamp_at: float, tau: float,
                          y: Optional[torch.Tensor]) -> bool:
     """Whether ranking x against y (y None: x itself) takes the sorted-window path of
     vsl_ext.sorted_window: on CUDA, or on CPU with SORTED_WINDOW_ON_CPU. Inside the window it does
-    not clamp, so a clamp must lie beyond the window (the published code's 50 does); non-finite rows
-    need the dense path, which propagates NaN and inf like the reference. "auto" also needs enough
-    columns and few pairs inside the window (see CUDA_SORTED_MAX_WINDOW_FRACTION). One device sync."""
+    not clamp, so a clamp must lie beyond the window (the published code's 50 does); a matrix with
+    NaN needs the dense path, which propagates NaN like the reference (infinities are handled by
+    both paths). "auto" also needs enough columns and few pairs inside the window (see
+    CUDA_SORTED_MAX_WINDOW_FRACTION). One device sync."""
     if not (x.is_cuda or SORTED_WINDOW_ON_CPU):
         return False
     if algorithm == ALGORITHMS["dense"] or 0 < clamp_at < PUBLIC_CODE_CLAMP:
@@ -107,7 +108,7 @@ def _takes_sorted_window(algorithm: int, cols: int, clamp_at: float, tau: float,
         return False
     from . import sorted_window
 
-    checks = [torch.isfinite(t).all() for t in (x, y) if t is not None]
+    checks = [~torch.isnan(t).any() for t in (x, y) if t is not None]
     if auto:
         checks.append(sorted_window.window_fraction(x, y, tau) <= CUDA_SORTED_MAX_WINDOW_FRACTION)
     return bool(torch.stack(checks).all())

@@ -37,12 +37,23 @@ def same_shape_and_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
 
 
-def tau(value) -> float:
+def tau(value, dtype: torch.dtype = torch.float32) -> float:
+    """A temperature the kernels can use in ``dtype`` (the computation dtype, float32 or float64):
+    finite and > 0, representable in ``dtype`` and with a reciprocal that is too (the kernels scale
+    every difference by ``1 / tau``; an overflow to inf would turn ties into ``0 * inf = NaN``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"tau must be a real number, got {type(value).__name__}")
     value = float(value)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"tau must be a finite number > 0, got {value}")
+    largest = torch.finfo(dtype).max
+    name = str(dtype).replace("torch.", "")
+    if value > largest:
+        raise ValueError(f"tau = {value!r} overflows {name}, the computation dtype (largest {largest:.6g})")
+    if 1.0 / value > largest:
+        hint = "; float64 input is computed in float64" if dtype != torch.float64 else ""
+        raise ValueError(f"tau = {value!r} is too small for {name} computation: 1 / tau overflows {name} "
+                         f"(tau must be >= {1.0 / largest!r}{hint})")
     return value
 
 

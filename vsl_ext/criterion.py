@@ -25,14 +25,28 @@ from .loss import VARIANTS, vsl_loss
 
 
 def triplet_loss(sims: Tensor, margin: float = 0.2, max_violation: bool = True) -> Tensor:
-    """VSE++ contrastive loss on a (B, B) matrix with positives on the diagonal (sum of both directions)."""
+    """VSE++ contrastive loss on a (B, B) matrix with positives on the diagonal (sum of both directions).
+
+    ``-inf`` marks a pair that is not there (a padding caption or image, a known false negative): as a
+    negative it never violates the margin (cost 0, no gradient), and an image (row) or caption
+    (column) whose positive is ``-inf`` has no positive pair and adds nothing. Other infinities are
+    scores: equal infinities tie (``s_neg - s_pos = 0``, cost = margin, as ties do in the ranks) and
+    a ``+inf`` negative against a finite positive is an infinite violation, so an overflowed score
+    shows as an infinite loss instead of being hidden. NaN propagates.
+    """
     n = sims.shape[0]
-    diag = sims.diagonal().view(n, 1)
-    cost_cap = (margin + sims - diag).clamp(min=0)       # row i: captions j competing with image i's caption
-    cost_img = (margin + sims - diag.t()).clamp(min=0)   # column j: images i competing with caption j's image
     eye = torch.eye(n, dtype=torch.bool, device=sims.device)
-    cost_cap = cost_cap.masked_fill(eye, 0)
-    cost_img = cost_img.masked_fill(eye, 0)
+    zero = sims.new_zeros(())
+
+    def hinge(positive: Tensor) -> Tensor:
+        """[margin + s_neg - s_pos]_+ against the positives broadcast along rows or columns."""
+        equal_infinities = (sims == positive) & torch.isinf(positive)
+        cost = (margin + torch.where(equal_infinities, zero, sims - positive)).clamp(min=0)
+        return cost.masked_fill(eye | (positive == float("-inf")), 0)
+
+    diag = sims.diagonal().view(n, 1)
+    cost_cap = hinge(diag)      # row i: captions j competing with image i's caption
+    cost_img = hinge(diag.t())  # column j: images i competing with caption j's image
     if max_violation:
         return cost_cap.max(dim=1).values.sum() + cost_img.max(dim=0).values.sum()
     return cost_cap.sum() + cost_img.sum()
@@ -51,6 +65,9 @@ class VSLCriterion(nn.Module):
         text_side: also add the text-side loss L_ts on S^T and the captions' similarity (Eq. 7).
         variant: ``"row"`` (paper) or ``"public-code"`` (published implementation), see
             :func:`vsl_ext.vsl_loss`.
+
+    ``sims`` may mark pairs that are not there (padding, known false negatives) with ``-inf``: the
+    triplet term skips them (:func:`triplet_loss`) and the VSL ranks them last without a gradient.
 
     ``forward(sims, image_sem, caption_sem=None)`` returns a dict with scalar tensors ``loss``,
     ``triplet``, ``vsl`` (and ``vsl_text`` when ``text_side``); ``vsl``/``vsl_text`` are the

@@ -39,6 +39,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
 
     Returns:
         The global L_vs, the same scalar on every rank (float32, float64 for float64 input).
+        Infinite and NaN entries are treated as by :func:`vsl_ext.vsl_loss`.
     """
     if variant == "public-code":
         raise ValueError("variant='public-code' ranks S[b, c] against column b of S, which is spread over all "
@@ -57,7 +58,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
                                  f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
         if local_sims.shape[0] == 0:
             _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
-            _validate.tau(tau)
+            _validate.tau(tau, _validate.compute_dtype(local_sims, local_semantic_sims))
             _validate.algorithm(algorithm)
         else:
             s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)

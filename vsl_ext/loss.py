@@ -70,10 +70,10 @@ def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: s
     _validate.matrix("sims", sims)
     _validate.matrix("semantic_sims", semantic_sims)
     _validate.same_shape_and_device("semantic_sims", semantic_sims, "sims", sims)
-    tau = _validate.tau(tau)
+    dtype = _validate.compute_dtype(sims, semantic_sims)
+    tau = _validate.tau(tau, dtype)
     _validate.choice("variant", variant, VARIANTS)
     algo = _validate.algorithm(algorithm)
-    dtype = _validate.compute_dtype(sims, semantic_sims)
     return sims.to(dtype).contiguous(), semantic_sims.to(dtype).contiguous(), tau, algo
 
 
@@ -99,6 +99,10 @@ def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: st
 
     Returns:
         Scalar loss in [0, 1) in the computation dtype (float32, or float64 if an input is float64).
+        Infinite entries (e.g. -inf-masked padding captions) are ranked as
+        :func:`vsl_ext.sigmoid_rank` ranks them (both variants), so the loss stays finite and no
+        gradient reaches them; NaN in either matrix gives a NaN loss. tau must have a finite
+        reciprocal in the computation dtype (ValueError naming tau otherwise).
     """
     _validate.square("sims", _validate.matrix("sims", sims))
     s, c, tau, algo = prepare(sims, semantic_sims, tau, variant, algorithm)

@@ -8,7 +8,11 @@
 * text -> image: a caption's rank is the number of other images scored ``>=`` its true image.
 
 Without ties this is exactly SCAN's ``argsort`` protocol; ties are broken against the true item
-(pessimistic, so a constant similarity matrix scores R@K = 0, never 100), and NaN counts as -inf.
+(pessimistic, so a constant similarity matrix scores R@K = 0, never 100). Infinities are ordinary
+scores (``+inf`` tied with ``+inf`` counts against the true item, as any tie does). NaN is resolved
+against the true item too, so it never makes a rank better: a NaN true score counts as ``-inf``
+(every other item, ``-inf`` included, is scored at least as high) and a wrong item with a NaN
+score counts as scored above the true item; a NaN matrix scores R@K = 0.
 R@K is the percentage of queries with rank < K, medr = floor(median rank) + 1, rsum is the sum of
 the six recalls. Large matrices (COCO 5K: 5,000 x 25,000) are processed in row/column chunks, so
 the extra memory is bounded by ``chunk_elements`` booleans.
@@ -39,7 +43,17 @@ def _as_tensor(sims: ArrayLike) -> torch.Tensor:
         raise TypeError(f"sims must hold numbers, got dtype {t.dtype}")
     if t.dtype not in (torch.float32, torch.float64):
         t = t.float()
-    return torch.nan_to_num(t, nan=float("-inf"))
+    return t
+
+
+def _true_scores(t: torch.Tensor) -> torch.Tensor:
+    """A true item's scores as the ranks compare them: NaN as -inf (the worst score)."""
+    return torch.nan_to_num(t, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+
+
+def _at_least(scores: torch.Tensor, true_score: torch.Tensor) -> torch.Tensor:
+    """Which wrong items count against the true item: scored >= it, or NaN."""
+    return (scores >= true_score) | torch.isnan(scores)
 
 
 def _check_layout(n_img: int, n_cap: int, captions_per_image: int) -> None:
@@ -66,8 +80,8 @@ def ranks(sims: ArrayLike, captions_per_image: int = 5, chunk_elements: int = 1 
         block = s[a:b]                                             # (r, M)
         own = block.view(b - a, n_img, cpi)                        # (r, N, cpi)
         idx = torch.arange(a, b)
-        best = own[torch.arange(b - a), idx].max(dim=1).values     # (r,) best true caption score
-        ge = (own >= best.view(-1, 1, 1)).sum(dim=2)               # (r, N) per image: captions >= best
+        best = _true_scores(own[torch.arange(b - a), idx]).max(dim=1).values  # (r,) best true caption score
+        ge = _at_least(own, best.view(-1, 1, 1)).sum(dim=2)        # (r, N) per image: captions >= best
         ge[torch.arange(b - a), idx] = 0                           # the image's own captions are not wrong
         i2t[a:b] = ge.sum(dim=1)
 
@@ -77,8 +91,8 @@ def ranks(sims: ArrayLike, captions_per_image: int = 5, chunk_elements: int = 1 
         b = min(n_cap, a + cols)
         block = s[:, a:b]                                          # (N, c)
         truth = torch.arange(a, b) // cpi
-        true_score = block[truth, torch.arange(b - a)]             # (c,)
-        ge = block >= true_score.view(1, -1)
+        true_score = _true_scores(block[truth, torch.arange(b - a)])  # (c,)
+        ge = _at_least(block, true_score.view(1, -1))
         ge[truth, torch.arange(b - a)] = False
         t2i[a:b] = ge.sum(dim=0)
     return i2t.numpy(), t2i.numpy()

@@ -74,11 +74,20 @@ def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algor
 
     Returns:
         (r, c) ranks in [1, c], float32 (float64 for float64 input); differentiable w.r.t. M.
+        Infinite entries (a -inf mask, a float16 overflow to +inf) follow the formula: equal
+        infinities tie (1/2), an infinity against another value is saturated (0 or 1), ranks stay
+        finite and the gradient at an infinite entry is 0. A NaN makes its row's ranks NaN.
+
+    Raises:
+        TypeError / ValueError naming the argument: M not a non-empty 2-D float tensor, tau not a
+        finite number > 0 whose reciprocal is finite in the computation dtype (tau >= 2.9e-39 for
+        float32), descending not a bool, an unknown algorithm.
     """
     _validate.matrix("M", M)
-    tau = _validate.tau(tau)
+    dtype = _validate.compute_dtype(M)
+    tau = _validate.tau(tau, dtype)
     if not isinstance(descending, bool):
         raise TypeError(f"descending must be a bool, got {type(descending).__name__}")
     algo = _validate.algorithm(algorithm)
-    m = M.to(_validate.compute_dtype(M)).contiguous()
+    m = M.to(dtype).contiguous()
     return _sigmoid_rank(m, tau, descending, algo)

@@ -2,6 +2,14 @@
 
 They materialise (n, n, n) tensors on purpose (that is how the published code works), so memory
 and time grow as n^3; use :func:`vsl_ext.vsl_loss` for anything but checking.
+
+Infinite entries (``-inf`` masks padding captions; float16 similarities overflow to ``+inf``):
+:func:`sigmoid_rank` and :func:`vsl_loss` follow the rule the kernels follow. Equal infinities tie
+(their sigmoid is 1/2, as for equal finite values), an infinity against any other value is
+saturated (sigmoid 0 or 1), no gradient flows through an infinite entry (0 there), and the self term
+``k = j`` is left out by selection, so ``inf - inf`` never enters. Ranks of NaN-free rows are
+finite. NaN propagates: a NaN anywhere in a row makes that row's ranks NaN.
+:func:`public_code_vsl_loss` instead reproduces the published code, infinities included (see there).
 """
 from __future__ import annotations
 
@@ -9,13 +17,23 @@ import torch
 from torch import Tensor
 
 
+def _pair_differences(M: Tensor) -> Tensor:
+    """(r, c) -> (r, c, c): ``[i, j, k] = M[i, k] - M[i, j]``, 0 (a constant, no gradient) where both
+    are the same infinity instead of ``inf - inf = NaN``."""
+    values, centres = M.unsqueeze(1), M.unsqueeze(2)
+    equal_infinities = (values == centres) & torch.isinf(centres)
+    return torch.where(equal_infinities, torch.zeros((), dtype=M.dtype, device=M.device), values - centres)
+
+
 def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True) -> Tensor:
-    """(r, c) -> (r, c): ``R[i, j] = 1 + sum_{k != j} sigmoid(+-(M[i, k] - M[i, j]) / tau)``."""
-    diff = M.unsqueeze(1) - M.unsqueeze(2)  # [i, j, k] = M[i, k] - M[i, j]
+    """(r, c) -> (r, c): ``R[i, j] = 1 + sum_{k != j} sigmoid(+-(M[i, k] - M[i, j]) / tau)``, with the
+    module's rule for infinities."""
+    diff = _pair_differences(M)
     if not descending:
         diff = -diff
-    off_diagonal = 1.0 - torch.eye(M.shape[1], dtype=M.dtype, device=M.device)
-    return 1.0 + (torch.sigmoid(diff / tau) * off_diagonal).sum(dim=-1)
+    off_diagonal = ~torch.eye(M.shape[1], dtype=torch.bool, device=M.device)
+    terms = torch.where(off_diagonal, torch.sigmoid(diff / tau), torch.zeros((), dtype=M.dtype, device=M.device))
+    return 1.0 + terms.sum(dim=-1)
 
 
 def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3) -> Tensor:
@@ -32,6 +50,8 @@ def published_sigmoid(tensor: Tensor, temp: float) -> Tensor:
 
 
 def _published_rank(sim: Tensor, tau: float) -> Tensor:
+    """The published code's rank, as it is written: the own term is removed by multiplying with a
+    mask, so an own term that is NaN (``S[c, b] == S[b, c]`` the same infinity) stays NaN."""
     n = sim.shape[0]
     mask = (1.0 - torch.eye(n, dtype=sim.dtype, device=sim.device)).unsqueeze(0).repeat(n, 1, 1)
     column = sim.t().unsqueeze(1).repeat(1, n, 1)  # [b, c, a] = sim[a, b]
@@ -44,6 +64,15 @@ def public_code_vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3)
 
     It ranks ``S[b, c]`` against column b of S: ``SR[b, c] = 1 + sum_{a != c} sig((S[a, b] - S[b, c]) / tau)``,
     ranks C the same way, and compares them with min/max like the row variant.
+
+    Infinities as the published code treats them (this function reproduces it and does not follow
+    the module's rule): the sigmoid's clamped exponent makes an infinity against a finite value
+    ``sigmoid(+-50)`` (1 - 2e-22 or 1.9e-22, gradient 0), but a pair of equal infinities gives
+    ``inf - inf = NaN``, and the mask multiplication keeps a NaN own term too, so S (or C) holding
+    the same infinity at ``[a, b]`` and ``[b, c]`` for any a, b, c gives a NaN loss; e.g. -inf-masked
+    padding captions whose own rows are masked as well. ``vsl_ext.vsl_loss(variant="public-code")``
+    equals this function on finite input and follows the module's rule on infinite input (equal
+    infinities tie at 1/2; against a finite value the clamped ``sigmoid(+-50)`` as here).
     """
     sr = _published_rank(sims, tau)
     cr = _published_rank(semantic_sims, tau)

@@ -12,7 +12,11 @@ Here the rows are sorted with ``torch.sort`` and the permutations mapped with ``
 element, or as a CPU loop over the same code, which is how the algorithm is tested on machines
 without a GPU (the CPU's own ``algorithm="sorted"`` is a faster CPU-specific kernel).
 
-Every function takes contiguous, finite (rows, cols) tensors of one float dtype on one device.
+Every function takes contiguous, NaN-free (rows, cols) tensors of one float dtype on one device.
+Infinities may be there: ``torch.sort`` puts them at the ends of a row, outside every finite
+centre's window, where they are counted by position (an infinity against a finite value is
+saturated); an infinite centre's window is the run of values equal to it, all ties (1/2 to a rank,
+0 to a gradient; see ``rank_diff`` / ``grad_diff`` in ``csrc/sigmoid_math.h``).
 Extra memory: a few (rows, cols) tensors (sorted values, int64 permutations), O(rows * cols).
 """
 from __future__ import annotations
