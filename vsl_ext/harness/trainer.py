@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open, atomic_write
+from ..caption_files import read_scan_captions
 from ..criterion import VSLCriterion
 from ..metrics import format_metrics
 from .config import RESUME_MUTABLE, SEMANTICS, VARIANTS, TrainConfig
-from .data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir
+from .data import PrecompSplit, Vocabulary, resolve_data_dir
 from .data.precomp import split_paths
 from .evaluate import CHECKPOINT_FORMAT, default_protocols, evaluate_model, pick_device
 from .models import MODELS, build_model
@@ -200,8 +201,7 @@ class Trainer:
         else:
             if not os.path.isfile(train_caps):
                 PrecompSplit(self.data_dir, cfg.train_split, None, cpi)   # raises the descriptive error
-            from .data import read_captions
-            self.vocab = Vocabulary.build(read_captions(train_caps), cfg.vocab_min_count)
+            self.vocab = Vocabulary.build(read_scan_captions(train_caps), cfg.vocab_min_count)
         self.train_data = PrecompSplit(self.data_dir, cfg.train_split, self.vocab, cpi)
         self.val_data = PrecompSplit(self.data_dir, cfg.val_split, self.vocab, cpi)
         for other in (self.val_data,):
@@ -341,8 +341,7 @@ class Trainer:
             lr = lr_at(cfg, epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            batches = epoch_batches(self.train_data.num_images, cfg.captions_per_image, cfg.batch_size,
-                                    cfg.seed, epoch)
+            batches = self.train_data.epoch_batches(cfg.batch_size, cfg.seed, epoch)
             self.model.train()
             bar = _Progress(len(batches), self.step, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and self.is_main)
             while self.step < len(batches):
