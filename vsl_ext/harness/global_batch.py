@@ -11,7 +11,9 @@ same global batches, with the same loss and the same parameter updates, as one p
   (hardest negatives over the whole global batch);
 * the VSL is computed row-sharded by :func:`vsl_ext.distributed.vsl_loss` (each rank ranks only
   its own rows: its O(B^3 / K) share of the work);
-* gradients are averaged over ranks after every backward, like DistributedDataParallel.
+* gradients are averaged over ranks after every backward, like DistributedDataParallel;
+* dropout masks are drawn per caption from a seed of (run seed, step, position in the global batch)
+  (:mod:`.models.dropout`), in one process as in K, so dropout does not break the equality.
 
 Only the ``vse`` model (dot-product similarity of separate embeddings) and the row VSL variant
 fit this scheme; rank 0 logs, validates and writes checkpoints.
@@ -87,15 +89,18 @@ class GlobalBatch:
 
 def global_batch_losses(model, batch: dict, offset: int, image_sem: Optional[Tensor], margin: float,
                         max_violation: bool, alpha: float, beta: float, tau: float, device: torch.device,
-                        ctx: GlobalBatch) -> Dict[str, Tensor]:
+                        ctx: GlobalBatch, seeds: Optional[np.ndarray] = None) -> Dict[str, Tensor]:
     """Losses of one global batch from this rank's shard.
+
+    ``seeds``: (local B,) dropout seeds of this shard's captions, those of their positions
+    ``offset ..`` in the global batch (:func:`..models.dropout.sample_seeds`).
 
     Returns ``objective`` (what this rank back-propagates: alpha * triplet + beta * world * L_vs, so
     that averaging gradients over ranks yields the exact global-batch gradient) and the global
     ``loss``, ``triplet`` and ``vsl`` values (the same on every rank).
     """
     img = model.encode_images(batch["images"].to(device))
-    cap = model.encode_captions(batch["tokens"].to(device), batch["lengths"].to(device))
+    cap = model.encode_captions(batch["tokens"].to(device), batch["lengths"].to(device), seeds)
     sims = gather_rows(img) @ gather_rows(cap).t()  # (B, B), identical on every rank
     triplet = triplet_loss(sims, margin, max_violation)
     out = {"triplet": triplet, "vsl": sims.new_zeros(())}

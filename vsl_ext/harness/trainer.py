@@ -4,8 +4,8 @@ Output folder: ``checkpoint.pth`` (latest state, written atomically at every epo
 ``--checkpoint-every`` steps), ``model_best.pth`` (best validation rsum), ``metrics.jsonl`` (one line
 per epoch), ``config.json``, ``vocab.json``, ``results.json`` and TensorBoard logs if tensorboard is
 installed. A run killed at any point continues with ``--resume`` from its last checkpoint and ends
-in exactly the state an uninterrupted run reaches (batch order, dropout and data RNG are part of
-the checkpoint).
+in exactly the state an uninterrupted run reaches (batch order and dropout masks are functions of
+the seed and the step; the RNG state is part of the checkpoint).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from .data import PrecompSplit, Vocabulary, resolve_data_dir
 from .data.precomp import split_paths
 from .evaluate import CHECKPOINT_FORMAT, default_protocols, evaluate_model, pick_device
 from .models import MODELS, build_model
+from .models.dropout import sample_seeds
 
 CHECKPOINT_VERSION = 1
 
@@ -286,7 +287,8 @@ class Trainer:
             return self._global_batch_step(caption_ids)
         batch = self.train_data.batch(caption_ids)
         dev = self.device
-        sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev))
+        seeds = sample_seeds(self.cfg.seed, self.global_step, np.arange(len(caption_ids)))
+        sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev), seeds)
         image_sem = caption_sem = None
         if self.index is not None:
             image_sem = self.index.image_similarity(batch["image_ids"], device=dev)
@@ -309,9 +311,10 @@ class Trainer:
         if self.index is not None:  # all ranks: the global (B, B) C, cheap from the sparse index
             image_ids = self.train_data.image_of_caption(np.asarray(caption_ids, dtype=np.int64))
             image_sem = self.index.image_similarity(image_ids, device=self.device)
+        seeds = sample_seeds(cfg.seed, self.global_step, offset + np.arange(len(local_ids)))
         out = global_batch_losses(self.model, self.train_data.batch(local_ids), offset, image_sem, cfg.margin,
                                   cfg.max_violation, cfg.alpha, cfg.beta if self.index is not None else 0.0,
-                                  cfg.tau, self.device, self.ctx)
+                                  cfg.tau, self.device, self.ctx, seeds)
         self.optimizer.zero_grad(set_to_none=True)
         out.pop("objective").backward()
         self.ctx.average_gradients(list(self.model.parameters()))
