@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from vsl_ext.caption_files import read_scan_captions
 from vsl_ext.harness.data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir, tokenize
 from vsl_ext.harness.data.synthetic import NOUNS, SyntheticConfig, generate
 
@@ -26,7 +27,7 @@ def scan_dir(tmp_path):
 
 
 def test_loader_reads_rows_lazily_and_correctly(scan_dir):
-    vocab = Vocabulary.build(open(os.path.join(scan_dir, "train_caps.txt")).read().splitlines())
+    vocab = Vocabulary.build(read_scan_captions(os.path.join(scan_dir, "train_caps.txt")))
     s = PrecompSplit(scan_dir, "train", vocab)
     assert (s.num_images, s.num_captions, s.num_regions, s.img_dim) == (10, 50, 4, 6)
     assert isinstance(s.ims, np.memmap)
@@ -46,7 +47,7 @@ def test_two_dimensional_features_and_repeated_layout(tmp_path):
     s = PrecompSplit(str(tmp_path), "train")
     assert s.images([1]).shape == (1, 1, 6)
     # one feature row per caption (older precomp releases): image i is row 5 i
-    feats = np.arange(20 * 3, dtype=np.float32).reshape(20, 3)
+    feats = np.repeat(np.arange(4 * 3, dtype=np.float32).reshape(4, 3), 5, axis=0)
     np.save(tmp_path / "test_ims.npy", feats)
     (tmp_path / "test_caps.txt").write_text("\n".join(f"c{i}" for i in range(20)))
     t = PrecompSplit(str(tmp_path), "test")
@@ -72,7 +73,7 @@ def test_clear_errors(tmp_path):
         PrecompSplit(str(tmp_path), "dev")
     # caption count does not match
     write_split(tmp_path, "bad", 4, caps=[f"c{i}" for i in range(19)])
-    with pytest.raises(ValueError, match=r"19 captions but .*4 images.*20 lines"):
+    with pytest.raises(ValueError, match=r"19 captions but .*4 feature rows.*must hold 20 captions"):
         PrecompSplit(str(tmp_path), "bad")
     # wrong shapes / dtypes
     np.save(tmp_path / "odd_ims.npy", np.zeros((4, 2, 2, 2), np.float32))

@@ -49,6 +49,7 @@ import torch
 
 from ._atomic import atomic_open
 from . import _native
+from .caption_files import count_hint, read_scan_captions
 from ._native import _C
 
 __all__ = ["CaptionIndex"]
@@ -314,20 +315,16 @@ class CaptionIndex:
     def from_scan_file(cls, path: Union[str, os.PathLike], captions_per_image: int = 5, *,
                        encoding: str = "utf-8", **kw) -> "CaptionIndex":
         """Index a SCAN/"precomp" caption file: one caption per line, ``captions_per_image``
-        consecutive lines per image (e.g. ``testall_caps.txt``). ``kw`` go to :meth:`from_captions`."""
+        consecutive lines per image (e.g. ``testall_caps.txt``), lines as SCAN reads them
+        (:func:`vsl_ext.caption_files.read_scan_captions`). ``kw`` go to :meth:`from_captions`."""
         if isinstance(captions_per_image, bool) or not isinstance(captions_per_image, numbers.Integral) \
                 or captions_per_image < 1:
             raise ValueError(f"captions_per_image must be a positive integer, got {captions_per_image!r}")
-        with open(path, "r", encoding=encoding, newline="") as f:
-            text = f.read()
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+        lines = read_scan_captions(path, encoding)
         k = int(captions_per_image)
         if not lines or len(lines) % k:
             raise ValueError(f"{os.fspath(path)!r} has {len(lines)} caption lines, not a positive multiple of "
-                             f"captions_per_image={k}")
+                             f"captions_per_image={k}{count_hint(lines)}")
         return cls.from_captions([lines[i:i + k] for i in range(0, len(lines), k)], **kw)
 
     # ------------------------------------------------------------------ properties

@@ -12,15 +12,53 @@ shared parameters through an autograd all-gather of the caption embeddings
 DistributedDataParallel then *averages* parameter gradients over ranks, so multiply the loss by the
 world size before ``backward()`` to train on the exact global-batch gradient (the training harness
 does).
+
+Leaving a process group (every process, every exit path): call
+``torch.distributed.destroy_process_group()`` before the interpreter shuts down, also when an
+exception or KeyboardInterrupt ends the script (``try: ... finally: destroy_process_group()``).
+A gloo group still alive when Python finalizes can abort the process ("terminate called without
+an active exception", torch 2.13): its worker threads free the tensors of collectives they ran,
+which needs the GIL, and a thread that asks for the GIL during finalization is ended by
+``pthread_exit``, whose unwinding through a noexcept C++ frame calls ``std::terminate``.
+``destroy_process_group()`` prevents that only if nothing else holds the group, so
+
+* import this module before ``init_process_group``: it imports ``torch.distributed.nn.functional``
+  first. That module binds the live default group as the default argument of its functions when
+  it is imported after the group exists (``torch._dynamo``, which the first VSL call imports,
+  imports it), and those references keep the group and its threads alive for good;
+* the collectives here go through :func:`collective`, whose exceptions hold no torch frames (a
+  failed collective's frame holds the group while its traceback lives).
 """
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+# Imported before any process group exists, so its functions' ``group=group.WORLD`` defaults are
+# None and not the live group (see the module docstring): destroy_process_group() then frees it.
+import torch.distributed.nn.functional  # noqa: F401
 from torch import Tensor
 
 from . import _validate
 from .loss import prepare, ratio_sum
+
+
+def collective(fn, *args, **kwargs):
+    """Runs the ``torch.distributed`` collective ``fn(*args, **kwargs)`` and returns its result.
+
+    If it fails (a RuntimeError, e.g. another rank ended or died and closed its connections) or a
+    KeyboardInterrupt arrives while it waits, a new exception of that kind (same message) is
+    raised without torch's frames. Those frames hold the process group, and as long as a traceback
+    keeps them (an exception handled in a ``finally``, or the last uncaught one at interpreter
+    exit), ``destroy_process_group()`` cannot free the group, whose gloo threads then live on into
+    interpreter shutdown (see the module docstring).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except RuntimeError as exc:
+        error = RuntimeError(f"torch.distributed.{getattr(fn, '__name__', fn)} failed: {exc}")
+    except KeyboardInterrupt:
+        error = KeyboardInterrupt()
+    raise error  # outside the handlers: no __context__ that would keep torch's frames
 
 
 def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3, group=None,
@@ -67,7 +105,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     device = local_sims.device if isinstance(local_sims, Tensor) else torch.device("cpu")
     rows = local_sims.shape[0] if problem is None else 0
     counts = torch.tensor([rows, int(problem is not None)], dtype=torch.int64, device=device)
-    dist.all_reduce(counts, group=group)
+    collective(dist.all_reduce, counts, group=group)
     if problem is not None:
         raise problem
     if counts[1].item() > 0:
@@ -85,7 +123,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
         dtype = s.dtype
         local = ratio_sum(s, c, tau, False, local_semantic_sims.requires_grad, algo)
     total = local.detach().clone()
-    dist.all_reduce(total, group=group)
+    collective(dist.all_reduce, total, group=group)
     # The value is the global sum; the gradient flows to this rank's rows only.
     global_sum = local + (total - local.detach())
     return (1.0 - global_sum / float(n * n)).to(dtype)
@@ -99,13 +137,13 @@ class _AllGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor):
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
+        collective(dist.all_gather, parts, x.contiguous())
         return tuple(parts)
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
         stacked = torch.stack(grads).contiguous()
-        dist.all_reduce(stacked)
+        collective(dist.all_reduce, stacked)
         return stacked[dist.get_rank()]
 
 
@@ -115,7 +153,7 @@ def gather_rows(x: Tensor) -> Tensor:
     world = dist.get_world_size()
     sizes = torch.tensor([x.shape[0]], device=x.device)
     all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
-    dist.all_gather(all_sizes, sizes)
+    collective(dist.all_gather, all_sizes, sizes)
     counts = [int(s.item()) for s in all_sizes]
     padded = torch.nn.functional.pad(x, (0, 0, 0, max(counts) - x.shape[0]))
     parts = _AllGather.apply(padded)

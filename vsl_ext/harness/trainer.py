@@ -4,8 +4,8 @@ Output folder: ``checkpoint.pth`` (latest state, written atomically at every epo
 ``--checkpoint-every`` steps), ``model_best.pth`` (best validation rsum), ``metrics.jsonl`` (one line
 per epoch), ``config.json``, ``vocab.json``, ``results.json`` and TensorBoard logs if tensorboard is
 installed. A run killed at any point continues with ``--resume`` from its last checkpoint and ends
-in exactly the state an uninterrupted run reaches (batch order, dropout and data RNG are part of
-the checkpoint).
+in exactly the state an uninterrupted run reaches (batch order and dropout masks are functions of
+the seed and the step; the RNG state is part of the checkpoint).
 """
 from __future__ import annotations
 
@@ -22,13 +22,15 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open, atomic_write
+from ..caption_files import read_scan_captions
 from ..criterion import VSLCriterion
 from ..metrics import format_metrics
 from .config import RESUME_MUTABLE, SEMANTICS, VARIANTS, TrainConfig
-from .data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir
+from .data import PrecompSplit, Vocabulary, resolve_data_dir
 from .data.precomp import split_paths
 from .evaluate import CHECKPOINT_FORMAT, default_protocols, evaluate_model, pick_device
 from .models import MODELS, build_model
+from .models.dropout import sample_seeds
 
 CHECKPOINT_VERSION = 1
 
@@ -200,8 +202,7 @@ class Trainer:
         else:
             if not os.path.isfile(train_caps):
                 PrecompSplit(self.data_dir, cfg.train_split, None, cpi)   # raises the descriptive error
-            from .data import read_captions
-            self.vocab = Vocabulary.build(read_captions(train_caps), cfg.vocab_min_count)
+            self.vocab = Vocabulary.build(read_scan_captions(train_caps), cfg.vocab_min_count)
         self.train_data = PrecompSplit(self.data_dir, cfg.train_split, self.vocab, cpi)
         self.val_data = PrecompSplit(self.data_dir, cfg.val_split, self.vocab, cpi)
         for other in (self.val_data,):
@@ -286,7 +287,8 @@ class Trainer:
             return self._global_batch_step(caption_ids)
         batch = self.train_data.batch(caption_ids)
         dev = self.device
-        sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev))
+        seeds = sample_seeds(self.cfg.seed, self.global_step, np.arange(len(caption_ids)))
+        sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev), seeds)
         image_sem = caption_sem = None
         if self.index is not None:
             image_sem = self.index.image_similarity(batch["image_ids"], device=dev)
@@ -309,9 +311,10 @@ class Trainer:
         if self.index is not None:  # all ranks: the global (B, B) C, cheap from the sparse index
             image_ids = self.train_data.image_of_caption(np.asarray(caption_ids, dtype=np.int64))
             image_sem = self.index.image_similarity(image_ids, device=self.device)
+        seeds = sample_seeds(cfg.seed, self.global_step, offset + np.arange(len(local_ids)))
         out = global_batch_losses(self.model, self.train_data.batch(local_ids), offset, image_sem, cfg.margin,
                                   cfg.max_violation, cfg.alpha, cfg.beta if self.index is not None else 0.0,
-                                  cfg.tau, self.device, self.ctx)
+                                  cfg.tau, self.device, self.ctx, seeds)
         self.optimizer.zero_grad(set_to_none=True)
         out.pop("objective").backward()
         self.ctx.average_gradients(list(self.model.parameters()))
@@ -341,8 +344,7 @@ class Trainer:
             lr = lr_at(cfg, epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            batches = epoch_batches(self.train_data.num_images, cfg.captions_per_image, cfg.batch_size,
-                                    cfg.seed, epoch)
+            batches = self.train_data.epoch_batches(cfg.batch_size, cfg.seed, epoch)
             self.model.train()
             bar = _Progress(len(batches), self.step, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and self.is_main)
             while self.step < len(batches):

@@ -9,8 +9,10 @@ Layout of a data folder (what SCAN/SGRAF/VSL users download for COCO and Flickr3
       test_ims.npy test_caps.txt        # COCO: testall_ims.npy/testall_caps.txt is the 5K test set
 
 The feature file is opened with ``np.load(mmap_mode="r")``: only the rows of a batch are read, so
-COCO's 113K x 36 x 2048 training file never has to fit in RAM. Some older releases store each image
-once per caption (``N_ims == N_caps``); that layout is detected and handled.
+COCO's 113K x 36 x 2048 training file never has to fit in RAM. Caption files are read as SCAN reads
+them (:func:`vsl_ext.caption_files.read_scan_captions`); how captions pair with feature rows (one row
+per image, or some older releases' one row per caption) is decided and checked by
+:func:`.layout.rows_per_image`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ...caption_files import read_scan_captions
+from .layout import rows_per_image
 from .vocab import Vocabulary
 
 SPLIT_ALIASES = {"val": "dev", "valid": "dev", "validation": "dev"}
@@ -44,12 +48,7 @@ def split_paths(data_dir: str, split: str) -> Tuple[str, str]:
     return os.path.join(data_dir, f"{split}_ims.npy"), os.path.join(data_dir, f"{split}_caps.txt")
 
 
-def read_captions(path: str) -> List[str]:
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    while lines and not lines[-1].strip():   # tolerate trailing blank lines
-        lines.pop()
-    return [line.strip() for line in lines]
+read_captions = read_scan_captions   # the one caption-file reader, under its old harness name
 
 
 class PrecompSplit:
@@ -59,8 +58,16 @@ class PrecompSplit:
         data_dir: folder holding ``{split}_ims.npy`` and ``{split}_caps.txt``.
         split: ``train``, ``dev``, ``test``, ``testall``, ...
         vocab: vocabulary used to encode captions (None: build nothing, captions as text only).
-        captions_per_image: consecutive caption lines per image (5 for COCO/Flickr30K).
+        captions_per_image: consecutive caption lines per image (5 for COCO/Flickr30K). Image ``j``
+            owns captions ``j * k .. j * k + k - 1``; the feature file holds one row per image or one
+            per caption (verified copies), see :mod:`.layout`. Everything that pairs captions with
+            images (:meth:`batch`, :meth:`epoch_batches`, :meth:`caption_groups`, the metrics) uses
+            this split's ``captions_per_image``.
         mmap: memory-map the feature file (default) instead of reading it.
+
+    Raises:
+        FileNotFoundError: a file is missing. ValueError: bad features, undecodable captions, or
+        counts that fit no layout (the message says which ``captions_per_image`` to pass).
     """
 
     def __init__(self, data_dir: str, split: str, vocab: Optional[Vocabulary] = None,
@@ -88,16 +95,9 @@ class PrecompSplit:
         if ims.shape[0] == 0 or ims.shape[-1] == 0:
             raise ValueError(f"{ims_path} is empty (shape {ims.shape})")
         self.ims = ims
-        self.captions = read_captions(caps_path)
-        n_caps, n_rows = len(self.captions), ims.shape[0]
-        if n_caps == n_rows * cpi:
-            self.image_stride = 1
-        elif n_caps == n_rows and cpi > 1 and n_caps % cpi == 0:
-            self.image_stride = cpi          # one feature row per caption (older precomp releases)
-        else:
-            raise ValueError(f"{caps_path} has {n_caps} captions but {ims_path} has {n_rows} images: expected "
-                             f"{captions_per_image} captions per image ({n_rows * cpi} lines); "
-                             f"check the files or --captions-per-image")
+        self.captions = read_scan_captions(caps_path)
+        n_caps = len(self.captions)
+        self.image_stride = rows_per_image(ims, self.captions, cpi, ims_path, caps_path)  # feature rows per image
         self.num_captions = n_caps
         self.num_images = n_caps // cpi
         self.num_regions = 1 if ims.ndim == 2 else ims.shape[1]
@@ -112,7 +112,12 @@ class PrecompSplit:
                 f"{self.img_dim}, {self.num_captions} captions)")
 
     def image_of_caption(self, caption_ids) -> np.ndarray:
+        """int64 image id of each caption id (``caption_id // captions_per_image``)."""
         return np.asarray(caption_ids, dtype=np.int64) // self.captions_per_image
+
+    def epoch_batches(self, batch_size: int, seed: int, epoch: int) -> List[np.ndarray]:
+        """:func:`epoch_batches` over this split's images and captions per image."""
+        return epoch_batches(self.num_images, self.captions_per_image, batch_size, seed, epoch)
 
     def captions_of_image(self, image_id: int) -> List[str]:
         c = self.captions_per_image

@@ -1,8 +1,10 @@
 """Image-text retrieval models; each maps a batch to an (images x captions) similarity matrix.
 
-Every model has ``encode_images(images)``, ``encode_captions(tokens, lengths)``,
-``similarity(img_emb, cap_emb, lengths)`` and ``forward(images, tokens, lengths)``, and a
-``config`` dict that rebuilds it through :func:`build_model`.
+Every model has ``encode_images(images)``, ``encode_captions(tokens, lengths, seeds=None)``,
+``similarity(img_emb, cap_emb, lengths)`` and ``forward(images, tokens, lengths, seeds=None)``, and a
+``config`` dict that rebuilds it through :func:`build_model`. ``seeds`` are per-caption dropout
+seeds (:func:`.dropout.sample_seeds`; the trainer passes them so that sharding a batch over
+processes does not change any dropout mask).
 """
 from __future__ import annotations
 

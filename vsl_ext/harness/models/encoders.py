@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .dropout import SampleDropout
 
 
 def l2norm(x: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
@@ -47,7 +51,11 @@ class RegionEncoder(nn.Module):
 
 class WordEncoder(nn.Module):
     """Word embedding + (Bi)GRU; bidirectional outputs are averaged (SGRAF). Returns (B, L, D)
-    word features, zero at padded positions, l2-normalized per word if ``normalize``."""
+    word features, zero at padded positions, l2-normalized per word if ``normalize``.
+
+    Dropout on the word embeddings draws each caption's mask from ``seeds[b]`` when ``seeds`` (B,)
+    are given (:class:`.dropout.SampleDropout`), so a caption gets the same mask whichever process
+    or batch shard encodes it."""
 
     def __init__(self, vocab_size: int, word_dim: int, embed_size: int, num_layers: int = 1,
                  bidirectional: bool = True, dropout: float = 0.4, normalize: bool = True):
@@ -56,13 +64,13 @@ class WordEncoder(nn.Module):
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         with torch.no_grad():
             self.embed.weight[0].zero_()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SampleDropout(dropout)
         self.bidirectional = bidirectional
         self.rnn = nn.GRU(word_dim, embed_size, num_layers, batch_first=True, bidirectional=bidirectional)
         self.normalize = normalize
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        x = self.dropout(self.embed(tokens))
+    def forward(self, tokens: Tensor, lengths: Tensor, seeds: Optional[np.ndarray] = None) -> Tensor:
+        x = self.dropout(self.embed(tokens), lengths, seeds)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])

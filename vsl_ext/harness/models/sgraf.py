@@ -19,6 +19,9 @@ Captions are processed in groups of equal length (SGRAF loops over single captio
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -146,9 +149,10 @@ class SGRAF(nn.Module):
             raise ValueError(f"the model was built for {self.num_regions} regions per image, got {x.shape[1]}")
         return x
 
-    def encode_captions(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """(B, L) ids -> (B, L, D) l2-normalised word embeddings (zero at padding)."""
-        return self.txt_enc(tokens, lengths)
+    def encode_captions(self, tokens: Tensor, lengths: Tensor, seeds: Optional[np.ndarray] = None) -> Tensor:
+        """(B, L) ids -> (B, L, D) l2-normalised word embeddings (zero at padding); ``seeds``: (B,)
+        per-caption seeds of the word dropout (the self-attention pools' dropout uses torch's generator)."""
+        return self.txt_enc(tokens, lengths, seeds)
 
     def _reduce(self, nodes: Tensor) -> Tensor:
         if self.module_name == "SGR":
@@ -180,5 +184,5 @@ class SGRAF(nn.Module):
                 out[:, idx[a:a + g].to(out.device)] = score
         return out
 
-    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
-        return self.similarity(self.encode_images(images), self.encode_captions(tokens, lengths), lengths)
+    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor, seeds: Optional[np.ndarray] = None) -> Tensor:
+        return self.similarity(self.encode_images(images), self.encode_captions(tokens, lengths, seeds), lengths)

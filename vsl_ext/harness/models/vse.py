@@ -6,6 +6,9 @@ similarity: cosine (a matrix product of the normalized embeddings).
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -39,9 +42,10 @@ class VSE(nn.Module):
             return l2norm(self.img_pool(x, lengths))
         return l2norm(x.mean(1))
 
-    def encode_captions(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """(B, L) ids, (B,) lengths -> (B, D) unit vectors."""
-        w = self.txt_enc(tokens, lengths)
+    def encode_captions(self, tokens: Tensor, lengths: Tensor, seeds: Optional[np.ndarray] = None) -> Tensor:
+        """(B, L) ids, (B,) lengths -> (B, D) unit vectors. ``seeds``: (B,) per-caption dropout seeds
+        (training; :func:`.dropout.sample_seeds`), else torch's global generator draws the masks."""
+        w = self.txt_enc(tokens, lengths, seeds)
         if self.pooling == "gpo":
             return l2norm(self.txt_pool(w, lengths))
         return l2norm(masked_mean(w, lengths))
@@ -50,5 +54,5 @@ class VSE(nn.Module):
         """(n_img, n_cap) cosine similarities."""
         return img_emb @ cap_emb.t()
 
-    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
-        return self.similarity(self.encode_images(images), self.encode_captions(tokens, lengths), lengths)
+    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor, seeds: Optional[np.ndarray] = None) -> Tensor:
+        return self.similarity(self.encode_images(images), self.encode_captions(tokens, lengths, seeds), lengths)
