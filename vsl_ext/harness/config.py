@@ -53,6 +53,12 @@ class TrainConfig:
     sgr_step: int = _cli(3, "model")
     pooling: str = _cli("mean", "model", "vse pooling", choices=("mean", "gpo"))
     dropout: float = _cli(0.4, "model")
+    text_encoder: str = _cli("bigru", "model", "3shnet caption encoder: BiGRU, or BERT from --bert-path",
+                             choices=("bigru", "bert"))
+    bert_path: Optional[str] = _cli(None, "model", "local BERT checkpoint folder (config.json, weights, vocab.txt) "
+                                    "for --text-encoder bert; nothing is downloaded", type=str)
+    spatial_dim: int = _cli(128, "model", "3shnet spatial-fusion key channels")
+    region_drop: float = _cli(0.2, "model", "3shnet: probability of dropping a region in training")
     # data
     captions_per_image: int = _cli(5, "data")
     vocab: Optional[str] = _cli(None, "data", "SCAN vocab json to use instead of building one from the training "
