@@ -9,7 +9,8 @@ import torch
 from vsl_ext.harness import demo as demo_mod
 from vsl_ext.harness.data.segmentation import SegmentedImages
 from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
-from vsl_ext.harness.evaluate import load_checkpoint
+from vsl_ext.harness.evaluate import ensemble_sims, load_checkpoint, main as eval_main
+from vsl_ext.metrics import evaluate_protocol
 from vsl_ext.harness.models import build_model
 from vsl_ext.harness.models.shnet import TokenMLP, pack_valid
 from vsl_ext.harness.train import TrainConfig, Trainer, main as train_main, train
@@ -160,18 +161,49 @@ def test_checkpoint_round_trip(tiny_data, tmp_path):
     model, vocab, ckpt = load_checkpoint(str(tmp_path / "model_best.pth"))
     assert ckpt["model"]["name"] == "3shnet" and ckpt["data"]["segmentation"]["classes"] == 30
     assert ckpt["tokenizer"] == {"kind": "words"}
-    # the reloaded model gives the test similarities the trainer computed, from the raw files
-    d = tiny_data
-    regions = torch.from_numpy(np.load(os.path.join(d, "test_ims.npy")))
-    images = SegmentedImages(regions, torch.from_numpy(np.load(os.path.join(d, "test_seg_maps.npy"))).float(),
-                             torch.from_numpy(np.load(os.path.join(d, "test_cat_onehots.npy"))),
-                             torch.from_numpy(np.load(os.path.join(d, "test_segmentations.npy"))))
-    caps = open(os.path.join(d, "test_caps.txt")).read().splitlines()
+    # the reloaded model gives the test similarities the trainer computed
+    np.testing.assert_allclose(sims_from_files(model, vocab, tiny_data), trainer.test_sims, rtol=1e-5, atol=1e-6)
+
+
+def sims_from_files(model, vocab, d, split="test"):
+    """(images x captions) cosine similarities computed from the split's raw files, one caption at a time."""
+    regions = torch.from_numpy(np.load(os.path.join(d, f"{split}_ims.npy")))
+    images = regions
+    if model.name == "3shnet":
+        images = SegmentedImages(regions, torch.from_numpy(np.load(os.path.join(d, f"{split}_seg_maps.npy"))).float(),
+                                 torch.from_numpy(np.load(os.path.join(d, f"{split}_cat_onehots.npy"))),
+                                 torch.from_numpy(np.load(os.path.join(d, f"{split}_segmentations.npy"))))
+    caps = open(os.path.join(d, f"{split}_caps.txt")).read().splitlines()
     with torch.no_grad():
         img = model.encode_images(images)
         cap = torch.cat([model.encode_captions(torch.tensor([vocab.encode(c)]), torch.tensor([len(vocab.encode(c))]))
                          for c in caps])
-    np.testing.assert_allclose((img @ cap.t()).numpy(), trainer.test_sims, rtol=1e-5, atol=1e-6)
+    return (img.double() @ cap.double().t()).numpy()
+
+
+def test_vsl_eval_ensemble_averages_the_similarity_matrices(tiny_data, tmp_path, capsys):
+    quiet = dict(log=lambda m: None)
+    train(tiny_cfg(tiny_data, tmp_path / "a"), **quiet)
+    train(tiny_cfg(tiny_data, tmp_path / "b", model="vse", seed=1), **quiet)          # a mixed ensemble
+    ckpts = [str(tmp_path / r / "model_best.pth") for r in ("a", "b")]
+    expected = [sims_from_files(*load_checkpoint(c)[:2], tiny_data) for c in ckpts]
+    assert not np.allclose(expected[0], expected[1])
+    # one checkpoint: its own similarities
+    assert eval_main([ckpts[0], "--data", tiny_data, "--save-sims", str(tmp_path / "one")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "one.npy"), expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ensemble_sims([np.load(tmp_path / "one.npy")]), np.load(tmp_path / "one.npy"))
+    # two: the mean of the two matrices, and the metrics are those of the mean
+    assert eval_main(ckpts + ["--data", tiny_data, "--save-sims", str(tmp_path / "two.npy"),
+                              "--json", str(tmp_path / "two.json")]) == 0
+    assert "ensemble of 2" in capsys.readouterr().out
+    mean = (expected[0] + expected[1]) / 2
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), mean, rtol=1e-5, atol=1e-6)
+    report = json.load(open(tmp_path / "two.json"))
+    assert report["checkpoints"] == ckpts and len(report["models"]) == 2
+    for key, value in evaluate_protocol(mean, "full", 5).items():
+        assert report["results"]["full"][key] == pytest.approx(value), key
+    with pytest.raises(ValueError, match="differ in shape"):
+        ensemble_sims([np.zeros((2, 10)), np.zeros((3, 15))])
 
 
 def test_resume_after_kill_reaches_the_uninterrupted_state(tiny_data, tmp_path):

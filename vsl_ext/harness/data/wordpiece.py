@@ -62,7 +62,7 @@ def basic_tokenize(text: str, do_lower_case: bool = True) -> List[str]:
         else:
             chars.append(" " if _is_whitespace(ch) else ch)
     words = []
-    for word in unicodedata.normalize("NFC", "".join(chars)).split():
+    for word in "".join(chars).split():
         if do_lower_case:
             word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
         current = ""
