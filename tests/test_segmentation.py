@@ -65,6 +65,23 @@ def test_one_feature_row_per_caption_layout(tmp_path):
     np.testing.assert_array_equal(batch.regions.numpy(), arrays["ims"][[5, 0]])
 
 
+def test_vsl_train_and_eval_on_release_shaped_files(tmp_path):
+    from vsl_ext.harness.evaluate import main as eval_main
+    from vsl_ext.harness.train import main as train_main
+
+    for k, split in enumerate(("train", "dev", "test")):
+        release_like(tmp_path / "data", n=4, split=split, label_dtype=np.uint8, seed=k)
+    out = tmp_path / "run"
+    assert train_main(["--data", str(tmp_path / "data"), "--model", "3shnet", "--output", str(out), "--embed-size",
+                       "16", "--word-dim", "8", "--spatial-dim", "8", "--batch-size", "10", "--epochs", "1",
+                       "--no-progress", "--no-tensorboard"]) == 0
+    results = json.load(open(out / "results.json"))
+    assert results["test"]["full"]["rsum"] >= 0
+    ckpt = torch.load(out / "model_best.pth", weights_only=False)
+    assert ckpt["data"]["segmentation"] == {"classes": 133, "score_maps": [7, 7], "label_map": [64, 64]}
+    assert eval_main([str(out / "model_best.pth"), "--data", str(tmp_path / "data")]) == 0
+
+
 def test_without_segmentation_images_are_a_tensor(tmp_path):
     release_like(tmp_path, n=2, regions=4, dim=6)
     split = PrecompSplit(str(tmp_path), "test", None, CPI)

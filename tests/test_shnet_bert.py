@@ -1,6 +1,7 @@
 """3shnet with the BERT text encoder: a tiny randomly initialised BERT saved to a temporary folder (no
 download), WordPiece tokenisation against transformers' own tokenizer, training, checkpoints without
 the BERT folder. Skipped when transformers is not installed."""
+import inspect
 import json
 import os
 import shutil
@@ -62,11 +63,17 @@ def bert_dir(tmp_path_factory, tiny_data):
 
 
 @pytest.mark.parametrize("lower", [True, False])
-def test_wordpiece_matches_transformers_tokenizer(tiny_data, lower):
+def test_wordpiece_matches_transformers_tokenizer(tiny_data, tmp_path, lower):
     transformers = pytest.importorskip("transformers")
     words = wordpiece_words(tiny_data) + ["Dog", "Élan", "élan", "中"]
     ours = WordPieceVocabulary(words, do_lower_case=lower)
-    theirs = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=lower)
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("\n".join(words) + "\n", encoding="utf-8")
+    fast = transformers.BertTokenizerFast               # the Rust tokenizer (transformers 5: BertTokenizer too)
+    if "vocab" in inspect.signature(fast.__init__).parameters:           # transformers >= 5
+        theirs = fast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=lower)
+    else:
+        theirs = fast(vocab_file=str(vocab_file), do_lower_case=lower)
     texts = open(os.path.join(tiny_data, "train_caps.txt")).read().splitlines()
     texts += ["A Dog, an ELEPHANT and a motorcycle!", "giraffes\tand\u00a0x-x", "Élan élan e\u0301lan", "dogx 中文",
               "x" * 101, "dog\x00 \u200b.", "", "   "]

@@ -124,7 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                                                f"{'_novsl' if given.get('vsl') is False else ''}")
     if "epochs" not in given and given.get("resume"):
         given["epochs"] = 0
-    if str(given.get("test_split")).lower() == "none":
+    if "test_split" in given and str(given["test_split"]).lower() == "none":
         given["test_split"] = None
     return TrainConfig(**given)
 

@@ -234,15 +234,18 @@ class BertTextEncoder(nn.Module):
             if not bert_path or not os.path.isfile(os.path.join(bert_path, "config.json")):
                 raise FileNotFoundError(f"--bert-path {bert_path!r}: not a local BERT checkpoint folder (config.json, "
                                         "weights and vocab.txt, e.g. bert-base-uncased saved with save_pretrained)")
-            verbosity, bars = tf.logging.get_verbosity(), tf.logging.is_progress_bar_enabled()
-            tf.logging.set_verbosity_error()        # the unused pooler weights would be reported as "UNEXPECTED"
-            tf.logging.disable_progress_bar()
+            log = tf.logging
+            verbosity = log.get_verbosity()
+            bars = getattr(log, "is_progress_bar_enabled", lambda: False)()
+            log.set_verbosity_error()               # the unused pooler weights would be reported as "UNEXPECTED"
+            if bars:
+                log.disable_progress_bar()
             try:
                 self.bert = tf.BertModel.from_pretrained(bert_path, add_pooling_layer=False, local_files_only=True)
             finally:
-                tf.logging.set_verbosity(verbosity)
+                log.set_verbosity(verbosity)
                 if bars:
-                    tf.logging.enable_progress_bar()
+                    log.enable_progress_bar()
         self.linear = nn.Linear(self.bert.config.hidden_size, embed_size)
         self.pool = GPO()
 
