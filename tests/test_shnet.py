@@ -221,6 +221,17 @@ def test_resume_after_kill_reaches_the_uninterrupted_state(tiny_data, tmp_path):
         assert torch.equal(v, got["model"]["state_dict"][k]), k
 
 
+def test_max_violation_warmup_sums_over_negatives_first(tiny_data, tmp_path):
+    trainer = Trainer(tiny_cfg(tiny_data, tmp_path, epochs=3, max_violation_warmup=1), log=lambda m: None)
+    seen = []
+    step = trainer.train_step
+    trainer.train_step = lambda ids: (seen.append((trainer.epoch, trainer.criterion.max_violation)), step(ids))[1]
+    trainer.run()
+    assert seen == [(0, False), (0, False), (1, True), (1, True), (2, True), (2, True)]
+    with pytest.raises(ValueError, match="max-violation-warmup"):
+        Trainer(tiny_cfg(tiny_data, tmp_path / "x", max_violation_warmup=-1))
+
+
 def test_missing_segmentation_is_a_clear_error(tiny_data, tmp_path, capsys):
     bare = tmp_path / "bare"
     bare.mkdir()

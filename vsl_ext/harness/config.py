@@ -41,6 +41,8 @@ class TrainConfig:
     margin: float = _cli(0.2, "loss")
     max_violation: bool = _cli(True, "loss", "sum over all negatives instead of the hardest",
                                switch="--no-max-violation")
+    max_violation_warmup: int = _cli(0, "loss", "first N epochs sum over all negatives, the hardest after "
+                                     "(VSE-infinity's and 3SHNet's warm-up: 1)")
     tau: float = _cli(1e-3, "loss")
     text_side: bool = _cli(False, "loss", "add the text-side loss L_ts (Eq. 7)", switch="--text-side")
     variant: str = _cli("row", "loss", choices=VARIANTS)

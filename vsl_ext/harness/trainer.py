@@ -120,6 +120,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--text-encoder {cfg.text_encoder} is for --model 3shnet")
     if cfg.text_encoder == "bert" and not cfg.bert_path:
         raise ValueError("--text-encoder bert needs --bert-path DIR (a local BERT checkpoint folder)")
+    if cfg.max_violation_warmup < 0:
+        raise ValueError(f"--max-violation-warmup must be >= 0, got {cfg.max_violation_warmup}")
     if not 0 <= cfg.region_drop < 1:
         raise ValueError(f"--region-drop must lie in [0, 1), got {cfg.region_drop}")
 
@@ -333,7 +335,7 @@ class Trainer:
             image_ids = self.train_data.image_of_caption(np.asarray(caption_ids, dtype=np.int64))
             image_sem = self.index.image_similarity(image_ids, device=self.device)
         out = global_batch_losses(self.model, self.train_data.batch(local_ids), offset, image_sem, cfg.margin,
-                                  cfg.max_violation, cfg.alpha, cfg.beta if self.index is not None else 0.0,
+                                  self.criterion.max_violation, cfg.alpha, cfg.beta if self.index is not None else 0.0,
                                   cfg.tau, self.device, self.ctx)
         self.optimizer.zero_grad(set_to_none=True)
         out.pop("objective").backward()
@@ -364,6 +366,7 @@ class Trainer:
             lr = lr_at(cfg, epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
+            self.criterion.max_violation = cfg.max_violation and epoch >= cfg.max_violation_warmup
             batches = epoch_batches(self.train_data.num_images, cfg.captions_per_image, cfg.batch_size,
                                     cfg.seed, epoch)
             self.model.train()
