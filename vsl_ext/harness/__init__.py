@@ -4,9 +4,10 @@ It trains and evaluates image-text retrieval models with the loss library (:mod:
 library never imports it, and ``import vsl_ext`` loads none of it.
 
 * :mod:`.train` (``vsl-train``), :mod:`.config` (``TrainConfig``), :mod:`.trainer` (one run),
-  :mod:`.demo` (``vsl-train --demo``), :mod:`.global_batch` (``--global-batch`` under torchrun)
-* :mod:`.evaluate` (``vsl-eval``), :mod:`.prepare_images` (``vsl-prepare-images``)
-* :mod:`.data` (SCAN precomp splits, vocabulary, synthetic data, hand-crafted image features),
-  :mod:`.models` (``vse``, ``sgr``, ``saf``)
+  :mod:`.demo` (``vsl-train --demo``; :mod:`.demo_shnet` for ``--model 3shnet``), :mod:`.global_batch`
+  (``--global-batch`` under torchrun)
+* :mod:`.evaluate` (``vsl-eval``, also ensembles), :mod:`.prepare_images` (``vsl-prepare-images``)
+* :mod:`.data` (SCAN precomp splits, segmentation inputs, vocabulary and WordPiece, synthetic data,
+  hand-crafted image features), :mod:`.models` (``vse``, ``sgr``, ``saf``, ``3shnet``)
 * :mod:`.time_kernels` (``vsl-demo``: the fused kernels timed against the reference)
 """

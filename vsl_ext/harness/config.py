@@ -41,6 +41,8 @@ class TrainConfig:
     margin: float = _cli(0.2, "loss")
     max_violation: bool = _cli(True, "loss", "sum over all negatives instead of the hardest",
                                switch="--no-max-violation")
+    max_violation_warmup: int = _cli(0, "loss", "first N epochs sum over all negatives, the hardest after "
+                                     "(VSE-infinity's and 3SHNet's warm-up: 1)")
     tau: float = _cli(1e-3, "loss")
     text_side: bool = _cli(False, "loss", "add the text-side loss L_ts (Eq. 7)", switch="--text-side")
     variant: str = _cli("row", "loss", choices=VARIANTS)
@@ -53,6 +55,12 @@ class TrainConfig:
     sgr_step: int = _cli(3, "model")
     pooling: str = _cli("mean", "model", "vse pooling", choices=("mean", "gpo"))
     dropout: float = _cli(0.4, "model")
+    text_encoder: str = _cli("bigru", "model", "3shnet caption encoder: BiGRU, or BERT from --bert-path",
+                             choices=("bigru", "bert"))
+    bert_path: Optional[str] = _cli(None, "model", "local BERT checkpoint folder (config.json, weights, vocab.txt) "
+                                    "for --text-encoder bert; nothing is downloaded", type=str)
+    spatial_dim: int = _cli(128, "model", "3shnet spatial-fusion key channels")
+    region_drop: float = _cli(0.2, "model", "3shnet: probability of dropping a region in training")
     # data
     captions_per_image: int = _cli(5, "data")
     vocab: Optional[str] = _cli(None, "data", "SCAN vocab json to use instead of building one from the training "
@@ -118,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                                                f"{'_novsl' if given.get('vsl') is False else ''}")
     if "epochs" not in given and given.get("resume"):
         given["epochs"] = 0
-    if str(given.get("test_split")).lower() == "none":
+    if "test_split" in given and str(given["test_split"]).lower() == "none":
         given["test_split"] = None
     return TrainConfig(**given)
 

@@ -2,6 +2,8 @@
 
 Generates the data (:mod:`vsl_ext.harness.data.synthetic`), trains both arms for every seed, prints
 a side-by-side R@K table and a diagnostics table, and writes ``results.{md,png,json}``.
+``vsl-train --demo --model 3shnet`` trains the ``3shnet`` arms besides the ``vse`` ones and reports
+them side by side (:mod:`.demo_shnet`).
 """
 from __future__ import annotations
 
@@ -93,15 +95,23 @@ def demo_chart(results: Dict[str, List[dict]], path: str) -> bool:
     return True
 
 
+DEMO_MODELS = ("vse", "3shnet")
+
+
 def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None,
              device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
-             index_factory: Optional[Callable] = None, threads: int = 1) -> dict:
+             index_factory: Optional[Callable] = None, threads: int = 1, model: str = "vse") -> dict:
     """``vsl-train --demo``: generate the synthetic data, train the two arms for every seed, write
     ``results.md``, ``results.png`` and ``results.json`` to ``output`` and print the table.
 
-    ``threads`` defaults to 1: the demo's small matrices gain nothing from more threads, and torch's
-    OpenMP threads slow down badly when the cores are shared with other processes."""
+    ``model="3shnet"`` trains the ``3shnet`` arms too and reports both models side by side
+    (:func:`.demo_shnet.report`). ``threads`` defaults to 1: the demo's small matrices gain nothing from
+    more threads, and torch's OpenMP threads slow down badly when the cores are shared with other
+    processes."""
     from .data.synthetic import SyntheticConfig, failure_analysis, generate
+
+    if model not in DEMO_MODELS:
+        raise ValueError(f"the demo trains --model {' or '.join(DEMO_MODELS)}, got {model!r}")
 
     t_start = time.perf_counter()
     data = os.path.join(output, "data")
@@ -118,18 +128,31 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     make_index = index_factory or caption_index_class().from_captions
     test_sem = make_index(groups, mode="tfidf").image_similarity(np.arange(len(test_meta))).cpu().numpy()
     quiet = (lambda msg: None)
+    models = ("vse",) if model == "vse" else ("vse", model)
+    by_model = {m: ({"baseline": [], "vsl": []}, {"baseline": [], "vsl": []}) for m in models}
+    by_model["vse"] = (results, diagnostics)
     for seed in seeds:
-        for arm in ("baseline", "vsl"):
-            cfg = demo_config(data, os.path.join(output, f"{arm}_seed{seed}"), seed, arm == "vsl", epochs, device,
-                              progress, threads)
-            t0 = time.perf_counter()
-            trainer = Trainer(cfg, quiet, index_factory)
-            summary = trainer.run()
-            test = summary["test"]["full"]
-            results[arm].append(test)
-            diagnostics[arm].append(failure_analysis(trainer.test_sims, test_meta, test_caps, test_sem))
-            log(f"seed {seed} {arm:8s} ({time.perf_counter() - t0:5.1f} s, best epoch {summary['best_epoch']}): "
-                f"{format_metrics(test)}")
+        for name in models:
+            for arm in ("baseline", "vsl"):
+                if name == "vse":
+                    cfg = demo_config(data, os.path.join(output, f"{arm}_seed{seed}"), seed, arm == "vsl", epochs,
+                                      device, progress, threads)
+                else:
+                    from .demo_shnet import shnet_config
+                    cfg = shnet_config(demo_config(data, os.path.join(output, f"{name}_{arm}_seed{seed}"), seed,
+                                                   arm == "vsl", epochs, device, progress, threads))
+                t0 = time.perf_counter()
+                trainer = Trainer(cfg, quiet, index_factory)
+                summary = trainer.run()
+                test = summary["test"]["full"]
+                by_model[name][0][arm].append(test)
+                by_model[name][1][arm].append(failure_analysis(trainer.test_sims, test_meta, test_caps, test_sem))
+                label = arm if model == "vse" else f"{name} {arm}"
+                log(f"seed {seed} {label:8s} ({time.perf_counter() - t0:5.1f} s, best epoch {summary['best_epoch']}): "
+                    f"{format_metrics(test)}")
+    if model != "vse":
+        from .demo_shnet import report
+        return report(output, seeds, by_model, syn, data, epochs, time.perf_counter() - t_start, log)
     table = demo_table(results, seeds)
     diag = demo_diagnostics(diagnostics)
     elapsed = time.perf_counter() - t_start

@@ -1,8 +1,13 @@
-"""Evaluate retrieval models and checkpoints: ``vsl-eval CHECKPOINT --data DIR``.
+"""Evaluate retrieval models and checkpoints: ``vsl-eval CHECKPOINT [CHECKPOINT ...] --data DIR``.
 
 Images and captions are encoded once; the (images x captions) similarity matrix is then filled in
 shards (``--shard`` images x captions at a time, as SCAN/SGRAF do), so COCO 5K (5,000 x 25,000) needs
 only the 500 MB result matrix plus one shard on the device.
+
+Several checkpoints form an ensemble, as SGRAF (``evaluation.py``: SGR + SAF) and 3SHNet
+(``eval_ensemble.py``) evaluate theirs: the metrics are computed on the element-wise mean of the
+models' own similarity matrices (cosine similarities for ``vse``/``3shnet``, the sigmoid scores of the
+``sgr``/``saf`` heads), each model reading the captions with its own vocabulary.
 """
 from __future__ import annotations
 
@@ -10,15 +15,18 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .data import PrecompSplit, Vocabulary, resolve_data_dir
+from .._atomic import atomic_open, atomic_write
+from .data import PrecompSplit, resolve_data_dir
 from .data.precomp import split_paths
+from .data.segmentation import attach_segmentation
+from .data.wordpiece import vocabulary_from_checkpoint
 from ..metrics import evaluate_protocol, format_metrics
-from .models import build_model
+from .models import SEGMENTATION_MODELS, build_model
 
 CHECKPOINT_FORMAT = "vsl_ext.checkpoint"
 
@@ -115,53 +123,100 @@ def load_checkpoint(path: str, device="cpu"):
     model.load_state_dict(spec["state_dict"])
     model.to(device)
     model.eval()
-    return model, Vocabulary.from_words(ckpt["vocab"]), ckpt
+    return model, vocabulary_from_checkpoint(ckpt), ckpt
+
+
+def open_eval_split(data_dir: str, split: str, vocab, captions_per_image: int, model_name: str) -> PrecompSplit:
+    """A split read with ``vocab``, with its segmentation inputs attached when ``model_name`` needs them."""
+    data = PrecompSplit(data_dir, split, vocab, captions_per_image)
+    if model_name in SEGMENTATION_MODELS:
+        attach_segmentation(data)
+    return data
+
+
+def ensemble_sims(sims: Iterable[np.ndarray]) -> np.ndarray:
+    """Element-wise mean of several (images x captions) similarity matrices, float32 (summed in float64
+    one matrix at a time, so ``sims`` may be a generator that computes them one by one)."""
+    total, count = None, 0
+    for s in sims:
+        if total is None:
+            total = np.zeros(s.shape, dtype=np.float64)
+        elif s.shape != total.shape:
+            raise ValueError(f"the ensemble's similarity matrices differ in shape: {total.shape} and {s.shape}")
+        total += s
+        count += 1
+    if total is None:
+        raise ValueError("an ensemble needs at least one similarity matrix")
+    return (total / count).astype(np.float32)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="vsl-eval", description="Evaluate a vsl-train checkpoint: R@1/5/10 both "
-                                "directions, median ranks and rsum (SCAN/SGRAF protocol).")
-    p.add_argument("checkpoint", help="checkpoint.pth or model_best.pth written by vsl-train")
+    p = argparse.ArgumentParser(prog="vsl-eval", description="Evaluate vsl-train checkpoints: R@1/5/10 both "
+                                "directions, median ranks and rsum (SCAN/SGRAF protocol). Several checkpoints: "
+                                "the ensemble of their averaged similarity matrices (SGRAF, 3SHNet).")
+    p.add_argument("checkpoint", nargs="+", help="checkpoint.pth or model_best.pth written by vsl-train; several "
+                   "form an ensemble")
     p.add_argument("--data", required=True, help="SCAN precomp folder (or its parent with --dataset)")
     p.add_argument("--dataset", default=None, help="dataset name (coco, f30k, ...): picks DATA/{name}_precomp "
-                   "and the protocol; default: the one the checkpoint was trained with")
+                   "and the protocol; default: the one the (first) checkpoint was trained with")
     p.add_argument("--split", default=None, help="split to evaluate (default: testall for coco, else test)")
     p.add_argument("--protocol", default="auto", help="auto, full, coco1k, coco5k or f30k1k (comma-separated)")
     p.add_argument("--captions-per-image", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--shard", type=int, default=128, help="images/captions per similarity shard")
-    p.add_argument("--save-sims", default=None, help="write the similarity matrix to this .npy file")
+    p.add_argument("--save-sims", default=None, help="write the (ensemble's) similarity matrix to this .npy file")
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
     args = p.parse_args(argv)
     try:
         device = pick_device(args.device)
-        model, vocab, ckpt = load_checkpoint(args.checkpoint, device)
-        cfg = ckpt.get("config", {})
+        loaded = [load_checkpoint(path, device) for path in args.checkpoint]
+        cfg = loaded[0][2].get("config", {})
         dataset = args.dataset or cfg.get("dataset")
         cpi = args.captions_per_image or cfg.get("captions_per_image", 5)
         data_dir = resolve_data_dir(args.data, dataset)
         split = args.split or ("testall" if (dataset or "").lower().startswith("coco")
                                and os.path.isfile(split_paths(data_dir, "testall")[1]) else "test")
-        data = PrecompSplit(data_dir, split, vocab, cpi)
-        if data.img_dim != model.config["img_dim"]:
-            raise ValueError(f"{data.ims_path} has {data.img_dim}-dim features but the checkpoint's model expects "
-                             f"{model.config['img_dim']}")
-        protocols = (default_protocols(dataset, split, data.num_images) if args.protocol == "auto"
+        splits = []
+        for path, (model, vocab, ckpt) in zip(args.checkpoint, loaded):
+            data = open_eval_split(data_dir, split, vocab, cpi, ckpt["model"]["name"])
+            if data.img_dim != model.config["img_dim"]:
+                raise ValueError(f"{data.ims_path} has {data.img_dim}-dim features but the model of {path} expects "
+                                 f"{model.config['img_dim']}")
+            splits.append(data)
+        protocols = (default_protocols(dataset, split, splits[0].num_images) if args.protocol == "auto"
                      else args.protocol.split(","))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"vsl-eval: error: {exc}", file=sys.stderr)
         return 2
-    results, sims = evaluate_model(model, data, device, protocols, batch_size=args.batch_size, shard=args.shard,
-                                   return_sims=True)
-    print(f"{args.checkpoint} (epoch {ckpt.get('epoch')}, model {ckpt['model']['name']}) on {data}")
-    for proto, m in results.items():
-        print(f"  {proto:7s} {format_metrics(m)}")
+    per_model = []
+
+    def each_model():
+        for path, (model, _, ckpt), data in zip(args.checkpoint, loaded, splits):
+            results, sims = evaluate_model(model, data, device, protocols, batch_size=args.batch_size,
+                                           shard=args.shard, return_sims=True)
+            print(f"{path} (epoch {ckpt.get('epoch')}, model {ckpt['model']['name']}) on {data}")
+            for proto, m in results.items():
+                print(f"  {proto:7s} {format_metrics(m)}")
+            per_model.append({"checkpoint": path, "results": results})
+            yield sims
+
+    if len(args.checkpoint) == 1:
+        sims = next(each_model())
+        summary = {"checkpoint": args.checkpoint[0], "split": split, "results": per_model[0]["results"]}
+    else:
+        sims = ensemble_sims(each_model())
+        results = {proto: evaluate_protocol(sims, proto, cpi) for proto in protocols}
+        print(f"ensemble of {len(args.checkpoint)} (mean of the similarity matrices)")
+        for proto, m in results.items():
+            print(f"  {proto:7s} {format_metrics(m)}")
+        summary = {"checkpoints": list(args.checkpoint), "split": split, "results": results, "models": per_model}
     if args.save_sims:
-        np.save(args.save_sims, sims)
+        path = args.save_sims if args.save_sims.endswith(".npy") else args.save_sims + ".npy"   # as np.save names it
+        with atomic_open(path) as f:
+            np.save(f, sims)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"checkpoint": args.checkpoint, "split": split, "results": results}, f, indent=1)
+        atomic_write(args.json, json.dumps(summary, indent=1))
     return 0
 
 

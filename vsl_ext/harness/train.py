@@ -13,7 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from .config import TrainConfig, add_config_options, config_from_args
-from .demo import run_demo
+from .demo import DEMO_MODELS, run_demo
 from .trainer import Trainer, train
 
 __all__ = ["TrainConfig", "Trainer", "build_parser", "main", "train"]
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p)
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="synthetic Fig.-1 data: train vse baseline and vse+VSL "
-                   "over several seeds on CPU and print a side-by-side R@K table")
+                   "over several seeds on CPU and print a side-by-side R@K table (--model 3shnet: the 3shnet arms "
+                   "too, output runs/demo_3shnet)")
     g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="demo training seeds (default 0 1 2)")
     g.add_argument("--demo-epochs", type=int, default=None, help="override the demo's epoch count (15)")
     return p
@@ -34,8 +35,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.demo:
-        run_demo(output=args.output or os.path.join("runs", "demo"), seeds=args.seeds, epochs=args.demo_epochs,
-                 device=args.device or "auto", progress=args.progress is not False, threads=args.threads or 1)
+        model = args.model or "vse"
+        if model not in DEMO_MODELS:
+            parser.error(f"--demo trains --model {' or '.join(DEMO_MODELS)}, not {model}")
+        default_output = os.path.join("runs", "demo" if model == "vse" else f"demo_{model}")
+        run_demo(output=args.output or default_output, seeds=args.seeds, epochs=args.demo_epochs,
+                 device=args.device or "auto", progress=args.progress is not False, threads=args.threads or 1,
+                 model=model)
         return 0
     if args.data is None and not args.resume:
         parser.error("--data DIR is required (or --demo, or --resume with --output)")

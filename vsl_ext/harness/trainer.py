@@ -28,8 +28,10 @@ from ..metrics import format_metrics
 from .config import RESUME_MUTABLE, SEMANTICS, VARIANTS, TrainConfig
 from .data import PrecompSplit, Vocabulary, resolve_data_dir
 from .data.precomp import split_paths
+from .data.segmentation import attach_segmentation
+from .data.wordpiece import WordPieceVocabulary, tokenizer_spec, vocabulary_from_checkpoint
 from .evaluate import CHECKPOINT_FORMAT, default_protocols, evaluate_model, pick_device
-from .models import MODELS, build_model
+from .models import MODELS, SEGMENTATION_MODELS, build_model
 from .models.dropout import sample_seeds
 
 CHECKPOINT_VERSION = 1
@@ -116,6 +118,14 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.global_batch and (cfg.model != "vse" or cfg.variant != "row" or cfg.text_side):
         raise ValueError("--global-batch needs --model vse (separate image and caption embeddings), --variant row "
                          "and no --text-side: those are the parts of the loss that shard by rows")
+    if cfg.text_encoder != "bigru" and cfg.model != "3shnet":
+        raise ValueError(f"--text-encoder {cfg.text_encoder} is for --model 3shnet")
+    if cfg.text_encoder == "bert" and not cfg.bert_path:
+        raise ValueError("--text-encoder bert needs --bert-path DIR (a local BERT checkpoint folder)")
+    if cfg.max_violation_warmup < 0:
+        raise ValueError(f"--max-violation-warmup must be >= 0, got {cfg.max_violation_warmup}")
+    if not 0 <= cfg.region_drop < 1:
+        raise ValueError(f"--region-drop must lie in [0, 1), got {cfg.region_drop}")
 
 
 class _Progress:
@@ -196,7 +206,9 @@ class Trainer:
         # vocabulary: checkpoint > --vocab file > built from the training captions
         train_caps = split_paths(self.data_dir, cfg.train_split)[1]
         if ckpt is not None:
-            self.vocab = Vocabulary.from_words(ckpt["vocab"])
+            self.vocab = vocabulary_from_checkpoint(ckpt)
+        elif cfg.text_encoder == "bert":
+            self.vocab = WordPieceVocabulary.from_pretrained_dir(cfg.bert_path)
         elif cfg.vocab:
             self.vocab = Vocabulary.load(cfg.vocab)
         else:
@@ -213,6 +225,13 @@ class Trainer:
         self.data_signature = {"train_images": self.train_data.num_images,
                                "train_captions": self.train_data.num_captions,
                                "img_dim": self.train_data.img_dim, "regions": self.train_data.num_regions}
+        if cfg.model in SEGMENTATION_MODELS:
+            seg = attach_segmentation(self.train_data)
+            val_seg = attach_segmentation(self.val_data)
+            if val_seg.num_classes != seg.num_classes:
+                raise ValueError(f"{val_seg.paths['score_maps']} has {val_seg.num_classes} segmentation classes but "
+                                 f"{seg.paths['score_maps']} has {seg.num_classes}")
+            self.data_signature["segmentation"] = seg.signature()
         if ckpt is not None and ckpt["data"] != self.data_signature:
             raise CheckpointMismatch(f"the checkpoint was trained on {ckpt['data']} but {self.data_dir} holds "
                                      f"{self.data_signature}")
@@ -223,13 +242,19 @@ class Trainer:
                          word_dim=cfg.word_dim, num_layers=cfg.num_layers, dropout=cfg.dropout)
         if cfg.model == "vse":
             model_cfg["pooling"] = cfg.pooling
+        elif cfg.model == "3shnet":
+            model_cfg.update(num_classes=self.train_data.segmentation.num_classes, text_encoder=cfg.text_encoder,
+                             bert_path=cfg.bert_path, spatial_dim=cfg.spatial_dim, region_drop=cfg.region_drop)
+            if ckpt is not None:    # the checkpoint holds BERT's weights; its folder is not read again
+                model_cfg["bert_config"] = ckpt["model"]["config"].get("bert_config")
         else:
             model_cfg.update(sim_dim=cfg.sim_dim, sgr_step=cfg.sgr_step, num_regions=self.train_data.num_regions)
         self.model = build_model(cfg.model, **model_cfg).to(self.device)
         beta = cfg.beta if cfg.vsl else 0.0
         self.criterion = VSLCriterion(cfg.margin, cfg.max_violation, cfg.alpha, beta, cfg.tau,
                                       cfg.text_side, cfg.variant)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        groups = self.model.parameter_groups() if hasattr(self.model, "parameter_groups") else None
+        self.optimizer = torch.optim.Adam(groups or self.model.parameters(), lr=cfg.lr)
         self.index = None
         if beta > 0:
             factory = index_factory or caption_index_class().from_captions
@@ -273,7 +298,7 @@ class Trainer:
 
     def checkpoint(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(self.cfg),
-                "model": self.model_spec(), "vocab": list(self.vocab.idx2word),
+                "model": self.model_spec(), "vocab": list(self.vocab.idx2word), "tokenizer": tokenizer_spec(self.vocab),
                 "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
                 "global_step": self.global_step, "rng": rng_state(), "best": dict(self.best),
                 "history": list(self.history), "running": dict(self.running), "data": self.data_signature}
@@ -313,7 +338,7 @@ class Trainer:
             image_sem = self.index.image_similarity(image_ids, device=self.device)
         seeds = sample_seeds(cfg.seed, self.global_step, offset + np.arange(len(local_ids)))
         out = global_batch_losses(self.model, self.train_data.batch(local_ids), offset, image_sem, cfg.margin,
-                                  cfg.max_violation, cfg.alpha, cfg.beta if self.index is not None else 0.0,
+                                  self.criterion.max_violation, cfg.alpha, cfg.beta if self.index is not None else 0.0,
                                   cfg.tau, self.device, self.ctx, seeds)
         self.optimizer.zero_grad(set_to_none=True)
         out.pop("objective").backward()
@@ -343,7 +368,8 @@ class Trainer:
             epoch = self.epoch
             lr = lr_at(cfg, epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            self.criterion.max_violation = cfg.max_violation and epoch >= cfg.max_violation_warmup
             batches = self.train_data.epoch_batches(cfg.batch_size, cfg.seed, epoch)
             self.model.train()
             bar = _Progress(len(batches), self.step, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and self.is_main)
@@ -422,6 +448,8 @@ class Trainer:
             model = build_model(cfg.model, **best["model"]["config"]).to(self.device)
             model.load_state_dict(best["model"]["state_dict"])
             data = PrecompSplit(self.data_dir, split, self.vocab, cfg.captions_per_image)
+            if cfg.model in SEGMENTATION_MODELS:
+                attach_segmentation(data)
             protocols = default_protocols(cfg.dataset, split, data.num_images)
             summary["test"], self.test_sims = evaluate_model(model, data, self.device, protocols, return_sims=True)
             summary["test_split"] = split

@@ -103,6 +103,7 @@ class PrecompSplit:
         self.num_regions = 1 if ims.ndim == 2 else ims.shape[1]
         self.img_dim = ims.shape[-1]
         self.vocab = vocab
+        self.segmentation = None     # segmentation inputs, see segmentation.attach_segmentation
         self.tokens: Optional[List[np.ndarray]] = None
         if vocab is not None:
             self.tokens = [np.asarray(vocab.encode(c), dtype=np.int64) for c in self.captions]
@@ -126,8 +127,9 @@ class PrecompSplit:
     def caption_groups(self) -> List[List[str]]:
         return [self.captions_of_image(i) for i in range(self.num_images)]
 
-    def images(self, image_ids) -> torch.Tensor:
-        """float32 (B, regions, dim) features of the given images (rows read from the memory map)."""
+    def images(self, image_ids):
+        """float32 (B, regions, dim) features of the given images (rows read from the memory map); with
+        segmentation inputs attached, a ``segmentation.SegmentedImages`` holding them too."""
         ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_images):
             raise IndexError(f"image id out of range [0, {self.num_images})")
@@ -137,7 +139,8 @@ class PrecompSplit:
         if len(rows):
             feats[order] = self.ims[rows[order]]
         t = torch.from_numpy(feats)
-        return t if t.dim() == 3 else t.unsqueeze(1)
+        t = t if t.dim() == 3 else t.unsqueeze(1)
+        return t if self.segmentation is None else self.segmentation.attach(t, rows)
 
     def caption_tokens(self, caption_ids) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, L) padded token ids (0 = <pad>) and (B,) lengths."""

@@ -11,16 +11,30 @@ in which an image whose secondary content matches a caption can outrank the true
 
 All parameters are fixed a priori from that description (``SyntheticConfig``); the dataset depends
 only on ``config.seed``, not on the training seed.
+
+Segmentation inputs (for ``3shnet``, in 3SHNet's file layout, see :mod:`.segmentation`): the
+generator knows which object every region shows, so it also plays an imperfect panoptic segmenter.
+The regions are laid out row by row on a square grid (4 x 4 for 16 regions); every cell belongs to a
+class - the noun of the object its region shows ("things", ids 0-23) or the image's scene
+("stuff", ids 24-29) - and gets per-class scores ``softmax(seg_confidence * onehot + seg_noise * N(0, 1))``
+(the score maps, C x 4 x 4); the label map is the per-cell argmax upsampled ``seg_upsample`` times
+(8 x 8), the class presence marks the classes in the label map. The segmentation therefore says which
+class covers most of the image (the main object's) but nothing about colours or actions, and it
+draws its noise from its own random stream: the features and captions are the same with or
+without it.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import math
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from ..._atomic import atomic_open
 
 NOUNS = ("dog", "cat", "horse", "bird", "car", "bus", "boat", "bicycle", "man", "woman", "child", "train",
          "plane", "cow", "sheep", "elephant", "bear", "zebra", "giraffe", "truck", "motorcycle", "kite",
@@ -50,6 +64,9 @@ class SyntheticConfig:
     drop_colour_prob: float = 0.2
     drop_action_prob: float = 0.2
     seed: int = 1234
+    seg_confidence: float = 3.0                    # segmentation logit of a cell's true class
+    seg_noise: float = 1.0                         # std of the segmentation logits' noise
+    seg_upsample: int = 2                          # label-map pixels per region cell side
 
 
 def _prototypes(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -79,9 +96,10 @@ def make_split(n_images: int, cfg: SyntheticConfig, protos: Dict[str, np.ndarray
         return protos["class"][content[0]] + protos["colour"][content[1]] + protos["action"][content[2]]
 
     for i in range(n_images):
-        regions = []
+        regions, owner = [], []      # owner: 0 main object, k secondary object k, -1 background
         n_main = int(rng.integers(cfg.main_regions[0], cfg.main_regions[1] + 1))
         regions += [obj(main[i])] * n_main
+        owner += [0] * n_main
         secondary = []
         for _ in range(int(rng.integers(cfg.secondary_objects[0], cfg.secondary_objects[1] + 1))):
             if rng.random() < cfg.copy_main_prob and n_images > 1:
@@ -91,23 +109,60 @@ def make_split(n_images: int, cfg: SyntheticConfig, protos: Dict[str, np.ndarray
                 content = np.array([rng.integers(0, len(NOUNS)), rng.integers(0, len(COLOURS)),
                                     rng.integers(0, len(ACTIONS))])
             secondary.append([int(x) for x in content])
-            regions += [obj(content)] * int(rng.integers(cfg.secondary_regions[0], cfg.secondary_regions[1] + 1))
-        regions = regions[:R]
+            n_sec = int(rng.integers(cfg.secondary_regions[0], cfg.secondary_regions[1] + 1))
+            regions += [obj(content)] * n_sec
+            owner += [len(secondary)] * n_sec
+        regions, owner = regions[:R], owner[:R]
+        owner += [-1] * (R - len(regions))
         regions += [protos["scene"][scene[i]]] * (R - len(regions))
         x = np.stack(regions) + rng.standard_normal((R, d)).astype(np.float32) * (cfg.noise / np.sqrt(d))
-        feats[i] = x[rng.permutation(R)]
+        perm = rng.permutation(R)
+        feats[i] = x[perm]
         for t in rng.choice(len(TEMPLATES), cfg.captions_per_image, replace=len(TEMPLATES) < cfg.captions_per_image):
             captions.append(_caption(rng, TEMPLATES[t], main[i], cfg))
         meta.append({"main": [int(v) for v in main[i]], "main_regions": n_main, "secondary": secondary,
-                     "scene": int(scene[i])})
+                     "scene": int(scene[i]), "region_objects": [owner[k] for k in perm]})
     return feats, captions, meta
+
+
+def num_segmentation_classes(cfg: SyntheticConfig) -> int:
+    """Segmentation classes of the synthetic data: the nouns ("things"), then the scenes ("stuff")."""
+    return len(NOUNS) + cfg.scenes
+
+
+def segmentation_inputs(meta: List[dict], cfg: SyntheticConfig, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """The segmentation arrays of a split from its ``meta`` (see the module doc).
+
+    Returns ``{"score_maps": (n, C, g, g) float32, "label_map": (n, g*u, g*u) int64,
+    "class_presence": (n, C) float32}`` with g = ceil(sqrt(regions)), u = ``seg_upsample``,
+    C = :func:`num_segmentation_classes`; grid cells past the last region show the scene.
+    """
+    n, R, C = len(meta), cfg.regions, num_segmentation_classes(cfg)
+    g = math.isqrt(R - 1) + 1
+    cells = np.empty((n, g * g), dtype=np.int64)
+    for i, m in enumerate(meta):
+        objects = [m["main"][0]] + [sec[0] for sec in m["secondary"]]
+        background = len(NOUNS) + m["scene"]
+        cells[i] = [objects[o] if o >= 0 else background for o in m["region_objects"]] + [background] * (g * g - R)
+    logits = cfg.seg_noise * rng.standard_normal((n, g * g, C))
+    logits[np.arange(n)[:, None], np.arange(g * g)[None, :], cells] += cfg.seg_confidence
+    scores = np.exp(logits - logits.max(2, keepdims=True))
+    scores /= scores.sum(2, keepdims=True)
+    labels = logits.argmax(2).reshape(n, g, g)
+    presence = np.zeros((n, C), dtype=np.float32)
+    np.put_along_axis(presence, labels.reshape(n, -1), 1.0, 1)
+    u = cfg.seg_upsample
+    return {"score_maps": scores.transpose(0, 2, 1).reshape(n, C, g, g).astype(np.float32),
+            "label_map": labels.repeat(u, 1).repeat(u, 2).astype(np.int64), "class_presence": presence}
 
 
 def generate(out_dir: Optional[str] = None, config: SyntheticConfig = SyntheticConfig()) -> Dict[str, tuple]:
     """Build train/dev/test splits; write them in SCAN format to ``out_dir`` when given.
 
     Returns ``{split: (features, captions, meta)}``. Files: ``{split}_ims.npy``, ``{split}_caps.txt``,
-    ``{split}_meta.json`` (content labels, for analysis) and ``synthetic_config.json``.
+    ``{split}_meta.json`` (content labels, for analysis), the segmentation inputs
+    ``{split}_segmentations.npy``, ``{split}_seg_maps.npy``, ``{split}_cat_onehots.npy``
+    (:func:`segmentation_inputs`) and ``synthetic_config.json``.
     """
     rng = np.random.default_rng(config.seed)
     d = config.feat_dim
@@ -124,9 +179,22 @@ def generate(out_dir: Optional[str] = None, config: SyntheticConfig = SyntheticC
                 f.write("\n".join(caps) + "\n")
             with open(os.path.join(out_dir, f"{split}_meta.json"), "w", encoding="utf-8") as f:
                 json.dump(meta, f)
+        write_segmentation(out_dir, {split: meta for split, (_, _, meta) in splits.items()}, config)
         with open(os.path.join(out_dir, "synthetic_config.json"), "w", encoding="utf-8") as f:
             json.dump(asdict(config), f, indent=1)
     return splits
+
+
+def write_segmentation(out_dir: str, metas: Dict[str, List[dict]], config: SyntheticConfig) -> None:
+    """Writes every split's segmentation inputs under 3SHNet's file names (each file atomically); the
+    noise of split k comes from the stream (config.seed, k, 0x5E6)."""
+    from .segmentation import segmentation_paths
+
+    for k, (split, meta) in enumerate(metas.items()):
+        arrays = segmentation_inputs(meta, config, np.random.default_rng([config.seed, k, 0x5E6]))
+        for key, path in segmentation_paths(out_dir, split).items():
+            with atomic_open(path) as f:
+                np.save(f, arrays[key])
 
 
 def _row_ranks(m: np.ndarray) -> np.ndarray:

@@ -11,20 +11,25 @@ from __future__ import annotations
 from torch import nn
 
 from .sgraf import SGRAF
+from .shnet import SHNet
 from .vse import VSE
 
-MODELS = ("vse", "sgr", "saf")
+MODELS = ("vse", "sgr", "saf", "3shnet")
+SEGMENTATION_MODELS = ("3shnet",)   # their images come with segmentation inputs (data.segmentation)
 
 
 def build_model(name: str, **config) -> nn.Module:
-    """``vse`` (dual encoder, cosine), ``sgr`` / ``saf`` (SGRAF heads). ``config`` are the
-    constructor arguments (``img_dim`` and ``vocab_size`` are required)."""
+    """``vse`` (dual encoder, cosine), ``sgr`` / ``saf`` (SGRAF heads), ``3shnet`` (segmentation-guided
+    dual encoder, cosine; also needs ``num_classes``). ``config`` are the constructor arguments
+    (``img_dim`` and ``vocab_size`` are required)."""
     if name == "vse":
         return VSE(**config)
+    if name == "3shnet":
+        return SHNet(**config)
     if name in ("sgr", "saf"):
         config = {k: v for k, v in config.items() if k != "module"}
         return SGRAF(module=name.upper(), **config)
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 
-__all__ = ["MODELS", "SGRAF", "VSE", "build_model"]
+__all__ = ["MODELS", "SEGMENTATION_MODELS", "SGRAF", "SHNet", "VSE", "build_model"]
