@@ -22,7 +22,8 @@ tree, so every ``pip install .`` of one clone meets the previous one's ``build/`
   compiler keeps its compile lines) empties the folder.
 * pybind11's headers and CMake files are copied once per pybind11 version to ``build/pybind11-<version>/``,
   so compile lines name the same folder in every pip build environment and a second install
-  recompiles nothing that did not change. The CUDA kernels never see pybind11 or Python.
+  recompiles nothing that did not change (the CUDA kernels never see pybind11 or Python). A
+  ``--no-build-isolation`` build in an environment without pybind11 uses the newest such copy.
 * The module is copied into the wheel and into the source tree's ``vsl_ext/`` (as
   ``build_ext --inplace`` does): ``python -m ...`` from the repository root imports the source
   tree, which then works too.
@@ -114,8 +115,8 @@ def _pybind11_cmake_dir(cache: Path) -> str:
     it puts on compile lines is then the same in every pip build environment."""
     try:
         import pybind11
-    except ImportError:
-        raise _missing_build_requirement("pybind11") from None
+    except ImportError:  # --no-build-isolation in an environment without pybind11
+        return _earlier_pybind11_copy(cache)
     package = Path(pybind11.__file__).resolve().parent
     cmake_dir = Path(pybind11.get_cmake_dir()).resolve()
     try:
@@ -137,6 +138,21 @@ def _pybind11_cmake_dir(cache: Path) -> str:
             if not (copy / inside).is_dir():
                 raise
     return str(copy / inside)
+
+
+def _earlier_pybind11_copy(cache: Path) -> str:
+    """The newest pybind11 an earlier build of this clone copied under ``cache`` (a complete CMake
+    package with its headers: all the build needs of pybind11)."""
+    def version(config: Path) -> tuple:
+        name = config.parents[3].name[len("pybind11-"):]
+        return tuple(int(part) if part.isdigit() else -1 for part in name.split("."))
+
+    copies = sorted(cache.glob("pybind11-*/share/cmake/pybind11/pybind11Config.cmake"), key=version)
+    if not copies:
+        raise _missing_build_requirement("pybind11")
+    print(f"vsl_ext: pybind11 is not installed here; using {copies[-1].parents[3]}, left by an earlier build",
+          file=sys.stderr)
+    return str(copies[-1].parent)
 
 
 def prepare_build_folder(folder: Path, environment: dict) -> bool:

@@ -132,6 +132,18 @@ def test_an_interrupted_configuration_is_redone(setup_py, tmp_path):
     assert setup_py["prepare_build_folder"](folder, copy.deepcopy(ENVIRONMENT)) is True
 
 
+def test_a_build_without_pybind11_uses_the_newest_copy_an_earlier_build_left(setup_py, tmp_path):
+    """`pip install --no-build-isolation .` in an environment without pybind11, after an install with
+    build isolation: the copy that build left in build/ is all CMake needs."""
+    with pytest.raises(SystemExit, match="pip install .*pybind11"):
+        setup_py["_earlier_pybind11_copy"](tmp_path)
+    for version in ("2.13.6", "3.10.0", "3.9.1"):
+        config = tmp_path / f"pybind11-{version}" / "share" / "cmake" / "pybind11" / "pybind11Config.cmake"
+        config.parent.mkdir(parents=True)
+        config.write_text("")
+    assert setup_py["_earlier_pybind11_copy"](tmp_path) == str(tmp_path / "pybind11-3.10.0/share/cmake/pybind11")
+
+
 def test_the_last_generator_argument_wins(setup_py):
     generator = setup_py["_generator"]
     assert generator(["-G", "Ninja", "-DX=1"]) == "Ninja"
