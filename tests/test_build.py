@@ -179,7 +179,10 @@ def test_a_source_tree_never_built_says_how_to_build_it(tmp_path):
     tree = (tmp_path / "clone").resolve()
     shutil.copytree(ROOT / "vsl_ext", tree / "vsl_ext", ignore=shutil.ignore_patterns("_C.*", "__pycache__"))
     (tree / "setup.py").write_text("")
-    run = subprocess.run([sys.executable, "-c", "import vsl_ext"], cwd=tree, capture_output=True, text=True)
+    # An editable install's import hook would find vsl_ext._C in its own tree: not here.
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in "
+            "getattr(f, '__module__', '')]; import vsl_ext")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True)
     assert run.returncode != 0
     assert "native module _C is missing" in run.stderr
     assert f"`pip install .` in {tree} builds it" in run.stderr
