@@ -168,7 +168,7 @@ def prepare_build_folder(folder: Path, environment: dict) -> bool:
         previous = json.loads(record.read_text())
     except (OSError, ValueError):
         previous = None
-    if previous == environment and (folder / "build.ninja").is_file():
+    if previous == environment and (folder / "CMakeCache.txt").is_file():
         return False
     if previous is None or previous.get("toolchain") != environment["toolchain"]:
         shutil.rmtree(folder, ignore_errors=True)
@@ -211,13 +211,12 @@ class CMakeBuild(build_ext):
     def build_extension(self, ext: CMakeExtension) -> None:
         cache = Path(ext.sourcedir) / "build"
         folder = cache / f"cmake.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
-        cmake, ninja = _tool("cmake"), _tool("ninja")
+        cmake = _tool("cmake")
         cuda = os.environ.get("VSL_EXT_CUDA", "auto").lower()
         if cuda not in ("auto", "0", "1"):
             raise SystemExit(f"VSL_EXT_CUDA must be auto, 0 or 1, got {cuda!r}")
         args = [
             "-G", "Ninja",
-            f"-DCMAKE_MAKE_PROGRAM={ninja}",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={folder / 'lib'}",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={_pybind11_cmake_dir(cache)}",
@@ -227,9 +226,13 @@ class CMakeBuild(build_ext):
             f"-DVSL_EXT_OPENMP={'ON' if os.environ.get('VSL_EXT_OPENMP', '1') != '0' else 'OFF'}",
             *shlex.split(os.environ.get("CMAKE_ARGS", "")),
         ]
+        generator = _generator(args)
+        ninja = _tool("ninja") if generator == "Ninja" else ""
+        if ninja:  # the one on PATH now, not the one a cache may name
+            args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
         environment = {
             "toolchain": {
-                "generator": _generator(args),
+                "generator": generator,
                 "c++": _compiler("CXX", ("c++", "g++", "clang++")),
                 "nvcc": _compiler("CUDACXX", ("nvcc", "/usr/local/cuda/bin/nvcc"), -1) if cuda != "0" else [],
             },

@@ -126,9 +126,9 @@ def test_a_folder_from_another_toolchain_is_emptied(setup_py, tmp_path, change):
     assert folder.is_dir() and _left(folder) == set()
 
 
-def test_an_interrupted_configuration_is_redone(setup_py, tmp_path):
+def test_a_folder_whose_cmake_cache_is_gone_is_configured_again(setup_py, tmp_path):
     folder = _configured(tmp_path / "cmake", ENVIRONMENT, setup_py["ENV_RECORD"])
-    (folder / "build.ninja").unlink()
+    (folder / "CMakeCache.txt").unlink()
     assert setup_py["prepare_build_folder"](folder, copy.deepcopy(ENVIRONMENT)) is True
 
 
