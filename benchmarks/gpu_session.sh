@@ -44,9 +44,11 @@ step() {
   return 0
 }
 
+# CUDA kernels that see a GPU, both in the installed package and in the source tree, which is what
+# `python -m benchmarks...` from the repository root imports (the build places the module there too)
 installed() {
-  (cd / && python -c "import sys, vsl_ext; i = vsl_ext.build_info(); sys.exit(not (i['cuda'] and i['cuda_devices']))") \
-    2>/dev/null
+  local check="import sys, vsl_ext; i = vsl_ext.build_info(); sys.exit(not (i['cuda'] and i['cuda_devices']))"
+  (cd / && python -c "$check") 2>/dev/null && python -c "$check" 2>/dev/null
 }
 
 install() {
@@ -86,8 +88,7 @@ case "$stage" in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/nvidia-smi.csv"
     step install 300 install
     installed || { echo "vsl_ext with CUDA kernels is not usable; see $out/pip-install.log" | tee -a "$out/steps.txt"; exit 1; }
-    # `pytest`, not `python -m pytest`: the latter would import the unbuilt source tree. The emulated
-    # CUDA tests (tests/test_cuda_emulated.py) are what CI runs in place of these: not here.
+    # The emulated CUDA tests (tests/test_cuda_emulated.py) are what CI runs in place of these: not here.
     step cuda-tests 240 bash -c "pytest -q -p no:cacheprovider -k 'cuda and not emulated' -rs > '$out/pytest-cuda.txt' 2>&1; rc=\$?; tail -15 '$out/pytest-cuda.txt'; exit \$rc"
     target=(python -m benchmarks._profile_target --n 300 --warmup 0)
     for tool in memcheck racecheck synccheck; do

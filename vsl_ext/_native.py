@@ -18,8 +18,9 @@ except ImportError as exc:  # pragma: no cover - only when the package was not b
     from pathlib import Path
 
     here = Path(__file__).resolve().parent
-    hint = (f" Python imported the unbuilt source tree {here}: run from another directory (pytest from the "
-            "repository root is fine, `python -m pytest` is not)." if (here.parent / "setup.py").exists() else "")
+    # Run from a clone, `python -m ...` imports the source tree; every build places _C there too.
+    hint = (f" Python imported the source tree {here}, which has no _C built for this Python: `pip install .` "
+            f"in {here.parent} builds it and places it there as well." if (here.parent / "setup.py").exists() else "")
     raise ImportError(f"vsl_ext's native module _C is missing or broken: install with `pip install .`.{hint}") from exc
 
 ALGORITHMS = {"auto": 0, "dense": 1, "sorted": 2}
@@ -42,7 +43,8 @@ def build_info() -> dict:
 
     Returns ``{"version", "cuda", "cuda_arch", "openmp", "cpu_isa", "compiler", "cuda_devices",
     "cuda_runtime", "cuda_driver", "cuda_error"}``: ``cuda`` tells whether CUDA kernels were
-    compiled in, ``cuda_arch`` the CMake CUDA architectures, ``cuda_devices`` how many GPUs the
+    compiled in, ``cuda_arch`` the GPU code built (``"sm_90"``: machine code for that architecture,
+    ``"compute_90"``: PTX, which the driver compiles for newer GPUs), ``cuda_devices`` how many GPUs the
     kernels can see, ``cuda_runtime`` / ``cuda_driver`` the CUDA versions of the kernels' runtime
     and of the installed driver ("" if none), ``cuda_error`` why no GPU is visible ("" otherwise).
     """
