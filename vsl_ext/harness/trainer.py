@@ -26,9 +26,11 @@ from ..criterion import VSLCriterion
 from ..metrics import format_metrics
 from .config import RESUME_MUTABLE, SEMANTICS, VARIANTS, TrainConfig
 from .data import PrecompSplit, Vocabulary, epoch_batches, resolve_data_dir
+from .data.phrase_units import phrase_cache_path
 from .data.precomp import split_paths
 from .evaluate import CHECKPOINT_FORMAT, default_protocols, evaluate_model, pick_device
 from .models import MODELS, build_model
+from .phrase_training import PhraseStep, needs_phrase_units, phrase_vocabulary, validate_phrase_options
 
 CHECKPOINT_VERSION = 1
 
@@ -114,6 +116,7 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.global_batch and (cfg.model != "vse" or cfg.variant != "row" or cfg.text_side):
         raise ValueError("--global-batch needs --model vse (separate image and caption embeddings), --variant row "
                          "and no --text-side: those are the parts of the loss that shard by rows")
+    validate_phrase_options(cfg)
 
 
 class _Progress:
@@ -201,7 +204,10 @@ class Trainer:
             if not os.path.isfile(train_caps):
                 PrecompSplit(self.data_dir, cfg.train_split, None, cpi)   # raises the descriptive error
             from .data import read_captions
-            self.vocab = Vocabulary.build(read_captions(train_caps), cfg.vocab_min_count)
+            if needs_phrase_units(cfg):    # the phrase units' lemmas ("ride") join the captions' words
+                self.vocab = phrase_vocabulary(self.data_dir, cfg, read_captions(train_caps))
+            else:
+                self.vocab = Vocabulary.build(read_captions(train_caps), cfg.vocab_min_count)
         self.train_data = PrecompSplit(self.data_dir, cfg.train_split, self.vocab, cpi)
         self.val_data = PrecompSplit(self.data_dir, cfg.val_split, self.vocab, cpi)
         for other in (self.val_data,):
@@ -229,21 +235,24 @@ class Trainer:
         self.criterion = VSLCriterion(cfg.margin, cfg.max_violation, cfg.alpha, beta, cfg.tau,
                                       cfg.text_side, cfg.variant)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.phrase_step = PhraseStep.for_run(cfg, self.train_data) if needs_phrase_units(cfg) else None
         self.index = None
         if beta > 0:
             factory = index_factory or caption_index_class().from_captions
-            self.index = factory(self.train_data.caption_groups(), mode=cfg.semantic)
+            extra = ({"phrase_cache": phrase_cache_path(self.train_data.caps_path, cfg.output)}
+                     if cfg.semantic == "phrases" else {})
+            self.index = factory(self.train_data.caption_groups(), mode=cfg.semantic, **extra)
 
         # progress state
         self.epoch, self.step, self.global_step = 0, 0, 0
         self.best = {"rsum": -1.0, "epoch": -1}
         self.history: List[dict] = []
-        self.running = {"loss": 0.0, "triplet": 0.0, "vsl": 0.0, "vsl_text": 0.0, "n": 0, "time": 0.0}
+        self.running = {"loss": 0.0, "triplet": 0.0, "vsl": 0.0, "vsl_text": 0.0, "phrase": 0.0, "n": 0, "time": 0.0}
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"]["state_dict"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.epoch, self.step, self.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
-            self.best, self.history, self.running = ckpt["best"], ckpt["history"], ckpt["running"]
+            self.best, self.history, self.running = ckpt["best"], ckpt["history"], {**self.running, **ckpt["running"]}
             set_rng_state(ckpt["rng"])
         self.ckpt_path = ckpt_path
         self.best_path = os.path.join(cfg.output, "model_best.pth")
@@ -286,13 +295,19 @@ class Trainer:
             return self._global_batch_step(caption_ids)
         batch = self.train_data.batch(caption_ids)
         dev = self.device
-        sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev))
+        phrase_terms = None
+        if self.phrase_step is not None:
+            sims, phrase_terms = self.phrase_step(self.model, batch, dev)
+        else:
+            sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev))
         image_sem = caption_sem = None
         if self.index is not None:
             image_sem = self.index.image_similarity(batch["image_ids"], device=dev)
             if self.cfg.text_side:
                 caption_sem = self.index.caption_similarity(batch["caption_ids"], device=dev)
         out = self.criterion(sims, image_sem, caption_sem)
+        if phrase_terms is not None:
+            out = self.phrase_step.combine(out, phrase_terms)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         if self.cfg.grad_clip > 0:
@@ -349,7 +364,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 losses = self.train_step(batches[self.step])
                 self.running["time"] += time.perf_counter() - t0
-                for k in ("loss", "triplet", "vsl", "vsl_text"):
+                for k in ("loss", "triplet", "vsl", "vsl_text", "phrase"):
                     self.running[k] += losses.get(k, 0.0)
                 self.running["n"] += 1
                 self.step += 1
@@ -374,7 +389,7 @@ class Trainer:
             val = self.validate()
             n = max(1, self.running["n"])
             record = {"epoch": epoch + 1, "global_step": self.global_step, "lr": lr,
-                      **{f"train_{k}": self.running[k] / n for k in ("loss", "triplet", "vsl", "vsl_text")},
+                      **{f"train_{k}": self.running[k] / n for k in ("loss", "triplet", "vsl", "vsl_text", "phrase")},
                       "train_seconds": round(self.running["time"], 3),
                       "val_seconds": round(time.perf_counter() - t0, 3),
                       **{f"val_{k}": v for k, v in val.items()}}

@@ -9,20 +9,24 @@ from __future__ import annotations
 from torch import nn
 
 from .sgraf import SGRAF
+from .ssamt import SSAMT
 from .vse import VSE
 
-MODELS = ("vse", "sgr", "saf")
+MODELS = ("vse", "sgr", "saf", "ssamt")
 
 
 def build_model(name: str, **config) -> nn.Module:
-    """``vse`` (dual encoder, cosine), ``sgr`` / ``saf`` (SGRAF heads). ``config`` are the
+    """``vse`` (dual encoder, cosine), ``sgr`` / ``saf`` (SGRAF heads), ``ssamt`` (two-grain
+    transformer over words + phrase units and regions, cosine). ``config`` are the
     constructor arguments (``img_dim`` and ``vocab_size`` are required)."""
     if name == "vse":
         return VSE(**config)
     if name in ("sgr", "saf"):
         config = {k: v for k, v in config.items() if k != "module"}
         return SGRAF(module=name.upper(), **config)
+    if name == "ssamt":
+        return SSAMT(**config)
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 
-__all__ = ["MODELS", "SGRAF", "VSE", "build_model"]
+__all__ = ["MODELS", "SGRAF", "SSAMT", "VSE", "build_model"]
