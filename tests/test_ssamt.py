@@ -249,10 +249,10 @@ def test_demo_ssamt_ci_size(demo_dir, capsys):
 def test_demo_phrase_level_ci_size(demo_dir, capsys):
     summary, md = _demo(demo_dir, "--semantic", "phrases", "--phrase-level")
     out = capsys.readouterr().out
-    assert "| triplet + 1 phrase (baseline) | triplet + 1 phrase + 10 VSL |" in out
+    assert "| triplet + 0.1 phrase (baseline) | triplet + 0.1 phrase + 10 VSL |" in out
     cfg = summary["train_config"]
     assert (cfg["model"], cfg["semantic"], cfg["phrase_level"]) == ("vse", "phrases", True)
-    assert "VSL semantic similarity phrases" in md
+    assert "VSL on phrases similarity" in md and "semantic similarity phrases" in md
     hist = [json.loads(line) for line in (demo_dir / "vsl_seed0" / "metrics.jsonl").read_text().splitlines()]
     assert hist[0]["train_phrase"] > 0 and hist[0]["train_vsl"] > 0
     for arm in ("baseline", "vsl"):

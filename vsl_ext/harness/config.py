@@ -48,7 +48,7 @@ class TrainConfig:
                          "labels, needs spaCy, see docs/phrases.md)", choices=SEMANTICS)
     phrase_level: bool = _cli(False, "loss", "add the SSAMT phrase-level losses (vse, ssamt; see docs/ssamt.md)",
                               switch="--phrase-level")
-    phrase_weight: float = _cli(1.0, "loss", "weight of the phrase-level losses")
+    phrase_weight: float = _cli(0.1, "loss", "weight of the phrase-level losses (docs/ssamt.md says why 0.1)")
     # model
     embed_size: int = _cli(1024, "model")
     word_dim: int = _cli(300, "model")

@@ -127,7 +127,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     test_feats, test_caps, test_meta = splits["test"]
     groups = [test_caps[i * syn.captions_per_image:(i + 1) * syn.captions_per_image] for i in range(len(test_meta))]
     if describe(cfg):
-        log(f"variant: {header_note(cfg, seeds)}")
+        log(f"variant: {header_note(cfg)}")
     make_index = index_factory or caption_index_class().from_captions
     sem_extra = ({"phrase_cache": os.path.join(data, "test_caps.phrases")} if cfg.semantic == "phrases" else {})
     test_sem = make_index(groups, mode=cfg.semantic, **sem_extra).image_similarity(np.arange(len(test_meta)))
@@ -159,7 +159,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
           "main object over many regions and small secondary objects, its captions describe the main object only, "
           "and half of the secondary objects repeat another image's main content. Same model, data and seeds in "
           "both arms; only the VSL term differs. Test split, best-validation-rsum epoch.", "",
-          *([header_note(cfg, seeds), ""] if variant else []),
+          *([header_note(cfg), ""] if variant else []),
           table, "",
           "What the text-to-image errors are made of (test split, mean over seeds):", "",
           diag, "",

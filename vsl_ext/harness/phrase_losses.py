@@ -19,8 +19,8 @@ Scores, both cosine (all vectors l2-normalised):
   and for ``ssamt`` its visual phrase slots).
 
 Losses, margin ``m`` (``--margin``, 0.2), each summed over the batch's images like the sentence
-triplet loss (:func:`vsl_ext.criterion.triplet_loss`) so that weight 1 weighs a phrase-level
-violation as much as a sentence-level one:
+triplet loss (:func:`vsl_ext.criterion.triplet_loss`), so that weight 1 would weigh a phrase-level
+violation as much as a sentence-level one (the default ``--phrase-weight`` is 0.1; docs/ssamt.md):
 
 * phrase global ``L_pg = sum_i mean_{p in P_i} [m + max_{n in N_i} s_in - s_ip]_+`` with P_i / N_i
   the positive / negative phrases of the batch for image i (hardest negative, VSE++). With

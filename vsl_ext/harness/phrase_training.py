@@ -109,7 +109,7 @@ class PhraseStep:
         margin, max_violation: as the sentence-level triplet loss.
     """
 
-    def __init__(self, phrases: CaptionPhrases, phrase_level: bool, weight: float = 1.0, margin: float = 0.2,
+    def __init__(self, phrases: CaptionPhrases, phrase_level: bool, weight: float = 0.1, margin: float = 0.2,
                  max_violation: bool = True):
         self.phrases = phrases
         self.weight = float(weight)

@@ -348,7 +348,8 @@ class Trainer:
             self.log(f"resuming {cfg.output} at epoch {self.epoch + 1}, step {self.step} "
                      f"(global step {self.global_step})")
         self.log(f"{cfg.model} on {self.train_data} | val {self.val_data} | vocab {len(self.vocab)} | "
-                 f"{'triplet + %g * VSL' % cfg.beta if self.index is not None else 'triplet only (baseline)'} | "
+                 f"{'triplet + %g * VSL' % cfg.beta if self.index is not None else 'triplet only (baseline)'}"
+                 f"{' + %g * phrase-level' % cfg.phrase_weight if cfg.phrase_level else ''} | "
                  f"device {self.device}")
         steps_this_call = 0
         while self.epoch < cfg.epochs:
