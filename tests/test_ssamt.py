@@ -256,7 +256,7 @@ def test_demo_phrase_level_ci_size(demo_dir, capsys):
     hist = [json.loads(line) for line in (demo_dir / "vsl_seed0" / "metrics.jsonl").read_text().splitlines()]
     assert hist[0]["train_phrase"] > 0 and hist[0]["train_vsl"] > 0
     for arm in ("baseline", "vsl"):
-        assert summary["results"][arm][0]["rsum"] > 30
+        assert summary["results"][arm][0]["rsum"] > 20      # 61 here after one epoch; chance is 3.0
 
 
 def test_option_errors(tmp_path):
