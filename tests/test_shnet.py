@@ -252,11 +252,14 @@ def test_missing_segmentation_is_a_clear_error(tiny_data, tmp_path, capsys):
 def test_demo_with_3shnet_writes_the_comparison(tmp_path, monkeypatch):
     small = SyntheticConfig(train_images=12, dev_images=4, test_images=4, regions=5, feat_dim=12)
     monkeypatch.setattr("vsl_ext.harness.data.synthetic.SyntheticConfig", lambda: small)
+    from vsl_ext.harness.demo_variants import apply_overrides
+
     monkeypatch.setattr(demo_mod, "demo_config", lambda data, output, seed, vsl, epochs=None, device="auto",
-                        progress=True, threads=1: tiny_cfg(data, output, model="vse", vsl=vsl, seed=seed,
-                                                           test_split="test"))
+                        progress=True, threads=1, overrides=None: apply_overrides(
+                            tiny_cfg(data, output, model="vse", vsl=vsl, seed=seed, test_split="test"), overrides))
     logs = []
-    summary = demo_mod.run_demo(str(tmp_path), seeds=[0], progress=False, log=logs.append, model="3shnet")
+    summary = demo_mod.run_demo(str(tmp_path), seeds=[0], progress=False, log=logs.append,
+                                overrides={"model": "3shnet"})
     for m in ("vse", "3shnet"):
         assert len(summary["results"][m]["vsl"]) == 1 and len(summary["results"][m]["baseline"]) == 1
     assert (tmp_path / "3shnet_vsl_seed0" / "model_best.pth").is_file()
@@ -265,4 +268,4 @@ def test_demo_with_3shnet_writes_the_comparison(tmp_path, monkeypatch):
     assert "| vse triplet | vse + 10 VSL | 3shnet triplet | 3shnet + 10 VSL |" in md and "| i2t R@1 |" in md
     assert "Fig.-1 kind" in md
     with pytest.raises(ValueError, match="demo trains"):
-        demo_mod.run_demo(str(tmp_path / "x"), seeds=[0], model="sgr")
+        demo_mod.run_demo(str(tmp_path / "x"), seeds=[0], overrides={"model": "sgr"})

@@ -13,7 +13,7 @@ from typing import Optional
 
 from .models import MODELS
 
-SEMANTICS = ("tfidf", "cider-d")
+SEMANTICS = ("tfidf", "cider-d", "phrases")
 VARIANTS = ("row", "public-code")
 # options that may differ between the interrupted run and the --resume call
 RESUME_MUTABLE = ("device", "progress", "tensorboard", "epochs", "output", "resume", "threads", "checkpoint_every",
@@ -46,7 +46,11 @@ class TrainConfig:
     tau: float = _cli(1e-3, "loss")
     text_side: bool = _cli(False, "loss", "add the text-side loss L_ts (Eq. 7)", switch="--text-side")
     variant: str = _cli("row", "loss", choices=VARIANTS)
-    semantic: str = _cli("tfidf", "loss", "caption similarity behind the semantic ranks", choices=SEMANTICS)
+    semantic: str = _cli("tfidf", "loss", "caption similarity behind the semantic ranks (phrases: scene-graph "
+                         "labels, needs spaCy, see docs/phrases.md)", choices=SEMANTICS)
+    phrase_level: bool = _cli(False, "loss", "add the SSAMT phrase-level losses (vse, ssamt; see docs/ssamt.md)",
+                              switch="--phrase-level")
+    phrase_weight: float = _cli(0.1, "loss", "weight of the phrase-level losses (docs/ssamt.md says why 0.1)")
     # model
     embed_size: int = _cli(1024, "model")
     word_dim: int = _cli(300, "model")

@@ -2,11 +2,10 @@
 
 Generates the data (:mod:`vsl_ext.harness.data.synthetic`), trains both arms for every seed, prints
 a side-by-side R@K table and a diagnostics table, and writes ``results.{md,png,json}``.
-``vsl-train --demo --model 3shnet`` trains the ``3shnet`` arms besides the ``vse`` ones and reports
-them side by side (:mod:`.demo_shnet`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -18,6 +17,7 @@ import numpy as np
 from .._atomic import atomic_write
 from ..metrics import format_metrics
 from .config import TrainConfig
+from .demo_variants import COMPARED_WITH_VSE, apply_overrides, arm_labels, describe, header_note
 from .trainer import Trainer, caption_index_class
 
 DEMO_METRICS = (("i2t_r1", "i2t R@1"), ("i2t_r5", "i2t R@5"), ("i2t_r10", "i2t R@10"),
@@ -25,14 +25,16 @@ DEMO_METRICS = (("i2t_r1", "i2t R@1"), ("i2t_r5", "i2t R@5"), ("i2t_r10", "i2t R
 
 
 def demo_config(data: str, output: str, seed: int, vsl: bool, epochs: Optional[int] = None, device: str = "auto",
-                progress: bool = True, threads: int = 1) -> TrainConfig:
+                progress: bool = True, threads: int = 1, overrides: Optional[dict] = None) -> TrainConfig:
     """The demo's fixed recipe: ``vse`` (128-d joint space, mean pooling), batch 128, Adam 3e-4 for
     10 epochs then 3e-5, 15 epochs, triplet (margin 0.2, hardest negatives) [+ 10 * VSL, tau 1e-3,
-    TF-IDF semantic similarity]. Only ``vsl`` differs between the two arms."""
-    return TrainConfig(data=data, dataset="synthetic", output=output, model="vse", vsl=vsl, embed_size=128,
-                       word_dim=64, batch_size=128, epochs=epochs or 15, lr=3e-4, lr_update=10, seed=seed,
-                       device=device, progress=progress, tensorboard=False, test_split="test", threads=threads,
-                       overwrite=True)
+    TF-IDF semantic similarity]. Only ``vsl`` differs between the two arms. ``overrides``: a
+    variant's changes to the recipe, the same in both arms (:mod:`.demo_variants`)."""
+    cfg = apply_overrides(TrainConfig(data=data, dataset="synthetic", output=output, model="vse", vsl=vsl,
+                                      embed_size=128, word_dim=64, batch_size=128, epochs=15, lr=3e-4,
+                                      lr_update=10, seed=seed, device=device, progress=progress, tensorboard=False,
+                                      test_split="test", threads=threads, overwrite=True), overrides)
+    return dataclasses.replace(cfg, epochs=epochs) if epochs else cfg
 
 
 def _mean_std(values: Sequence[float]):
@@ -40,10 +42,11 @@ def _mean_std(values: Sequence[float]):
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def demo_table(results: Dict[str, List[dict]], seeds: Sequence[int]) -> str:
+def demo_table(results: Dict[str, List[dict]], seeds: Sequence[int],
+               labels: Sequence[str] = ("triplet (baseline)", "triplet + 10 VSL")) -> str:
     """Markdown table: mean +- sample std over seeds for baseline and VSL, their difference and how
-    many seeds VSL wins."""
-    lines = [f"| metric (test, {len(seeds)} seeds) | triplet (baseline) | triplet + 10 VSL | difference | VSL better in |",
+    many seeds VSL wins; ``labels`` name the two arms."""
+    lines = [f"| metric (test, {len(seeds)} seeds) | {labels[0]} | {labels[1]} | difference | VSL better in |",
              "|---|---|---|---|---|"]
     for key, label in DEMO_METRICS:
         b = [r[key] for r in results["baseline"]]
@@ -54,14 +57,15 @@ def demo_table(results: Dict[str, List[dict]], seeds: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-def demo_diagnostics(diagnostics: Dict[str, List[dict]]) -> str:
+def demo_diagnostics(diagnostics: Dict[str, List[dict]],
+                     labels: Sequence[str] = ("triplet (baseline)", "triplet + 10 VSL")) -> str:
     """Markdown table of :func:`vsl_ext.harness.data.synthetic.failure_analysis`, mean over seeds."""
     def mean(arm, key):
         return float(np.mean([d[key] for d in diagnostics[arm]]))
     rows = [("t2i top-1 image consistent with the caption (%)", "consistent", "{:.1f}"),
             ("t2i top-1 errors of the Fig.-1 kind: object only secondary there (%)", "secondary_match", "{:.1f}"),
             ("rank agreement of S with the caption similarity C (Spearman)", "rank_agreement", "{:.3f}")]
-    lines = ["| diagnostic | triplet (baseline) | triplet + 10 VSL |", "|---|---|---|"]
+    lines = [f"| diagnostic | {labels[0]} | {labels[1]} |", "|---|---|---|"]
     for label, key, fmt in rows:
         lines.append(f"| {label} | {fmt.format(mean('baseline', key))} | {fmt.format(mean('vsl', key))} |")
     oracle = mean("baseline", "oracle_t2i_r1")
@@ -69,7 +73,8 @@ def demo_diagnostics(diagnostics: Dict[str, List[dict]]) -> str:
     return "\n".join(lines)
 
 
-def demo_chart(results: Dict[str, List[dict]], path: str) -> bool:
+def demo_chart(results: Dict[str, List[dict]], path: str,
+               labels: Sequence[str] = ("triplet (baseline)", "triplet + 10 VSL"), model: str = "vse") -> bool:
     """Grouped bar chart (mean, error bar = std over seeds); False when matplotlib is missing."""
     try:
         import matplotlib
@@ -81,13 +86,13 @@ def demo_chart(results: Dict[str, List[dict]], path: str) -> bool:
     labels = [lab for k, lab in DEMO_METRICS if k != "rsum"]
     x = np.arange(len(keys))
     fig, ax = plt.subplots(figsize=(8, 4))
-    for off, arm, name in ((-0.2, "baseline", "triplet (baseline)"), (0.2, "vsl", "triplet + 10 VSL")):
+    for off, arm, name in ((-0.2, "baseline", labels[0]), (0.2, "vsl", labels[1])):
         stats = [_mean_std([r[k] for r in results[arm]]) for k in keys]
         ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=name)
     ax.set_xticks(x)
     ax.set_xticklabels(labels)
     ax.set_ylabel("recall (%)")
-    ax.set_title(f"Synthetic Fig.-1 data, vse, test set, mean ± std over {len(results['vsl'])} seeds")
+    ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {len(results['vsl'])} seeds")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -95,26 +100,22 @@ def demo_chart(results: Dict[str, List[dict]], path: str) -> bool:
     return True
 
 
-DEMO_MODELS = ("vse", "3shnet")
-
-
 def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None,
              device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
-             index_factory: Optional[Callable] = None, threads: int = 1, model: str = "vse") -> dict:
+             index_factory: Optional[Callable] = None, threads: int = 1, overrides: Optional[dict] = None) -> dict:
     """``vsl-train --demo``: generate the synthetic data, train the two arms for every seed, write
     ``results.md``, ``results.png`` and ``results.json`` to ``output`` and print the table.
+    ``overrides``: a variant's recipe changes for both arms (:mod:`.demo_variants`).
 
-    ``model="3shnet"`` trains the ``3shnet`` arms too and reports both models side by side
-    (:func:`.demo_shnet.report`). ``threads`` defaults to 1: the demo's small matrices gain nothing from
-    more threads, and torch's OpenMP threads slow down badly when the cores are shared with other
-    processes."""
+    ``threads`` defaults to 1: the demo's small matrices gain nothing from more threads, and torch's
+    OpenMP threads slow down badly when the cores are shared with other processes."""
     from .data.synthetic import SyntheticConfig, failure_analysis, generate
-
-    if model not in DEMO_MODELS:
-        raise ValueError(f"the demo trains --model {' or '.join(DEMO_MODELS)}, got {model!r}")
 
     t_start = time.perf_counter()
     data = os.path.join(output, "data")
+    variant_kw = {"overrides": overrides} if overrides else {}
+    cfg = demo_config(data, output, 0, True, epochs, **variant_kw)   # the variant, for labels and C
+    labels = arm_labels(cfg)
     syn = SyntheticConfig()
     splits = generate(data, syn)
     log(f"synthetic data in {data}: {syn.train_images}/{syn.dev_images}/{syn.test_images} images, "
@@ -125,52 +126,57 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     diagnostics: Dict[str, List[dict]] = {"baseline": [], "vsl": []}
     test_feats, test_caps, test_meta = splits["test"]
     groups = [test_caps[i * syn.captions_per_image:(i + 1) * syn.captions_per_image] for i in range(len(test_meta))]
+    if describe(cfg):
+        log(f"variant: {header_note(cfg)}")
     make_index = index_factory or caption_index_class().from_captions
-    test_sem = make_index(groups, mode="tfidf").image_similarity(np.arange(len(test_meta))).cpu().numpy()
+    sem_extra = ({"phrase_cache": os.path.join(data, "test_caps.phrases")} if cfg.semantic == "phrases" else {})
+    test_sem = make_index(groups, mode=cfg.semantic, **sem_extra).image_similarity(np.arange(len(test_meta)))
+    test_sem = test_sem.cpu().numpy()
     quiet = (lambda msg: None)
-    models = ("vse",) if model == "vse" else ("vse", model)
-    by_model = {m: ({"baseline": [], "vsl": []}, {"baseline": [], "vsl": []}) for m in models}
-    by_model["vse"] = (results, diagnostics)
+    compared = ("vse", cfg.model) if cfg.model in COMPARED_WITH_VSE else (cfg.model,)
+    by_model = {m: ({"baseline": [], "vsl": []}, {"baseline": [], "vsl": []}) for m in compared}
+    by_model[cfg.model] = (results, diagnostics)
     for seed in seeds:
-        for name in models:
+        for name in compared:
+            # the comparison rows: the plain vse recipe with the variant's other changes
+            arm_overrides = overrides if name == cfg.model else {k: v for k, v in (overrides or {}).items()
+                                                                 if k != "model"}
             for arm in ("baseline", "vsl"):
-                if name == "vse":
-                    cfg = demo_config(data, os.path.join(output, f"{arm}_seed{seed}"), seed, arm == "vsl", epochs,
-                                      device, progress, threads)
-                else:
-                    from .demo_shnet import shnet_config
-                    cfg = shnet_config(demo_config(data, os.path.join(output, f"{name}_{arm}_seed{seed}"), seed,
-                                                   arm == "vsl", epochs, device, progress, threads))
+                folder = f"{arm}_seed{seed}" if len(compared) == 1 else f"{name}_{arm}_seed{seed}"
+                arm_cfg = demo_config(data, os.path.join(output, folder), seed, arm == "vsl", epochs, device,
+                                      progress, threads, **({"overrides": arm_overrides} if arm_overrides else {}))
                 t0 = time.perf_counter()
-                trainer = Trainer(cfg, quiet, index_factory)
+                trainer = Trainer(arm_cfg, quiet, index_factory)
                 summary = trainer.run()
                 test = summary["test"]["full"]
                 by_model[name][0][arm].append(test)
                 by_model[name][1][arm].append(failure_analysis(trainer.test_sims, test_meta, test_caps, test_sem))
-                label = arm if model == "vse" else f"{name} {arm}"
+                label = arm if len(compared) == 1 else f"{name} {arm}"
                 log(f"seed {seed} {label:8s} ({time.perf_counter() - t0:5.1f} s, best epoch {summary['best_epoch']}): "
                     f"{format_metrics(test)}")
-    if model != "vse":
+    if len(compared) > 1:
         from .demo_shnet import report
         return report(output, seeds, by_model, syn, data, epochs, time.perf_counter() - t_start, log)
-    table = demo_table(results, seeds)
-    diag = demo_diagnostics(diagnostics)
+    table = demo_table(results, seeds, labels)
+    diag = demo_diagnostics(diagnostics, labels)
     elapsed = time.perf_counter() - t_start
     log("")
     log(table)
     log("")
     log(diag)
-    cfg = demo_config(data, output, 0, True, epochs)
-    chart = demo_chart(results, os.path.join(output, "results.png"))
-    md = ["# vsl-train --demo", "",
+    chart = demo_chart(results, os.path.join(output, "results.png"), labels, cfg.model)
+    variant = describe(cfg)
+    md = ["# vsl-train --demo" + (f" ({variant})" if variant else ""), "",
           "Synthetic SCAN-format data built after the failure case of the VSL paper's Fig. 1: every image has a "
           "main object over many regions and small secondary objects, its captions describe the main object only, "
           "and half of the secondary objects repeat another image's main content. Same model, data and seeds in "
           "both arms; only the VSL term differs. Test split, best-validation-rsum epoch.", "",
+          *([header_note(cfg), ""] if variant else []),
           table, "",
           "What the text-to-image errors are made of (test split, mean over seeds):", "",
           diag, "",
-          f"Recipe: model vse (embed {cfg.embed_size}, mean pooling), batch {cfg.batch_size}, {cfg.epochs} epochs, "
+          f"Recipe: model {cfg.model} (embed {cfg.embed_size}"
+          f"{', mean pooling' if cfg.model == 'vse' else ''}), batch {cfg.batch_size}, {cfg.epochs} epochs, "
           f"Adam lr {cfg.lr:g} then x{cfg.lr_decay:g} after epoch {cfg.lr_update}, margin {cfg.margin}, "
           f"beta {cfg.beta:g}, tau {cfg.tau:g}, seeds {list(seeds)}; total wall time {elapsed:.0f} s.", "",
           *(["![R@K](results.png)", ""] if chart else [])]

@@ -20,6 +20,7 @@ import numpy as np
 from .._atomic import atomic_write
 from .config import TrainConfig
 from .demo import DEMO_METRICS, _mean_std
+from .demo_variants import MODEL_RECIPES
 
 ARMS = (("vse", "baseline", "vse triplet"), ("vse", "vsl", "vse + 10 VSL"),
         ("3shnet", "baseline", "3shnet triplet"), ("3shnet", "vsl", "3shnet + 10 VSL"))
@@ -34,8 +35,8 @@ def shnet_config(vse_config: TrainConfig) -> TrainConfig:
     """The demo's ``3shnet`` recipe: the ``vse`` arm's (joint space, batch, schedule, loss, seed) with
     the 3shnet model (BiGRU text encoder, spatial keys 128, region drop 0.2) and 3SHNet's warm-up: the
     first epoch's triplet loss sums over all negatives (``--max-violation-warmup 1``, as 3SHNet's
-    training script sets ``--vse_mean_warmup_epochs 1``)."""
-    return dataclasses.replace(vse_config, model="3shnet", max_violation_warmup=1)
+    training script sets ``--vse_mean_warmup_epochs 1``; :data:`.demo_variants.MODEL_RECIPES`)."""
+    return dataclasses.replace(vse_config, model="3shnet", **MODEL_RECIPES["3shnet"])
 
 
 def _delta(a: Sequence[float], b: Sequence[float]) -> str:

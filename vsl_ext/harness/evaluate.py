@@ -27,6 +27,7 @@ from .data.segmentation import attach_segmentation
 from .data.wordpiece import vocabulary_from_checkpoint
 from ..metrics import evaluate_protocol, format_metrics
 from .models import SEGMENTATION_MODELS, build_model
+from .phrase_training import caption_extras
 
 CHECKPOINT_FORMAT = "vsl_ext.checkpoint"
 
@@ -56,8 +57,10 @@ def encode_split(model, split: PrecompSplit, device, batch_size: int = 128,
             for a in range(0, n_img, batch_size)]
     caps, lens = [], []
     for a in range(0, n_cap, batch_size):
-        tokens, lengths = split.caption_tokens(np.arange(a, min(n_cap, a + batch_size)))
-        caps.append(model.encode_captions(tokens.to(device), lengths.to(device)).float().cpu())
+        ids = np.arange(a, min(n_cap, a + batch_size))
+        tokens, lengths = split.caption_tokens(ids)
+        extra = caption_extras(model, split, ids, device)   # ssamt: the captions' phrase units
+        caps.append(model.encode_captions(tokens.to(device), lengths.to(device), **extra).float().cpu())
         lens.append(lengths)
     model.train(was_training)
     if caps[0].dim() == 3:

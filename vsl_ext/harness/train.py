@@ -4,6 +4,7 @@
     vsl-train --data DATA --dataset f30k --model sgr --no-vsl   # triplet-only baseline
     vsl-train --output runs/x --resume                          # continue an interrupted run
     vsl-train --demo                                            # synthetic demo, baseline vs VSL, CPU
+    vsl-train --demo --model ssamt                              # the demo with SSAMT in both arms
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import sys
 from typing import Optional, Sequence
 
 from .config import TrainConfig, add_config_options, config_from_args
-from .demo import DEMO_MODELS, run_demo
+from .demo import run_demo
+from .demo_variants import DEMO_MODELS, demo_overrides
 from .trainer import Trainer, train
 
 __all__ = ["TrainConfig", "Trainer", "build_parser", "main", "train"]
@@ -24,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p)
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="synthetic Fig.-1 data: train vse baseline and vse+VSL "
-                   "over several seeds on CPU and print a side-by-side R@K table (--model 3shnet: the 3shnet arms "
-                   "too, output runs/demo_3shnet)")
+                   "over several seeds on CPU and print a side-by-side R@K table (--model, --semantic, "
+                   "--phrase-level and --phrase-weight change the recipe of both arms; --model 3shnet also "
+                   "trains the vse arms beside it; output runs/demo[_<model>])")
     g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="demo training seeds (default 0 1 2)")
     g.add_argument("--demo-epochs", type=int, default=None, help="override the demo's epoch count (15)")
     return p
@@ -41,7 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default_output = os.path.join("runs", "demo" if model == "vse" else f"demo_{model}")
         run_demo(output=args.output or default_output, seeds=args.seeds, epochs=args.demo_epochs,
                  device=args.device or "auto", progress=args.progress is not False, threads=args.threads or 1,
-                 model=model)
+                 overrides=demo_overrides(args))
         return 0
     if args.data is None and not args.resume:
         parser.error("--data DIR is required (or --demo, or --resume with --output)")

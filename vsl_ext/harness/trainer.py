@@ -27,12 +27,14 @@ from ..criterion import VSLCriterion
 from ..metrics import format_metrics
 from .config import RESUME_MUTABLE, SEMANTICS, VARIANTS, TrainConfig
 from .data import PrecompSplit, Vocabulary, resolve_data_dir
+from .data.phrase_units import phrase_cache_path
 from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import WordPieceVocabulary, tokenizer_spec, vocabulary_from_checkpoint
 from .evaluate import CHECKPOINT_FORMAT, default_protocols, evaluate_model, pick_device
 from .models import MODELS, SEGMENTATION_MODELS, build_model
 from .models.dropout import sample_seeds
+from .phrase_training import PhraseStep, needs_phrase_units, phrase_vocabulary, validate_phrase_options
 
 CHECKPOINT_VERSION = 1
 
@@ -126,6 +128,7 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--max-violation-warmup must be >= 0, got {cfg.max_violation_warmup}")
     if not 0 <= cfg.region_drop < 1:
         raise ValueError(f"--region-drop must lie in [0, 1), got {cfg.region_drop}")
+    validate_phrase_options(cfg)
 
 
 class _Progress:
@@ -214,7 +217,10 @@ class Trainer:
         else:
             if not os.path.isfile(train_caps):
                 PrecompSplit(self.data_dir, cfg.train_split, None, cpi)   # raises the descriptive error
-            self.vocab = Vocabulary.build(read_scan_captions(train_caps), cfg.vocab_min_count)
+            if needs_phrase_units(cfg):    # the phrase units' lemmas ("ride") join the captions' words
+                self.vocab = phrase_vocabulary(self.data_dir, cfg, read_scan_captions(train_caps))
+            else:
+                self.vocab = Vocabulary.build(read_scan_captions(train_caps), cfg.vocab_min_count)
         self.train_data = PrecompSplit(self.data_dir, cfg.train_split, self.vocab, cpi)
         self.val_data = PrecompSplit(self.data_dir, cfg.val_split, self.vocab, cpi)
         for other in (self.val_data,):
@@ -255,21 +261,24 @@ class Trainer:
                                       cfg.text_side, cfg.variant)
         groups = self.model.parameter_groups() if hasattr(self.model, "parameter_groups") else None
         self.optimizer = torch.optim.Adam(groups or self.model.parameters(), lr=cfg.lr)
+        self.phrase_step = PhraseStep.for_run(cfg, self.train_data) if needs_phrase_units(cfg) else None
         self.index = None
         if beta > 0:
             factory = index_factory or caption_index_class().from_captions
-            self.index = factory(self.train_data.caption_groups(), mode=cfg.semantic)
+            extra = ({"phrase_cache": phrase_cache_path(self.train_data.caps_path, cfg.output)}
+                     if cfg.semantic == "phrases" else {})
+            self.index = factory(self.train_data.caption_groups(), mode=cfg.semantic, **extra)
 
         # progress state
         self.epoch, self.step, self.global_step = 0, 0, 0
         self.best = {"rsum": -1.0, "epoch": -1}
         self.history: List[dict] = []
-        self.running = {"loss": 0.0, "triplet": 0.0, "vsl": 0.0, "vsl_text": 0.0, "n": 0, "time": 0.0}
+        self.running = {"loss": 0.0, "triplet": 0.0, "vsl": 0.0, "vsl_text": 0.0, "phrase": 0.0, "n": 0, "time": 0.0}
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"]["state_dict"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.epoch, self.step, self.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
-            self.best, self.history, self.running = ckpt["best"], ckpt["history"], ckpt["running"]
+            self.best, self.history, self.running = ckpt["best"], ckpt["history"], {**self.running, **ckpt["running"]}
             set_rng_state(ckpt["rng"])
         self.ckpt_path = ckpt_path
         self.best_path = os.path.join(cfg.output, "model_best.pth")
@@ -312,14 +321,20 @@ class Trainer:
             return self._global_batch_step(caption_ids)
         batch = self.train_data.batch(caption_ids)
         dev = self.device
-        seeds = sample_seeds(self.cfg.seed, self.global_step, np.arange(len(caption_ids)))
-        sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev), seeds)
+        phrase_terms = None
+        if self.phrase_step is not None:  # (its word dropout draws from torch's generator: no per-sample seeds)
+            sims, phrase_terms = self.phrase_step(self.model, batch, dev)
+        else:
+            seeds = sample_seeds(self.cfg.seed, self.global_step, np.arange(len(caption_ids)))
+            sims = self.model(batch["images"].to(dev), batch["tokens"].to(dev), batch["lengths"].to(dev), seeds)
         image_sem = caption_sem = None
         if self.index is not None:
             image_sem = self.index.image_similarity(batch["image_ids"], device=dev)
             if self.cfg.text_side:
                 caption_sem = self.index.caption_similarity(batch["caption_ids"], device=dev)
         out = self.criterion(sims, image_sem, caption_sem)
+        if phrase_terms is not None:
+            out = self.phrase_step.combine(out, phrase_terms)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         if self.cfg.grad_clip > 0:
@@ -361,7 +376,8 @@ class Trainer:
             self.log(f"resuming {cfg.output} at epoch {self.epoch + 1}, step {self.step} "
                      f"(global step {self.global_step})")
         self.log(f"{cfg.model} on {self.train_data} | val {self.val_data} | vocab {len(self.vocab)} | "
-                 f"{'triplet + %g * VSL' % cfg.beta if self.index is not None else 'triplet only (baseline)'} | "
+                 f"{'triplet + %g * VSL' % cfg.beta if self.index is not None else 'triplet only (baseline)'}"
+                 f"{' + %g * phrase-level' % cfg.phrase_weight if cfg.phrase_level else ''} | "
                  f"device {self.device}")
         steps_this_call = 0
         while self.epoch < cfg.epochs:
@@ -377,7 +393,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 losses = self.train_step(batches[self.step])
                 self.running["time"] += time.perf_counter() - t0
-                for k in ("loss", "triplet", "vsl", "vsl_text"):
+                for k in ("loss", "triplet", "vsl", "vsl_text", "phrase"):
                     self.running[k] += losses.get(k, 0.0)
                 self.running["n"] += 1
                 self.step += 1
@@ -402,7 +418,7 @@ class Trainer:
             val = self.validate()
             n = max(1, self.running["n"])
             record = {"epoch": epoch + 1, "global_step": self.global_step, "lr": lr,
-                      **{f"train_{k}": self.running[k] / n for k in ("loss", "triplet", "vsl", "vsl_text")},
+                      **{f"train_{k}": self.running[k] / n for k in ("loss", "triplet", "vsl", "vsl_text", "phrase")},
                       "train_seconds": round(self.running["time"], 3),
                       "val_seconds": round(time.perf_counter() - t0, 3),
                       **{f"val_{k}": v for k, v in val.items()}}

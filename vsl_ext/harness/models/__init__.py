@@ -12,15 +12,17 @@ from torch import nn
 
 from .sgraf import SGRAF
 from .shnet import SHNet
+from .ssamt import SSAMT
 from .vse import VSE
 
-MODELS = ("vse", "sgr", "saf", "3shnet")
+MODELS = ("vse", "sgr", "saf", "ssamt", "3shnet")
 SEGMENTATION_MODELS = ("3shnet",)   # their images come with segmentation inputs (data.segmentation)
 
 
 def build_model(name: str, **config) -> nn.Module:
-    """``vse`` (dual encoder, cosine), ``sgr`` / ``saf`` (SGRAF heads), ``3shnet`` (segmentation-guided
-    dual encoder, cosine; also needs ``num_classes``). ``config`` are the constructor arguments
+    """``vse`` (dual encoder, cosine), ``sgr`` / ``saf`` (SGRAF heads), ``ssamt`` (two-grain
+    transformer over words + phrase units and regions, cosine), ``3shnet`` (segmentation-guided dual
+    encoder, cosine; also needs ``num_classes``). ``config`` are the constructor arguments
     (``img_dim`` and ``vocab_size`` are required)."""
     if name == "vse":
         return VSE(**config)
@@ -29,7 +31,9 @@ def build_model(name: str, **config) -> nn.Module:
     if name in ("sgr", "saf"):
         config = {k: v for k, v in config.items() if k != "module"}
         return SGRAF(module=name.upper(), **config)
+    if name == "ssamt":
+        return SSAMT(**config)
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 
-__all__ = ["MODELS", "SEGMENTATION_MODELS", "SGRAF", "SHNet", "VSE", "build_model"]
+__all__ = ["MODELS", "SEGMENTATION_MODELS", "SGRAF", "SHNet", "SSAMT", "VSE", "build_model"]
