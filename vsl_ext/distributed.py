@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _validate
-from .loss import prepare, ratio_sum
+from .ops.vsl_loss import prepare, ratio_sum
 
 
 def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3, group=None,

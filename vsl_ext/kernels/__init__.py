@@ -1,0 +1,25 @@
+"""The ops' kernels per device: each module turns checked tensors into native calls.
+
+The registered ops (:mod:`vsl_ext.ops`) check their inputs and allocate the outputs, then call the
+same-named function of the module :func:`for_device` picks: :mod:`vsl_ext.kernels.cpu` or
+:mod:`vsl_ext.kernels.cuda`. Both modules offer
+
+* ``sigmoid_rank_forward(ranked, compared, ranks, tau, descending, public_code_clamp, algorithm)``
+* ``sigmoid_rank_backward(ranked, compared, grad_ranks, grad_ranked, grad_compared, tau, descending,
+  public_code_clamp, algorithm)``
+* ``vsl_loss_ratio_sum(sims, sims_compared, semantic, semantic_compared, grad_sr, grad_cr, row_sums,
+  tau, public_code_clamp, algorithm)``
+
+on contiguous, non-empty (rows, cols) tensors of one dtype (float32 or float64) on one device,
+``compared`` None for a row rank (see ``csrc/sigmoid_rank.h`` and ``csrc/vsl_loss.h``).
+"""
+from types import ModuleType
+
+import torch
+
+from . import cpu, cuda
+
+
+def for_device(device: torch.device) -> ModuleType:
+    """The kernel module of ``device`` (CPU or CUDA; the ops have checked which)."""
+    return cuda if device.type == "cuda" else cpu
