@@ -26,7 +26,9 @@ from typing import Dict, List, Optional
 from benchmarks._cases import SECTIONS, label, make_inputs
 from benchmarks._env import REPO, RESULTS_DIR, fmt_bytes, fmt_seconds, write_atomic, write_json_atomic
 
-SUITES = {"rank": "benchmarks/bench_rank.py", "captions": "benchmarks/bench_captions.py"}
+# suite -> its files: "rank" is the ops' suite (records with "suite": "rank"), one file per op
+SUITES = {"rank": ("benchmarks/bench_sigmoid_rank.py", "benchmarks/bench_vsl_loss.py"),
+          "captions": ("benchmarks/bench_captions.py",)}
 RENDER_RESERVE_S = 45  # --time-budget: kept for rendering tables and plots after the suites
 PASSES = ("forward", "forward+backward")
 # (title, op, variant, ours label, reference label)
@@ -74,7 +76,7 @@ def load(paths: List[Path]) -> dict:
 
 
 def run_suites(args, json_path: Path) -> int:
-    cmd = [sys.executable, "-m", "pytest", *[SUITES[s] for s in args.suites], "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", *[f for s in args.suites for f in SUITES[s]], "-p", "no:cacheprovider",
            "-q", f"--benchmark-json={json_path}", "--benchmark-columns=min,median,max,rounds",
            "--benchmark-sort=name", f"--vsl-device={args.device}"]
     if args.quick:
