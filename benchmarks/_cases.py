@@ -150,7 +150,9 @@ def window_input(n: int, fraction: float, device: str = "cpu", tau: float = 1e-3
     share is 2x - x^2 with x = 30 tau / L."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
-    half_window = 30.0 * tau
+    from vsl_ext._native import _C
+
+    half_window = _C.SATURATION["float32"] * tau
     spread = half_window / (1.0 - math.sqrt(1.0 - fraction))
     g = torch.Generator().manual_seed(SEED + n + round(fraction * 1e6))
     return (torch.rand(n, n, generator=g) * spread).to(device).contiguous()

@@ -40,7 +40,7 @@ def sanitized(emulator_build_dir):
 def route_to_emulator(monkeypatch, emulator) -> None:
     """The ops' kernel calls on CPU tensors go to the emulated CUDA kernels, through the CUDA kernel
     module (vsl_ext.kernels.cuda: CUDA's choice of algorithm, its sorting, its native calls)."""
-    monkeypatch.setattr(kernels, "for_device", lambda device: kernels.cuda)
+    monkeypatch.setattr(kernels, "for_tensor", lambda t: kernels.cuda)
     monkeypatch.setattr(kernels.cuda, "_C", emulator)
     monkeypatch.setattr(kernels.cuda, "launch_args", lambda device: (0, 0))
 

@@ -46,7 +46,7 @@ def pair_sigmoid_grad(v: float, x: float, tau: float, clamp=None) -> float:
 
 def brute_rank(rows, tau, descending=True, values=None, clamp=None):
     """``R[i][j] = 1 + sum_{k != j} sigmoid(+-(values[i][k] - rows[i][j]) / tau)``; values: rows (row
-    rank) or the comparison rows of a cross rank (the published code's S^T)."""
+    rank) or the compared rows of a rank against other rows (the public-code variant's S^T)."""
     values = rows if values is None else values
     out = []
     for x, v in zip(rows, values):

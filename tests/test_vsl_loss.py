@@ -41,7 +41,7 @@ def test_asymmetric_semantic_matrix_and_no_semantic_grad(device, variant):
     check_loss(s, c, variant, device=device, semantic_grad=True)
 
 
-def _published_formula_loss(S, C, tau):
+def _public_code_loss_by_hand(S, C, tau):
     """Verbatim transcription of the published ranking, one scalar at a time."""
     n = len(S)
 
@@ -63,7 +63,7 @@ def _published_formula_loss(S, C, tau):
 def test_public_code_reference_is_the_published_formula(device, n, kind):
     s, c = make_pair(kind, n, torch.float64, seed=n)
     c = make_input("random", (n, n), torch.float64, seed=n + 7)  # asymmetric C checks the column convention
-    expected = _published_formula_loss(s.tolist(), c.tolist(), 1e-3)
+    expected = _public_code_loss_by_hand(s.tolist(), c.tolist(), 1e-3)
     assert reference.public_code_vsl_loss(s, c, 1e-3).item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
     for algorithm in ("dense", "sorted"):
         loss = vsl_ext.vsl_loss(s.to(device), c.to(device), variant="public-code", algorithm=algorithm)

@@ -1,7 +1,7 @@
 """The ops' kernels per device: each module turns checked tensors into native calls.
 
 The registered ops (:mod:`vsl_ext.ops`) check their inputs and allocate the outputs, then call the
-same-named function of the module :func:`for_device` picks: :mod:`vsl_ext.kernels.cpu` or
+same-named function of the module :func:`for_tensor` picks: :mod:`vsl_ext.kernels.cpu` or
 :mod:`vsl_ext.kernels.cuda`. Both modules offer
 
 * ``sigmoid_rank_forward(ranked, compared, ranks, tau, descending, public_code_clamp, algorithm)``
@@ -20,6 +20,6 @@ import torch
 from . import cpu, cuda
 
 
-def for_device(device: torch.device) -> ModuleType:
-    """The kernel module of ``device`` (CPU or CUDA; the ops have checked which)."""
-    return cuda if device.type == "cuda" else cpu
+def for_tensor(t: torch.Tensor) -> ModuleType:
+    """The kernel module of the device ``t`` is on (CPU or CUDA; the ops have checked which)."""
+    return cuda if t.is_cuda else cpu

@@ -9,11 +9,13 @@ scalars: tau usable in the dtype (:func:`vsl_ext._validate.tau_error`), a known 
 Layouts need no check: the ops make their inputs contiguous (a view's strides are never read by the
 native code). Empty matrices are valid and skip the native call.
 
-Each check function takes ``require``: :func:`raise_unless` in the real kernels (plain Python, as
-cheap as a check can be), :func:`torch_check` in the fake kernels (``torch._check_with``, which
-turns a condition on symbolic sizes into a runtime assertion of the traced graph), so torch.compile
-and torch.export with fake tensors reject what the real kernels reject, with the same error types
-and messages naming the op, the argument and what was expected.
+Each check function takes ``require``: :func:`raise_unless` in the real kernels, :func:`torch_check`
+in the fake kernels (``torch._check_with``, which turns a condition on symbolic sizes into a runtime
+assertion of the traced graph), so torch.compile and torch.export with fake tensors reject what the
+real kernels reject, with the same error types and messages naming the op, the argument and what
+was expected. In the real kernels a fast path first tests everything at once (a few attribute
+reads: the ops are called on every training step, many at small n) and returns if all is well;
+anything else goes through the full checks, which raise or accept.
 """
 from typing import Callable
 
@@ -28,6 +30,9 @@ Require = Callable[[type, object, Callable[[], str]], None]
 _DTYPES = (torch.float32, torch.float64)
 _DEVICE_TYPES = ("cpu", "cuda", "meta")  # meta only ever reaches the fake kernels
 _ALGORITHM_CODES = tuple(sorted(_C.ALGORITHMS.values()))
+# The fast path's temperatures: well inside what _validate.tau_error accepts (1 / tau and tau finite
+# in the dtype); a tau outside these bounds gets the full check.
+_FAST_TAU = {dtype: (4.0 / torch.finfo(dtype).max, torch.finfo(dtype).max / 4.0) for dtype in _DTYPES}
 
 
 def raise_unless(error: type, ok, message: Callable[[], str]) -> None:
@@ -77,8 +82,26 @@ def scalars(op: str, tau: float, dtype: torch.dtype, algorithm: int, require: Re
         f"{op}: algorithm must be one of the codes {dict(_C.ALGORITHMS)}, got {algorithm!r}"))
 
 
+# ---------------------------------------------------------------------------------- fast path
+def _fast_matrix(t) -> bool:
+    """A real 2-D float32/float64 CPU or CUDA tensor (the real kernels never see meta tensors)."""
+    return isinstance(t, Tensor) and t.dtype in _DTYPES and t.dim() == 2 and (t.is_cpu or t.is_cuda)
+
+
+def _fast_like(t, ref: Tensor) -> bool:
+    return (_fast_matrix(t) and t.dtype == ref.dtype and t.is_cuda == ref.is_cuda
+            and t.get_device() == ref.get_device() and t.shape == ref.shape)
+
+
+def _fast_scalars(tau, dtype: torch.dtype, algorithm) -> bool:
+    lo, hi = _FAST_TAU[dtype]
+    return type(tau) is float and lo <= tau <= hi and algorithm in _ALGORITHM_CODES
+
+
 # ---------------------------------------------------------------------------------- one per op
 def sigmoid_rank(m: Tensor, tau: float, algorithm: int, require: Require = raise_unless) -> None:
+    if require is raise_unless and _fast_matrix(m) and _fast_scalars(tau, m.dtype, algorithm):
+        return
     op = "vsl_ext::sigmoid_rank"
     matrix(op, "m", m, require)
     scalars(op, tau, m.dtype, algorithm, require)
@@ -86,6 +109,9 @@ def sigmoid_rank(m: Tensor, tau: float, algorithm: int, require: Require = raise
 
 def sigmoid_rank_backward(m: Tensor, grad: Tensor, tau: float, public_code: bool, algorithm: int,
                           require: Require = raise_unless) -> None:
+    if (require is raise_unless and _fast_matrix(m) and _fast_like(grad, m) and _fast_scalars(tau, m.dtype, algorithm)
+            and (not public_code or m.shape[0] == m.shape[1])):
+        return
     op = "vsl_ext::sigmoid_rank_backward"
     matrix(op, "m", m, require)
     like(op, "grad", grad, "m", m, require)
@@ -96,6 +122,9 @@ def sigmoid_rank_backward(m: Tensor, grad: Tensor, tau: float, public_code: bool
 
 def vsl_loss_ratio_sum(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, algorithm: int,
                        require: Require = raise_unless) -> None:
+    if (require is raise_unless and _fast_matrix(sims) and _fast_like(semantic, sims)
+            and _fast_scalars(tau, sims.dtype, algorithm) and (not public_code or sims.shape[0] == sims.shape[1])):
+        return
     op = "vsl_ext::vsl_loss_ratio_sum"
     matrix(op, "sims", sims, require)
     like(op, "semantic", semantic, "sims", sims, require)

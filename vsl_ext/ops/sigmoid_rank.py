@@ -29,7 +29,7 @@ def sigmoid_rank_op(m: Tensor, tau: float, descending: bool, algorithm: int) -> 
     m = m.contiguous()
     ranks = torch.empty_like(m)
     if m.numel():
-        kernels.for_device(m.device).sigmoid_rank_forward(m, None, ranks, tau, descending, False, algorithm)
+        kernels.for_tensor(m).sigmoid_rank_forward(m, None, ranks, tau, descending, False, algorithm)
     return ranks
 
 
@@ -48,7 +48,7 @@ def sigmoid_rank_backward_op(m: Tensor, grad: Tensor, tau: float, descending: bo
     grad_m = torch.empty_like(m)
     if not m.numel():
         return grad_m
-    kernel = kernels.for_device(m.device)
+    kernel = kernels.for_tensor(m)
     if not public_code:
         kernel.sigmoid_rank_backward(m, None, grad, grad_m, None, tau, descending, False, algorithm)
         return grad_m

@@ -40,9 +40,9 @@ def vsl_loss_ratio_sum_op(sims: Tensor, semantic: Tensor, tau: float, public_cod
     row_sums = torch.empty(sims.shape[0], dtype=torch.float64, device=sims.device)
     sims_t = sims.t().contiguous() if public_code else None
     semantic_t = semantic.t().contiguous() if public_code else None
-    kernels.for_device(sims.device).vsl_loss_ratio_sum(sims, sims_t, semantic, semantic_t, grad_sr,
-                                                       grad_cr if semantic_grad else None, row_sums, tau,
-                                                       public_code, algorithm)
+    kernels.for_tensor(sims).vsl_loss_ratio_sum(sims, sims_t, semantic, semantic_t, grad_sr,
+                                                grad_cr if semantic_grad else None, row_sums, tau, public_code,
+                                                algorithm)
     return row_sums.sum(), grad_sr, grad_cr
 
 
