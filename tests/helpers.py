@@ -28,14 +28,18 @@ DTYPE_IDS = ["f32", "f64"]
 KINDS = ["random", "wide", "tied", "constant", "adversarial"]
 
 
-def device_cases(cases: Sequence, emulated: Optional[Iterable] = None, cuda: Optional[Iterable] = None) -> List:
+CUDA_DEVICES = [p for p in DEVICES if p.values[0] != "cpu"]  # a GPU and the emulator
+
+
+def device_cases(cases: Sequence, emulated: Optional[Iterable] = None, cuda: Optional[Iterable] = None,
+                 devices: Sequence[str] = DEVICE_NAMES) -> List:
     """``(device, case)`` parameters: every case on CPU, ``cuda`` (default: the same) on a GPU and
     ``emulated`` (default: the same) on the emulator, for ``parametrize("device, case", ...,
-    indirect=["device"])``."""
+    indirect=["device"])``; ``devices``: which of them."""
     per_device = {"cpu": list(cases), "cuda": list(cases if cuda is None else cuda),
                   "cuda-emulated": list(cases if emulated is None else emulated)}
     return [pytest.param(name, case, marks=_MARKS[name], id=f"{name}-{case}")
-            for name in DEVICE_NAMES for case in per_device[name]]
+            for name in devices for case in per_device[name]]
 
 
 def make_input(kind: str, shape, dtype=torch.float64, seed=0, tau=1e-3) -> torch.Tensor:

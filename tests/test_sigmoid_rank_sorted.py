@@ -13,11 +13,37 @@ from vsl_ext.kernels import cuda as cuda_kernels
 from vsl_ext.ops.sigmoid_rank import sigmoid_rank_backward_op, sigmoid_rank_op
 from vsl_ext.ops.vsl_loss import vsl_loss_ratio_sum_op
 
-from helpers import DEVICES, assert_close_grad, check_loss, check_rank, make_input
+from helpers import (CUDA_DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_loss, check_rank,
+                     device_cases, make_input, make_pair)
 from oracle import brute_rank
 
-CUDA_DEVICES = [d for d in DEVICES if d.values[0] != "cpu"]
 DENSE, SORTED, AUTO = (vsl_ext._native._C.ALGORITHMS[k] for k in ("dense", "sorted", "auto"))
+CUDA_ONLY = ("cuda", "cuda-emulated")
+# The shapes and sizes of test_sigmoid_rank.py / test_vsl_loss.py, which run every algorithm; here the
+# sorted algorithm alone, so the emulator affords more of them (all but the largest).
+SHAPES = [(1, 1), (2, 2), (3, 3), (17, 17), (128, 128), (300, 300), (1, 5), (7, 3), (5, 300), (300, 2)]
+SIZES = [1, 2, 3, 17, 128, 300]
+
+
+@pytest.mark.parametrize("device, shape", device_cases(SHAPES, emulated=[s for s in SHAPES if s != (300, 300)],
+                                                       devices=CUDA_ONLY), indirect=["device"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_sigmoid_rank_matches_reference(device, shape, kind, dtype):
+    m = make_input(kind, shape, dtype)
+    for descending in (True, False):
+        check_rank(m, 1e-3, descending, ("sorted",), device)
+
+
+@pytest.mark.parametrize("device, n", device_cases(SIZES, emulated=SIZES[:-1], devices=CUDA_ONLY),
+                         indirect=["device"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("variant", ["row", "public-code"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_vsl_loss_matches_reference(device, n, kind, variant, dtype):
+    """public-code ranks S against S^T: the forward against compared rows and both backward sides."""
+    s, c = make_pair(kind, n, dtype)
+    check_loss(s, c, variant, ("sorted",), device)
 
 
 def _dense_cpu(x, y, grad, descending):
@@ -30,20 +56,20 @@ def _dense_cpu(x, y, grad, descending):
 
 
 @pytest.mark.parametrize("device", CUDA_DEVICES, indirect=True)
-def test_long_rows_meet_the_error_bound(device):
+@pytest.mark.parametrize("kind", ["random", "wide", "tied", "adversarial"])
+def test_long_rows_meet_the_error_bound(device, kind):
     """float32 sorted sums at 4096 columns vs the float64 dense CPU kernel: ranks within
     n * sigmoid(-30) (dropped tails) plus float32 rounding, gradients to 1e-5 of their scale."""
-    for kind in ("random", "wide", "tied", "adversarial"):
-        m = make_input(kind, (2, 4096), torch.float64, seed=3).float().double()  # float32 inputs, float64 sums
-        grad = torch.randn(m.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-        dense, dense_grad, _ = _dense_cpu(m, None, grad, True)
-        x = m.float().to(device)
-        ranks, gx = torch.empty_like(x), torch.empty_like(x)
-        cuda_kernels.sigmoid_rank_forward(x, None, ranks, 1e-3, True, False, SORTED, use_sorted=True)
-        bound = 4096 / (1 + math.exp(30)) + 2e-6 * dense.abs()
-        assert ((ranks.double().cpu() - dense).abs() <= bound).all()
-        cuda_kernels.sigmoid_rank_backward(x, None, grad.float().to(device), gx, None, 1e-3, True, False, SORTED)
-        assert_close_grad(gx.double().cpu(), dense_grad)
+    m = make_input(kind, (2, 4096), torch.float64, seed=3).float().double()  # float32 inputs, float64 sums
+    grad = torch.randn(m.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    dense, dense_grad, _ = _dense_cpu(m, None, grad, True)
+    x = m.float().to(device)
+    ranks, gx = torch.empty_like(x), torch.empty_like(x)
+    cuda_kernels.sigmoid_rank_forward(x, None, ranks, 1e-3, True, False, SORTED, use_sorted=True)
+    bound = 4096 / (1 + math.exp(30)) + 2e-6 * dense.abs()
+    assert ((ranks.double().cpu() - dense).abs() <= bound).all()
+    cuda_kernels.sigmoid_rank_backward(x, None, grad.float().to(device), gx, None, 1e-3, True, False, SORTED)
+    assert_close_grad(gx.double().cpu(), dense_grad)
 
 
 @pytest.mark.parametrize("device", CUDA_DEVICES, indirect=True)

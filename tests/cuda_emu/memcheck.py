@@ -67,7 +67,6 @@ def caption_kernels(emu: Emulator) -> None:
                                    scratch.data_ptr(), out.data_ptr())
 
 
-
 def main(argv) -> None:
     emu = Emulator(Path(argv[0]))
     if "--faulty" in argv[1:]:
