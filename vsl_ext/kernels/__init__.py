@@ -1,4 +1,6 @@
-"""The ops' kernels per device: each module turns checked tensors into native calls.
+"""The ops' kernels per device: each module turns checked tensors into native calls. Private: like
+the native functions they call, they trust their arguments; only :mod:`vsl_ext.ops` calls them,
+after its checks.
 
 The registered ops (:mod:`vsl_ext.ops`) check their inputs and allocate the outputs, then call the
 same-named function of the module :func:`for_tensor` picks: :mod:`vsl_ext.kernels.cpu` or

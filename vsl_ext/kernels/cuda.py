@@ -77,24 +77,26 @@ def takes_sorted(algorithm: int, ranked: Tensor, compared: Optional[Tensor], tau
 def sigmoid_rank_forward(ranked: Tensor, compared: Optional[Tensor], ranks: Tensor, tau: float, descending: bool,
                          public_code_clamp: bool, algorithm: int, use_sorted: Optional[bool] = None) -> None:
     """``use_sorted``: the caller's choice of algorithm, if made already (None: choose here)."""
+    launch = launch_args(ranked.device)  # first: says why CUDA cannot launch, if it cannot
     if use_sorted is None:
         use_sorted = takes_sorted(algorithm, ranked, compared, tau)
     if use_sorted:  # the public-code clamp lies beyond the window (csrc/vsl_constants.h)
         return _sorted_forward(ranked, compared, ranks, tau, descending)
     rows, cols = ranked.shape
     _C.sigmoid_rank_forward_cuda(ranked.dtype == torch.float64, ranked.data_ptr(), _ptr(compared), ranks.data_ptr(),
-                                 rows, cols, tau, descending, public_code_clamp, *launch_args(ranked.device))
+                                 rows, cols, tau, descending, public_code_clamp, *launch)
 
 
 def sigmoid_rank_backward(ranked: Tensor, compared: Optional[Tensor], grad_ranks: Tensor, grad_ranked: Tensor,
                           grad_compared: Optional[Tensor], tau: float, descending: bool, public_code_clamp: bool,
                           algorithm: int) -> None:
+    launch = launch_args(ranked.device)
     if takes_sorted(algorithm, ranked, compared, tau):
         return _sorted_backward(ranked, compared, grad_ranks, grad_ranked, grad_compared, tau, descending)
     rows, cols = ranked.shape
     _C.sigmoid_rank_backward_cuda(ranked.dtype == torch.float64, ranked.data_ptr(), _ptr(compared),
                                   grad_ranks.data_ptr(), grad_ranked.data_ptr(), _ptr(grad_compared), rows, cols, tau,
-                                  descending, public_code_clamp, *launch_args(ranked.device))
+                                  descending, public_code_clamp, *launch)
 
 
 def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: Tensor,
@@ -102,6 +104,7 @@ def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: 
                        row_sums: Tensor, tau: float, public_code_clamp: bool, algorithm: int) -> None:
     """Fused dense VSL rows; if S or C takes the sorted algorithm, SR and CR are ranked into buffers,
     each by the algorithm that suits it, and the ratios are summed from them."""
+    launch = launch_args(sims.device)
     rows, cols = sims.shape
     float64 = sims.dtype == torch.float64
     s_sorted = takes_sorted(algorithm, sims, sims_compared, tau)
@@ -111,12 +114,11 @@ def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: 
         sigmoid_rank_forward(sims, sims_compared, sr, tau, True, public_code_clamp, algorithm, s_sorted)
         sigmoid_rank_forward(semantic, semantic_compared, cr, tau, True, public_code_clamp, algorithm, c_sorted)
         _C.vsl_loss_ratio_sum_from_ranks_cuda(float64, sr.data_ptr(), cr.data_ptr(), grad_sr.data_ptr(),
-                                              _ptr(grad_cr), row_sums.data_ptr(), rows, cols,
-                                              *launch_args(sims.device))
+                                              _ptr(grad_cr), row_sums.data_ptr(), rows, cols, *launch)
         return
     _C.vsl_loss_ratio_sum_cuda(float64, sims.data_ptr(), _ptr(sims_compared), semantic.data_ptr(),
                                _ptr(semantic_compared), grad_sr.data_ptr(), _ptr(grad_cr), row_sums.data_ptr(), rows,
-                               cols, tau, public_code_clamp, *launch_args(sims.device))
+                               cols, tau, public_code_clamp, *launch)
 
 
 # ------------------------------------------------------------------------------ sorted algorithm
