@@ -14,6 +14,7 @@ import torch
 from ._native import _C
 
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_LARGEST = {dtype: torch.finfo(dtype).max for dtype in (torch.float32, torch.float64)}
 
 
 def matrix(name: str, t) -> torch.Tensor:
@@ -47,12 +48,15 @@ def tau_error(value, dtype: torch.dtype = torch.float32) -> Optional[Exception]:
     float32 or float64), or None if it is one: tau must be a real number, finite and > 0,
     representable in ``dtype`` and with a reciprocal that is too (the kernels scale every
     difference by ``1 / tau``; an overflow to inf would turn ties into ``0 * inf = NaN``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return TypeError(f"tau must be a real number, got {type(value).__name__}")
-    value = float(value)
+    if type(value) is not float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return TypeError(f"tau must be a real number, got {type(value).__name__}")
+        value = float(value)
     if not (math.isfinite(value) and value > 0):
         return ValueError(f"tau must be a finite number > 0, got {value}")
-    largest = torch.finfo(dtype).max
+    largest = _LARGEST[dtype] if dtype in _LARGEST else torch.finfo(dtype).max
+    if value <= largest and 1.0 / value <= largest:
+        return None
     name = str(dtype).replace("torch.", "")
     if value > largest:
         return ValueError(f"tau = {value!r} overflows {name}, the computation dtype (largest {largest:.6g})")
@@ -85,4 +89,7 @@ def algorithm(value: str) -> int:
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32 (half precision inputs are computed in float32)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    for t in tensors:
+        if t.dtype == torch.float64:
+            return torch.float64
+    return torch.float32
