@@ -42,6 +42,18 @@ def device_cases(cases: Sequence, emulated: Optional[Iterable] = None, cuda: Opt
             for name in devices for case in per_device[name]]
 
 
+# Caption groups (one list per image) with case, punctuation, Unicode and empty captions, for the caption
+# kernels' emulated tests. (tests/test_caption_index.py holds the same list as GROUPS; it belongs here.)
+CAPTION_GROUPS = [
+    ["A man riding a horse on the beach .", "a MAN rides a horse , a horse ! ", "Horse and rider at sunset"],
+    ["Two dogs play in the snow", "two dogs playing in snow snow snow", "...", ""],
+    ["Café naïve ÜBER straße: İstanbul ΣΟΦΙΑ σοφία", "日本語 の キャプション テスト", "déjà vu déjà vu"],
+    ["!!! ??? ..."],
+    ["a man riding a bike down the street", "A man on a bicycle", "a_b c1 22 x y z", "horse horse horse"],
+    ["the cat sat on the mat", "a cat on a mat"],
+]
+
+
 def make_input(kind: str, shape, dtype=torch.float64, seed=0, tau=1e-3) -> torch.Tensor:
     """Test matrices whose pairwise differences exercise every regime of the sigmoid.
 

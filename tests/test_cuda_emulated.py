@@ -22,8 +22,8 @@ from vsl_ext._native import _C
 from vsl_ext.captions import _SMEM_ROW_CAP, CaptionIndex
 
 import cuda_emu
+from helpers import CAPTION_GROUPS as GROUPS
 from helpers import assert_close_grad, make_input, requires_emulator
-from test_caption_index import GROUPS
 
 pytestmark = requires_emulator
 
