@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from benchmarks import _cases
