@@ -1,4 +1,4 @@
-"""Benchmark cases of bench_rank.py: what runs, on which inputs, and how much memory the reference would need.
+"""Benchmark cases of bench_sigmoid_rank.py and bench_vsl_loss.py: what runs, on which inputs, and how much memory the reference would need.
 
 Shared by the pytest suite (timing, CUDA memory) and the CPU memory probe (``_rss_server``), so a
 case is a plain dict that both sides turn into the same callable with :func:`make_call`.
@@ -22,7 +22,7 @@ N_LARGE_FULL = {"cpu": [32, 64, 128, 256, 512, 1024, 2048, 4096],
                 "cuda": [256, 512, 1024, 2048, 4096, 8192, 16384]}
 N_LARGE_QUICK = {"cpu": [64, 256, 512], "cuda": [256, 1024]}
 # The window section: dense vs sorted on rows whose share of pairs inside the +-30 tau window is set,
-# at a few n: where the sorted path stops paying off (sets the CUDA auto rule, vsl_ext._native).
+# at a few n: where the sorted algorithm stops paying off (sets the CUDA auto rule, csrc/vsl_constants.h).
 N_WINDOW_FULL = {"cpu": [256, 1024], "cuda": [1024, 2048, 4096, 8192]}
 N_WINDOW_QUICK = {"cpu": [256], "cuda": [1024]}
 WINDOW_FRACTIONS = (0.01, 0.03, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -150,7 +150,9 @@ def window_input(n: int, fraction: float, device: str = "cpu", tau: float = 1e-3
     share is 2x - x^2 with x = 30 tau / L."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
-    half_window = 30.0 * tau
+    from vsl_ext._native import _C
+
+    half_window = _C.SATURATION["float32"] * tau
     spread = half_window / (1.0 - math.sqrt(1.0 - fraction))
     g = torch.Generator().manual_seed(SEED + n + round(fraction * 1e6))
     return (torch.rand(n, n, generator=g) * spread).to(device).contiguous()

@@ -2,7 +2,7 @@
 
 Run from the repository root, e.g.::
 
-    python -m pytest benchmarks/bench_rank.py --vsl-quick --benchmark-json=/tmp/rank.json
+    python -m pytest benchmarks/bench_vsl_loss.py --vsl-quick --benchmark-json=/tmp/vsl_loss.json
 
 Cases that are not run (a reference that does not fit in memory, a case over the time budget, a
 path the device lacks) are still recorded, under ``"vsl"`` in the ``--benchmark-json`` output,
@@ -186,3 +186,10 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     if env is not None:
         output_json["vsl"] = {"stamp": _env.stamp(env.device, env.threads), "settings": env.settings(),
                               "records": env.records}
+
+
+@pytest.fixture(autouse=True)
+def _free_cuda_cache():
+    yield
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

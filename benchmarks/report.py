@@ -26,7 +26,9 @@ from typing import Dict, List, Optional
 from benchmarks._cases import SECTIONS, label, make_inputs
 from benchmarks._env import REPO, RESULTS_DIR, fmt_bytes, fmt_seconds, write_atomic, write_json_atomic
 
-SUITES = {"rank": "benchmarks/bench_rank.py", "captions": "benchmarks/bench_captions.py"}
+# suite -> its files: "rank" is the ops' suite (records with "suite": "rank"), one file per op
+SUITES = {"rank": ("benchmarks/bench_sigmoid_rank.py", "benchmarks/bench_vsl_loss.py"),
+          "captions": ("benchmarks/bench_captions.py",)}
 RENDER_RESERVE_S = 45  # --time-budget: kept for rendering tables and plots after the suites
 PASSES = ("forward", "forward+backward")
 # (title, op, variant, ours label, reference label)
@@ -74,7 +76,7 @@ def load(paths: List[Path]) -> dict:
 
 
 def run_suites(args, json_path: Path) -> int:
-    cmd = [sys.executable, "-m", "pytest", *[SUITES[s] for s in args.suites], "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", *[f for s in args.suites for f in SUITES[s]], "-p", "no:cacheprovider",
            "-q", f"--benchmark-json={json_path}", "--benchmark-columns=min,median,max,rounds",
            "--benchmark-sort=name", f"--vsl-device={args.device}"]
     if args.quick:
@@ -147,8 +149,8 @@ def _md_table(header: List[str], rows: List[List[str]]) -> str:
 
 def window_fraction_note(n: int) -> str:
     """How much of the dense work the sorted paths can skip on these inputs: the share of each
-    row's pairs inside the +-30 tau window (vsl_ext.sorted_window.window_fraction, 16 rows)."""
-    from vsl_ext.sorted_window import window_fraction
+    row's pairs inside the +-30 tau window (vsl_ext.kernels.cuda.window_fraction, 16 rows)."""
+    from vsl_ext.kernels.cuda import window_fraction
 
     inputs = make_inputs(n)
     parts = [f"{name} {float(window_fraction(inputs[name], None, 1e-3)):.0%}" for name in ("S", "C")]
@@ -357,10 +359,10 @@ def _render_window(w, recs: List[dict], device: str) -> None:
         w(f"- n = {n}: sorted ≤ dense " + (f"up to {limit:.0%} of pairs in the window" if limit is not None
                                            else "at no measured share"))
     if device == "cuda":
-        from vsl_ext import _native
-        w(f"- `algorithm=\"auto\"` on CUDA takes the sorted path from {_native.CUDA_SORTED_FROM_COLS} columns when "
-          f"at most {_native.CUDA_SORTED_MAX_WINDOW_FRACTION:.0%} of the sampled pairs are in the window "
-          "(`vsl_ext/_native.py`).")
+        from vsl_ext.kernels import cuda as cuda_kernels
+        w(f"- `algorithm=\"auto\"` on CUDA takes the sorted algorithm from {cuda_kernels.SORTED_FROM_COLS} columns "
+          f"when at most {cuda_kernels.SORTED_MAX_WINDOW_FRACTION:.0%} of the sampled pairs are in the window "
+          "(`csrc/vsl_constants.h`, applied in `vsl_ext/kernels/cuda.py`).")
     w()
 
 

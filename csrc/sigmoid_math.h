@@ -3,8 +3,9 @@
 // sigma(d) = 1 / (1 + exp(-d)) is evaluated through e = exp(-|d|) <= 1, so nothing overflows:
 //   sigma(d)  = d >= 0 ? 1 / (1 + e) : e / (1 + e)
 //   sigma'(d) = e / (1 + e)^2              (symmetric in d)
-// The published VSL code clamps the exponent to [-50, 50]; `clamp_at` reproduces that
-// (sigma is evaluated at the clamped argument, sigma' is 0 outside), +inf disables it.
+// The public-code variant clamps the argument to [-kPublicCodeClamp, kPublicCodeClamp] as the
+// published VSL code does: sigmoid_clamped / sigmoid_grad_clamped with `clamp_at` (sigma is evaluated
+// at the clamped argument, sigma' is 0 outside); clamp_at = +inf is no clamp.
 //
 // Infinite entries (a -inf mask, a float16 overflow to +inf): a pair's difference is taken with
 // rank_diff / grad_diff below, never as a plain v - x, because inf - inf is NaN. Equal infinities tie
@@ -16,6 +17,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "vsl_constants.h"
+
 #if defined(__CUDACC__)
 #define VSL_HD __host__ __device__ __forceinline__
 #else
@@ -23,12 +26,6 @@
 #endif
 
 namespace vsl {
-
-// |d| beyond which sigma(d) is exactly 0 or 1 after rounding a rank sum (>= 1) in this type:
-// sigma(-30) = 9.4e-14 (float eps 6e-8), sigma(-50) = 1.9e-22 (double eps 1.1e-16).
-template <typename T> struct Saturation;
-template <> struct Saturation<float> { static constexpr float value = 30.0f; };
-template <> struct Saturation<double> { static constexpr double value = 50.0; };
 
 // exp(x), branch-free so that GCC vectorises the loops calling it (no libmvec, which needs
 // -ffast-math and with it the loss of NaN propagation). Max error about 1 ulp on [-87, 88];
@@ -101,7 +98,7 @@ template <typename T> VSL_HD T sigmoid_grad(T d) {
   return e * inv * inv;
 }
 
-// The published code's sigmoid: 1 / (1 + exp(clamp(-d, -L, L))).
+// The public-code variant's sigmoid: 1 / (1 + exp(clamp(-d, -L, L))).
 template <typename T> VSL_HD T sigmoid_clamped(T d, T clamp_at) {
   const T c = d > clamp_at ? clamp_at : (d < -clamp_at ? -clamp_at : d);
   return sigmoid(c);
@@ -109,20 +106,6 @@ template <typename T> VSL_HD T sigmoid_clamped(T d, T clamp_at) {
 
 template <typename T> VSL_HD T sigmoid_grad_clamped(T d, T clamp_at) {
   return abs_(d) > clamp_at ? T(0) : sigmoid_grad(d);
-}
-
-// One entry of the VSL: ratio = min(a, b) / max(a, b) for the ranks a = SR_ij, b = CR_ij, and its
-// derivatives da = d ratio / da, db = d ratio / db. At a == b the subgradient is 0 (torch splits
-// the gradient of min/max between the tied inputs, and the two halves cancel). NaN propagates.
-template <typename T> struct RankRatio {
-  T ratio, da, db;
-};
-
-template <typename T> VSL_HD RankRatio<T> rank_ratio(T a, T b) {
-  if (a != a || b != b) return {a + b, a + b, a + b};
-  if (a < b) return {a / b, T(1) / b, -a / (b * b)};
-  if (a > b) return {b / a, -b / (a * a), T(1) / a};
-  return {T(1), T(0), T(0)};
 }
 
 }  // namespace vsl

@@ -1,18 +1,22 @@
-// CPU sigmoid-rank kernels, compiled once per instruction set (see sigmoid_rank_cpu.cpp): rows in
-// parallel (OpenMP), each row by one of two exact algorithms.
+// CPU sigmoid-rank kernels, compiled once per instruction set (cpu_kernels_baseline.cpp,
+// cpu_kernels_avx2.cpp; sigmoid_rank_cpu.cpp picks one at run time): rows in parallel (OpenMP),
+// each row by one of the two algorithms of vsl_constants.h, both exact to rounding.
 //
 // dense : every pair (a, c) of the row gets a sigmoid; O(cols^2) exps per row.
-// sorted: values and centres are sorted; pairs with |d| > Saturation<T> contribute exactly 0 or 1
-//         (sigma) and 0 (sigma') and are counted by position; inside the window the exponential
-//         separates, exp(-(v_a - u_c) k) = E_a * X_c with E_a = exp(-(v_a - m) k) and
-//         X_c = exp((u_c - m) k) around a reference m shared by a block of nearby centres, so a
-//         pair costs a multiply, an add and a divide instead of an exp. Infinite values sort to
-//         the ends, outside every finite centre's window; an infinite centre's window is the run of
-//         values equal to it (ties: sigma = 1/2, sigma' = 0), the rest is counted by position.
+// sorted (the CPU implementation: separated exponentials): values and centres are sorted; pairs
+//         with |d| > Saturation<T> contribute exactly 0 or 1 (sigma) and 0 (sigma') and are counted
+//         by position; inside the window the exponential separates, exp(-(v_a - u_c) k) = E_a * X_c
+//         with E_a = exp(-(v_a - m) k) and X_c = exp((u_c - m) k) around a reference m shared by a
+//         block of nearby centres, so a pair costs a multiply, an add and a divide instead of an
+//         exp. Infinite values sort to the ends, outside every finite centre's window; an infinite
+//         centre's window is the run of values equal to it (ties: sigma = 1/2, sigma' = 0), the
+//         rest is counted by position.
 // Rows holding NaN take the dense path, which propagates NaN like the reference. Infinities follow
-// the rule of sigmoid_math.h on both paths.
+// the rule of sigmoid_math.h on both paths. The fused VSL kernel (vsl_loss_cpu_impl.h) ranks its
+// rows with rank_row below.
 //
 // VSL_CPU_ISA names the namespace of this copy (baseline, avx2).
+#pragma once
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -23,21 +27,19 @@
 #include <omp.h>
 #endif
 
-#include "kernels.h"
 #include "sigmoid_math.h"
+#include "sigmoid_rank.h"
 
 namespace vsl {
 namespace VSL_CPU_ISA {
 namespace {
 
-// The sorted algorithm is used from this many columns on (benchmarks/bench_rank.py measures it).
-constexpr int64_t kSortedFromCols = 64;
 // Centres sharing one reference m lie within this many units of d = (u - m) k of it, which keeps
 // every E_a and X_c of the block inside exp(+-(Saturation + kBlockSpan)).
 constexpr double kBlockSpan = 16.0;
 
 template <typename T> struct RowParams {
-  T k;         // sgn / tau: d = (y - x) * k
+  T k;         // sgn / tau: d = (compared - ranked) * k
   T clamp_at;  // +inf when not clamping
   T half_window;
   T block_span;  // kBlockSpan in units of the input
@@ -48,7 +50,7 @@ template <typename T> RowParams<T> row_params(const RankArgs& a) {
   RowParams<T> p;
   p.descending = a.descending;
   p.k = static_cast<T>((a.descending ? 1.0 : -1.0) / a.tau);
-  p.clamp_at = a.clamp_at > 0 ? static_cast<T>(a.clamp_at) : static_cast<T>(INFINITY);
+  p.clamp_at = a.public_code_clamp ? static_cast<T>(kPublicCodeClamp) : static_cast<T>(INFINITY);
   p.half_window = length_in<T>(Saturation<T>::value * a.tau);
   p.block_span = length_in<T>(kBlockSpan * a.tau);
   return p;
@@ -207,8 +209,8 @@ template <typename T> void sort_row(const T* x, const T* g, int64_t n, T* xs, T*
 }
 
 // skip[i] = position in the other sort of the element whose original index is perm_centres[i].
-inline void cross_skip(const int64_t* perm_centres, const int64_t* perm_values, int64_t n, int64_t* inv_tmp,
-                       int64_t* skip) {
+inline void skip_positions(const int64_t* perm_centres, const int64_t* perm_values, int64_t n, int64_t* inv_tmp,
+                           int64_t* skip) {
   for (int64_t i = 0; i < n; ++i) inv_tmp[perm_values[i]] = i;
   for (int64_t i = 0; i < n; ++i) skip[i] = inv_tmp[perm_centres[i]];
 }
@@ -225,93 +227,96 @@ template <typename T> T saturated_value_at(int64_t pos, int64_t lo, int64_t hi, 
   return T(0);  // inside the window: already left out of the pair sum
 }
 
-// out[c] = 1 + sum_{a != c} sigma((y[a] - x[c]) k); y == x for the row rank.
+// ranks[c] = 1 + sum_{a != c} sigma((compared[a] - ranked[c]) k); compared == ranked for the row rank.
 template <typename T>
-void rank_row(const T* x, const T* y, T* out, int64_t n, const RowParams<T>& p, bool sorted, Scratch<T>& s) {
+void rank_row(const T* ranked, const T* compared, T* ranks, int64_t n, const RowParams<T>& p, bool sorted,
+              Scratch<T>& s) {
   if (!sorted) {
     for (int64_t c = 0; c < n; ++c) {
-      const T xc = x[c];
+      const T xc = ranked[c];
       // 1 + (sum - own term): the own term cancels exactly, so a lone column ranks exactly 1.
-      out[c] = T(1) + (dense_sum<kSigmoid>(y, y, n, xc, T(0), p) -
-                       sigmoid_clamped(rank_diff(y[c], xc) * p.k, p.clamp_at));
+      ranks[c] = T(1) + (dense_sum<kSigmoid>(compared, compared, n, xc, T(0), p) -
+                         sigmoid_clamped(rank_diff(compared[c], xc) * p.k, p.clamp_at));
     }
     return;
   }
-  sort_row<T>(x, nullptr, n, s.xs.data(), nullptr, s.xperm.data());
-  const int64_t* skip;
-  if (y == x) {
+  sort_row<T>(ranked, nullptr, n, s.xs.data(), nullptr, s.xperm.data());
+  if (compared == ranked) {
     std::iota(s.xskip.begin(), s.xskip.begin() + n, int64_t(0));  // each centre's own sorted slot
     std::copy(s.xs.begin(), s.xs.begin() + n, s.ys.begin());
   } else {
-    sort_row<T>(y, nullptr, n, s.ys.data(), nullptr, s.yperm.data());
-    cross_skip(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());
+    sort_row<T>(compared, nullptr, n, s.ys.data(), nullptr, s.yperm.data());
+    skip_positions(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());
   }
-  skip = s.xskip.data();
+  const int64_t* skip = s.xskip.data();
   const int64_t* perm = s.xperm.data();
   windowed_sums<kSigmoid>(s.ys.data(), static_cast<const T*>(nullptr), n, s.xs.data(), static_cast<const T*>(nullptr),
                           n, skip, p, s.E.data(), [&](int64_t i, T sum, int64_t lo, int64_t hi) {
-                            out[perm[i]] = T(1) + saturated_count(lo, hi, n, p) + sum -
-                                           saturated_value_at(skip[i], lo, hi, p);
+                            ranks[perm[i]] = T(1) + saturated_count(lo, hi, n, p) + sum -
+                                             saturated_value_at(skip[i], lo, hi, p);
                           });
 }
 
-// Row form (y is x): gx[l] = k * sum_{j != l} sigma'((x_l - x_j) k) (g_j - g_l); the j = l term is 0.
+// Row rank: grad_ranked[l] = k * sum_{j != l} sigma'((x_l - x_j) k) (g_j - g_l) with x = ranked,
+// g = grad_ranks; the j = l term is 0.
 template <typename T>
-void rank_row_backward_self(const T* x, const T* g, T* gx, int64_t n, const RowParams<T>& p, bool sorted,
-                            Scratch<T>& s) {
+void row_rank_backward(const T* ranked, const T* grad_ranks, T* grad_ranked, int64_t n, const RowParams<T>& p,
+                       bool sorted, Scratch<T>& s) {
   if (!sorted) {
-    for (int64_t l = 0; l < n; ++l) gx[l] = p.k * dense_sum<kGradDiff>(x, g, n, x[l], g[l], p);
+    for (int64_t l = 0; l < n; ++l)
+      grad_ranked[l] = p.k * dense_sum<kGradDiff>(ranked, grad_ranks, n, ranked[l], grad_ranks[l], p);
     return;
   }
-  sort_row(x, g, n, s.xs.data(), s.xw.data(), s.xperm.data());
+  sort_row(ranked, grad_ranks, n, s.xs.data(), s.xw.data(), s.xperm.data());
   const int64_t* perm = s.xperm.data();
   windowed_sums<kGradDiff>(s.xs.data(), s.xw.data(), n, s.xs.data(), s.xw.data(), n, nullptr, p, s.E.data(),
-                           [&](int64_t i, T sum, int64_t, int64_t) { gx[perm[i]] = p.k * sum; });
+                           [&](int64_t i, T sum, int64_t, int64_t) { grad_ranked[perm[i]] = p.k * sum; });
 }
 
-// Cross form: gx[c] = -k g[c] sum_{a != c} sigma'(d_ca),  gy[a] = k sum_{c != a} sigma'(d_ca) g[c],
-// d_ca = (y_a - x_c) k.
+// Rank against compared rows, with x = ranked, y = compared, g = grad_ranks, d_ca = (y_a - x_c) k:
+//   grad_ranked[c] = -k g_c sum_{a != c} sigma'(d_ca),  grad_compared[a] = k sum_{c != a} sigma'(d_ca) g_c.
 template <typename T>
-void rank_row_backward_cross(const T* x, const T* y, const T* g, T* gx, T* gy, int64_t n, const RowParams<T>& p,
-                             bool sorted, Scratch<T>& s) {
+void compared_rank_backward(const T* ranked, const T* compared, const T* grad_ranks, T* grad_ranked,
+                            T* grad_compared, int64_t n, const RowParams<T>& p, bool sorted, Scratch<T>& s) {
+  const T *x = ranked, *y = compared, *g = grad_ranks;
   if (!sorted) {
     for (int64_t c = 0; c < n; ++c) {
       const T sum =
           dense_sum<kGrad>(y, y, n, x[c], T(0), p) - sigmoid_grad_clamped(grad_diff(y[c], x[c]) * p.k, p.clamp_at);
-      gx[c] = -p.k * g[c] * sum;
+      grad_ranked[c] = -p.k * g[c] * sum;
     }
     for (int64_t a = 0; a < n; ++a) {
       // sum_c sigma'((y_a - x_c) k) g_c; sigma' is even, so evaluate as (x_c - y_a) k.
       const T sum = dense_sum<kGradDiff>(x, g, n, y[a], T(0), p) -
                     sigmoid_grad_clamped(grad_diff(x[a], y[a]) * p.k, p.clamp_at) * g[a];
-      gy[a] = p.k * sum;
+      grad_compared[a] = p.k * sum;
     }
     return;
   }
   sort_row(x, g, n, s.xs.data(), s.xw.data(), s.xperm.data());
   sort_row<T>(y, nullptr, n, s.ys.data(), nullptr, s.yperm.data());
-  cross_skip(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());  // for centres x
-  cross_skip(s.yperm.data(), s.xperm.data(), n, s.tmp.data(), s.yskip.data());  // for centres y
+  skip_positions(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());  // for centres x
+  skip_positions(s.yperm.data(), s.xperm.data(), n, s.tmp.data(), s.yskip.data());  // for centres y
   const int64_t* xperm = s.xperm.data();
   const int64_t* yperm = s.yperm.data();
-  // x side: centres x_c (sorted), values y.
+  // ranked side: centres x_c (sorted), values y.
   windowed_sums<kGrad>(s.ys.data(), static_cast<const T*>(nullptr), n, s.xs.data(), static_cast<const T*>(nullptr), n,
                        s.xskip.data(), p, s.E.data(), [&](int64_t i, T sum, int64_t, int64_t) {
-                         gx[xperm[i]] = -p.k * s.xw[i] * sum;
+                         grad_ranked[xperm[i]] = -p.k * s.xw[i] * sum;
                        });
-  // y side: centres y_a (sorted), values x weighted by g. sigma' is even, so the centre/value swap
-  // only flips the sign of d.
+  // compared side: centres y_a (sorted), values x weighted by g. sigma' is even, so the centre/value
+  // swap only flips the sign of d.
   windowed_sums<kGradWeighted>(s.xs.data(), s.xw.data(), n, s.ys.data(), static_cast<const T*>(nullptr), n,
                                s.yskip.data(), p, s.E.data(),
-                               [&](int64_t i, T sum, int64_t, int64_t) { gy[yperm[i]] = p.k * sum; });
+                               [&](int64_t i, T sum, int64_t, int64_t) { grad_compared[yperm[i]] = p.k * sum; });
 }
 
-bool use_sorted(const RankArgs& args, int64_t cols) {
-  // Inside the window the sorted path ignores the clamp, exact only if the clamp lies beyond it.
-  if (args.clamp_at > 0 && args.clamp_at < 50.0) return false;
-  if (args.algo == RankAlgo::dense) return false;
-  if (args.algo == RankAlgo::sorted) return true;
-  return cols >= kSortedFromCols;
+// Inside the window the sorted path ignores the public-code clamp, which lies beyond the window
+// (static_assert in vsl_constants.h).
+inline bool use_sorted(const RankArgs& args, int64_t cols) {
+  if (args.algorithm == Algorithm::dense) return false;
+  if (args.algorithm == Algorithm::sorted) return true;
+  return cols >= kCpuSortedFromCols;
 }
 
 template <typename F> void parallel_rows(int64_t rows, int threads, F&& body) {
@@ -326,56 +331,31 @@ template <typename F> void parallel_rows(int64_t rows, int threads, F&& body) {
 }
 
 template <typename T>
-void rank_forward_impl(const T* x, const T* y, T* out, int64_t rows, int64_t cols, const RankArgs& args) {
+void forward_rows(const T* ranked, const T* compared, T* ranks, int64_t rows, int64_t cols, const RankArgs& args) {
   const RowParams<T> p = row_params<T>(args);
   const bool sorted = use_sorted(args, cols);
   parallel_rows(rows, args.threads, [&](int64_t r) {
-    const T* xr = x + r * cols;
-    const T* yr = y ? y + r * cols : xr;
-    const bool no_nans = no_nan(xr, cols) && (!y || no_nan(yr, cols));
-    rank_row(xr, yr, out + r * cols, cols, p, sorted && no_nans, thread_scratch<T>(cols));
+    const T* xr = ranked + r * cols;
+    const T* yr = compared ? compared + r * cols : xr;
+    const bool no_nans = no_nan(xr, cols) && (!compared || no_nan(yr, cols));
+    rank_row(xr, yr, ranks + r * cols, cols, p, sorted && no_nans, thread_scratch<T>(cols));
   });
 }
 
 template <typename T>
-void rank_backward_impl(const T* x, const T* y, const T* g, T* gx, T* gy, int64_t rows, int64_t cols,
-                        const RankArgs& args) {
+void backward_rows(const T* ranked, const T* compared, const T* grad_ranks, T* grad_ranked, T* grad_compared,
+                   int64_t rows, int64_t cols, const RankArgs& args) {
   const RowParams<T> p = row_params<T>(args);
   const bool sorted = use_sorted(args, cols);
   parallel_rows(rows, args.threads, [&](int64_t r) {
     const int64_t o = r * cols;
-    const bool no_nans = no_nan(x + o, cols) && (!y || no_nan(y + o, cols));
+    const bool no_nans = no_nan(ranked + o, cols) && (!compared || no_nan(compared + o, cols));
     Scratch<T>& s = thread_scratch<T>(cols);
-    if (y)
-      rank_row_backward_cross(x + o, y + o, g + o, gx + o, gy + o, cols, p, sorted && no_nans, s);
+    if (compared)
+      compared_rank_backward(ranked + o, compared + o, grad_ranks + o, grad_ranked + o, grad_compared + o, cols, p,
+                             sorted && no_nans, s);
     else
-      rank_row_backward_self(x + o, g + o, gx + o, cols, p, sorted && no_nans, s);
-  });
-}
-
-template <typename T>
-void vsl_forward_impl(const T* sx, const T* sy, const T* cx, const T* cy, T* gs, T* gc, double* partials,
-                      int64_t rows, int64_t n, double grad_scale, const RankArgs& args) {
-  const RowParams<T> p = row_params<T>(args);
-  const bool sorted = use_sorted(args, n);
-  const T scale = static_cast<T>(-grad_scale);
-  parallel_rows(rows, args.threads, [&](int64_t i) {
-    const int64_t o = i * n;
-    Scratch<T>& s = thread_scratch<T>(n);
-    const T* syr = sy ? sy + o : sx + o;
-    const T* cyr = cy ? cy + o : cx + o;
-    T* sr = s.r1.data();
-    T* cr = s.r2.data();
-    rank_row(sx + o, syr, sr, n, p, sorted && no_nan(sx + o, n) && no_nan(syr, n), s);
-    rank_row(cx + o, cyr, cr, n, p, sorted && no_nan(cx + o, n) && no_nan(cyr, n), s);
-    double acc = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      const RankRatio<T> r = rank_ratio(sr[j], cr[j]);
-      acc += static_cast<double>(r.ratio);
-      gs[o + j] = scale * r.da;
-      if (gc) gc[o + j] = scale * r.db;
-    }
-    partials[i] = acc;
+      row_rank_backward(ranked + o, grad_ranks + o, grad_ranked + o, cols, p, sorted && no_nans, s);
   });
 }
 
@@ -384,29 +364,20 @@ template <typename T> T* as(void* p) { return static_cast<T*>(p); }
 
 }  // namespace
 
-void rank_forward(DType dt, const void* x, const void* y, void* out, int64_t rows, int64_t cols,
-                  const RankArgs& args) {
-  if (dt == DType::f32) rank_forward_impl(as<float>(x), as<float>(y), as<float>(out), rows, cols, args);
-  else rank_forward_impl(as<double>(x), as<double>(y), as<double>(out), rows, cols, args);
+void sigmoid_rank_forward(DType dt, const void* ranked, const void* compared, void* ranks, int64_t rows, int64_t cols,
+                          const RankArgs& args) {
+  if (dt == DType::f32) forward_rows(as<float>(ranked), as<float>(compared), as<float>(ranks), rows, cols, args);
+  else forward_rows(as<double>(ranked), as<double>(compared), as<double>(ranks), rows, cols, args);
 }
 
-void rank_backward(DType dt, const void* x, const void* y, const void* g, void* gx, void* gy, int64_t rows,
-                   int64_t cols, const RankArgs& args) {
+void sigmoid_rank_backward(DType dt, const void* ranked, const void* compared, const void* grad_ranks,
+                           void* grad_ranked, void* grad_compared, int64_t rows, int64_t cols, const RankArgs& args) {
   if (dt == DType::f32)
-    rank_backward_impl(as<float>(x), as<float>(y), as<float>(g), as<float>(gx), as<float>(gy), rows, cols, args);
+    backward_rows(as<float>(ranked), as<float>(compared), as<float>(grad_ranks), as<float>(grad_ranked),
+                  as<float>(grad_compared), rows, cols, args);
   else
-    rank_backward_impl(as<double>(x), as<double>(y), as<double>(g), as<double>(gx), as<double>(gy), rows, cols,
-                       args);
-}
-
-void vsl_forward(DType dt, const void* sx, const void* sy, const void* cx, const void* cy, void* gs, void* gc,
-                 double* partials, int64_t rows, int64_t cols, double grad_scale, const RankArgs& args) {
-  if (dt == DType::f32)
-    vsl_forward_impl(as<float>(sx), as<float>(sy), as<float>(cx), as<float>(cy), as<float>(gs), as<float>(gc),
-                     partials, rows, cols, grad_scale, args);
-  else
-    vsl_forward_impl(as<double>(sx), as<double>(sy), as<double>(cx), as<double>(cy), as<double>(gs),
-                     as<double>(gc), partials, rows, cols, grad_scale, args);
+    backward_rows(as<double>(ranked), as<double>(compared), as<double>(grad_ranks), as<double>(grad_ranked),
+                  as<double>(grad_compared), rows, cols, args);
 }
 
 }  // namespace VSL_CPU_ISA

@@ -11,7 +11,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _cases  # noqa: E402
 from benchmarks import report as report_mod  # noqa: E402
-from vsl_ext.sorted_window import window_fraction  # noqa: E402
+from vsl_ext.kernels.cuda import window_fraction  # noqa: E402
 
 
 def test_sections_run_in_the_order_given():

@@ -1,8 +1,9 @@
-"""VSLCriterion against a hand-computed 3 x 3 case and the reference implementation."""
+"""VSLCriterion and VSLLoss against a hand-computed 3 x 3 case and the reference implementation."""
 import pytest
 import torch
 
-from vsl_ext import VSLCriterion, reference
+import vsl_ext
+from vsl_ext import VSLCriterion, VSLLoss, reference
 from vsl_ext.criterion import triplet_loss
 
 # images x captions, positives on the diagonal; values 0.05 apart so tau = 1e-3 gives hard ranks
@@ -104,3 +105,32 @@ def test_bad_inputs():
         VSLCriterion(tau=0)
     with pytest.raises(ValueError, match="beta"):
         VSLCriterion(beta=-1)
+
+
+def test_vsl_loss_module_is_the_function():
+    """VSLLoss(tau, variant) is vsl_loss as an nn.Module: the hand-computed L_vs, the reference on
+    random input for both variants, and the same gradients."""
+    assert VSLLoss()(S, C).item() == pytest.approx(L_VS, abs=1e-9)
+    g = torch.Generator().manual_seed(3)
+    s = (torch.rand(9, 9, generator=g, dtype=torch.float64) * 0.05).requires_grad_()
+    c = torch.rand(9, 9, generator=g, dtype=torch.float64)
+    for variant, ref in (("row", reference.vsl_loss), ("public-code", reference.public_code_vsl_loss)):
+        module = VSLLoss(tau=0.01, variant=variant, algorithm="dense")
+        out = module(s, c)
+        want = ref(s, c, 0.01)
+        assert out.item() == pytest.approx(want.item(), rel=1e-9)
+        torch.testing.assert_close(torch.autograd.grad(out, s)[0], torch.autograd.grad(want, s)[0], rtol=1e-6,
+                                   atol=1e-9)
+        assert out.item() == vsl_ext.vsl_loss(s, c, 0.01, variant, algorithm="dense").item()
+    assert "variant='public-code'" in repr(module) and isinstance(module, torch.nn.Module)
+
+
+def test_vsl_loss_module_rejects_bad_settings():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        VSLLoss(variant="columns")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        VSLLoss(algorithm="fast")
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        VSLLoss(tau=0.0)
+    with pytest.raises(ValueError, match=r"semantic_sims must have the shape"):
+        VSLLoss()(S, torch.zeros(4, 4))

@@ -1,131 +1,118 @@
-"""sigmoid_rank vs the pure-PyTorch reference: values and gradients on every input regime."""
+"""sigmoid_rank vs the pure-PyTorch reference: values and gradients on every input regime, on every
+device (cpu, cuda, cuda-emulated; tests/helpers.py)."""
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings
 
 import vsl_ext
 from vsl_ext import reference
 
-from conftest import assert_close_grad, make_input, requires_cuda
+from helpers import (DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_rank, device_cases, make_input,
+                     tied_grids)
 
-KINDS = ["random", "wide", "tied", "constant", "adversarial"]
 SHAPES = [(1, 1), (2, 2), (3, 3), (17, 17), (128, 128), (300, 300), (1, 5), (7, 3), (5, 300), (300, 2)]
+# The emulator runs every CUDA thread on the CPU: fewer and smaller matrices, rows around its tile sizes.
+EMULATED_SHAPES = [(1, 1), (3, 3), (17, 17), (7, 3), (5, 300), (2, 1100)]
+CUDA_SHAPES = [(1, 1), (3, 3), (17, 17), (300, 300), (5, 1500), (2, 3000)]
+# CPU: both algorithms; CUDA: both and its per-matrix automatic choice.
+ALGORITHMS = {"cpu": ("dense", "sorted"), "cuda": ("dense", "sorted", "auto"),
+              "cuda-emulated": ("dense", "sorted", "auto")}
 
 
-def _check(m: torch.Tensor, tau: float, descending: bool, algorithms=("auto",), device: str = "cpu") -> None:
-    """Ranks and gradients of every algorithm vs the float64 reference (computed once)."""
-    x64 = m.double().requires_grad_()
-    expected = reference.sigmoid_rank(x64, tau, descending)
-    grad = torch.randn(m.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    (ge,) = torch.autograd.grad(expected, x64, grad)
-    for algorithm in algorithms:
-        x = m.to(device).requires_grad_()
-        r = vsl_ext.sigmoid_rank(x, tau, descending, algorithm=algorithm)
-        torch.testing.assert_close(r.double().cpu(), expected.detach(), rtol=1e-5, atol=0)
-        (gx,) = torch.autograd.grad(r, x, grad.to(r.dtype).to(device))
-        assert gx.dtype == m.dtype
-        assert_close_grad(gx.cpu(), ge)
+def _algorithms(request):
+    return ALGORITHMS[request.node.callspec.params["device"]]
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("device, shape", device_cases(SHAPES, emulated=EMULATED_SHAPES, cuda=CUDA_SHAPES),
+                         indirect=["device"])
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_matches_reference(shape, kind, dtype):
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_matches_reference(request, device, shape, kind, dtype):
     m = make_input(kind, shape, dtype)
     for descending in (True, False):
-        _check(m, 1e-3, descending, ("dense", "sorted"))
+        check_rank(m, 1e-3, descending, _algorithms(request), device)
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
 @pytest.mark.parametrize("algorithm", ["auto", "dense", "sorted"])
-def test_ranks_are_hard_ranks_for_well_separated_values(algorithm):
-    m = torch.tensor([[0.3, 0.9, 0.1, 0.5]])
-    torch.testing.assert_close(vsl_ext.sigmoid_rank(m, algorithm=algorithm), torch.tensor([[3.0, 1.0, 4.0, 2.0]]))
+def test_ranks_are_hard_ranks_for_well_separated_values(device, algorithm):
+    m = torch.tensor([[0.3, 0.9, 0.1, 0.5]], device=device)
+    want = torch.tensor([[3.0, 1.0, 4.0, 2.0]], device=device)
+    torch.testing.assert_close(vsl_ext.sigmoid_rank(m, algorithm=algorithm), want)
     asc = vsl_ext.sigmoid_rank(m, descending=False, algorithm=algorithm)
-    torch.testing.assert_close(asc, torch.tensor([[2.0, 4.0, 1.0, 3.0]]))
+    torch.testing.assert_close(asc, torch.tensor([[2.0, 4.0, 1.0, 3.0]], device=device))
 
 
-def test_ties_share_half_ranks():
-    m = torch.tensor([[0.5, 0.5, 0.5]], dtype=torch.float64)
-    torch.testing.assert_close(vsl_ext.sigmoid_rank(m), torch.full((1, 3), 2.0, dtype=torch.float64))
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_ties_share_half_ranks(device):
+    m = torch.tensor([[0.5, 0.5, 0.5]], dtype=torch.float64, device=device)
+    for algorithm in ("dense", "sorted"):
+        torch.testing.assert_close(vsl_ext.sigmoid_rank(m, algorithm=algorithm),
+                                   torch.full((1, 3), 2.0, dtype=torch.float64, device=device))
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_is_computed_in_float32(dtype):
+def test_half_precision_is_computed_in_float32(device, dtype):
     m = make_input("random", (9, 9), torch.float32)
-    x = m.to(dtype).requires_grad_()
+    x = m.to(dtype).to(device).requires_grad_()
     r = vsl_ext.sigmoid_rank(x)
     assert r.dtype == torch.float32
-    expected = reference.sigmoid_rank(x.detach().double())
-    torch.testing.assert_close(r.double(), expected, rtol=1e-5, atol=0)
+    expected = reference.sigmoid_rank(x.detach().cpu().double())
+    torch.testing.assert_close(r.double().cpu(), expected, rtol=1e-5, atol=0)
     r.sum().backward()
     assert x.grad.dtype == dtype
 
 
-def test_non_contiguous_input():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_non_contiguous_input(device):
     m = make_input("random", (40, 30), torch.float64)
-    t = m.t()  # (30, 40), not contiguous
-    torch.testing.assert_close(vsl_ext.sigmoid_rank(t), reference.sigmoid_rank(t.contiguous()), rtol=1e-10, atol=0)
+    t = m.to(device).t()  # (30, 40), not contiguous
+    expected = reference.sigmoid_rank(m.t().contiguous())
+    for algorithm in ("dense", "sorted"):
+        got = vsl_ext.sigmoid_rank(t, algorithm=algorithm)
+        torch.testing.assert_close(got.cpu(), expected, rtol=1e-10, atol=0)
 
 
-def test_large_temperature_gradcheck():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_large_temperature_gradcheck(device):
     for descending in (True, False):
         for algorithm in ("dense", "sorted"):
-            m = make_input("random", (6, 7), torch.float64, seed=3) * 10
+            m = make_input("random", (6, 7), torch.float64, seed=3).to(device) * 10
             assert torch.autograd.gradcheck(
                 lambda x: vsl_ext.sigmoid_rank(x, 0.05, descending, algorithm=algorithm), (m.requires_grad_(),))
 
 
-def test_nan_propagates_within_its_row():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_nan_propagates_within_its_row(device):
     m = make_input("random", (4, 6), torch.float32)
     m[1, 2] = float("nan")
-    r = vsl_ext.sigmoid_rank(m)
-    assert torch.isnan(r[1]).all()
-    assert torch.isfinite(r[[0, 2, 3]]).all()
+    for algorithm in ("dense", "sorted", "auto"):
+        r = vsl_ext.sigmoid_rank(m.to(device), algorithm=algorithm).cpu()
+        assert torch.isnan(r[1]).all()
+        assert torch.isfinite(r[[0, 2, 3]]).all()
 
 
-def tied_grids(max_rows: int):
-    """Hypothesis inputs: (m, descending) with m a (<= max_rows, <= 70) float64 matrix drawn from a
-    few values, ties and pairs on the +-30 tau window's edges included."""
-    @st.composite
-    def draw(draw_):
-        rows, cols = draw_(st.integers(1, max_rows)), draw_(st.integers(1, 70))
-        values = draw_(st.lists(st.sampled_from([0.0, 1e-3, -2e-3, 0.03, 0.0301, -0.0299, 5e-4, 1.0]),
-                                min_size=1, max_size=8))
-        g = torch.Generator().manual_seed(draw_(st.integers(0, 2**16)))
-        pool = torch.tensor(values, dtype=torch.float64)
-        return pool[torch.randint(0, len(values), (rows, cols), generator=g)], draw_(st.booleans())
-    return draw()
-
-
-@settings(max_examples=60, deadline=None)
-@given(case=tied_grids(max_rows=6))
-def test_hypothesis_tied_grids(case):
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=tied_grids(max_rows=5))
+def test_hypothesis_tied_grids(device, case):
+    """Ties and values on the saturation window's edges (+-30 tau): window bounds and the skipped centre."""
     m, descending = case
-    _check(m, 1e-3, descending, ("dense", "sorted"))
+    check_rank(m, 1e-3, descending, ("dense", "sorted"), device)
 
 
-@requires_cuda
-@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (17, 17), (300, 300), (5, 1500), (2, 3000)], ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_cuda_matches_reference(shape, kind, dtype):
-    m = make_input(kind, shape, dtype)
-    for descending in (True, False):
-        _check(m, 1e-3, descending, ("dense", "sorted", "auto"), device="cuda")
+@pytest.mark.parametrize("device, kind", device_cases(["random", "wide", "tied", "adversarial"],
+                                                      emulated=["random", "adversarial"]), indirect=["device"])
+def test_sorted_on_long_rows_meets_its_error_bound(device, kind):
+    """float32 sorted ranks and gradients at 4096 columns vs the float64 dense algorithm.
 
-
-
-@pytest.mark.parametrize("kind", ["random", "wide", "tied", "adversarial"])
-def test_sorted_window_on_long_rows_meets_its_error_bound(kind):
-    """float32 sorted-window ranks and gradients at 4096 columns vs the float64 dense kernel.
-
-    The bound (README): pairs beyond 30 tau are exactly 0/1 (each dropped term < sigmoid(-30) =
-    9.4e-14), and the separated exponentials carry a relative error of at most (30 + 16) * 2^-23
-    in exp(-d), which bounds each rank's relative error by about 5e-6.
+    The bound (docs/kernels.md): pairs beyond 30 tau are exactly 0/1 (each dropped term < sigmoid(-30)
+    = 9.4e-14), and on CPU the separated exponentials carry a relative error of at most
+    (30 + 16) * 2^-23 in exp(-d), which bounds each rank's relative error by about 5e-6.
     """
-    m = make_input(kind, (3, 4096), torch.float32, seed=9)
-    grad = torch.randn(m.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    m = make_input(kind, (3, 4096), torch.float32, seed=9).to(device)
+    grad = torch.randn(m.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
     for descending in (True, False):
         x64 = m.double().requires_grad_()
         r64 = vsl_ext.sigmoid_rank(x64, 1e-3, descending, algorithm="dense")
@@ -134,4 +121,4 @@ def test_sorted_window_on_long_rows_meets_its_error_bound(kind):
         r = vsl_ext.sigmoid_rank(x, 1e-3, descending, algorithm="sorted")
         torch.testing.assert_close(r.double(), r64.detach(), rtol=5e-6, atol=0)
         (g,) = torch.autograd.grad(r, x, grad.float())
-        assert_close_grad(g.double(), g64)
+        assert_close_grad(g.double().cpu(), g64.cpu())

@@ -1,4 +1,6 @@
-"""vsl_loss vs the reference (both variants), the published formula, autograd, torch.library and compile."""
+"""vsl_loss vs the reference (both variants) on every device, the published formula, autograd, and the
+public function's argument errors. (The registered op's own checks, opcheck, torch.compile and
+torch.export: test_op_checks.py.)"""
 import itertools
 import math
 
@@ -7,57 +9,39 @@ import torch
 
 import vsl_ext
 from vsl_ext import reference
-from vsl_ext.loss import _vsl_ratio_sum
-from vsl_ext.rank import _sigmoid_rank, _sigmoid_rank_backward
 
-from conftest import assert_close_grad, make_input, requires_cuda
+from helpers import (DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_loss, device_cases, make_input,
+                     make_pair, requires_cuda)
 
-KINDS = ["random", "wide", "tied", "constant", "adversarial"]
 SIZES = [1, 2, 3, 17, 128, 300]
-REFERENCE = {"row": reference.vsl_loss, "public-code": reference.public_code_vsl_loss}
+EMULATED_SIZES = [1, 2, 3, 17, 64]  # the emulator runs every CUDA thread on the CPU
+CUDA_SIZES = [1, 3, 17, 300, 1100]
+ALGORITHMS = {"cpu": ("dense", "sorted"), "cuda": ("dense", "sorted", "auto"),
+              "cuda-emulated": ("dense", "sorted")}
 
 
-def _pair(kind, n, dtype, seed=0):
-    s = make_input(kind, (n, n), dtype, seed=seed)
-    c = make_input("tied" if kind != "constant" else "constant", (n, n), dtype, seed=seed + 1)
-    return s, (c + c.t()) / 2  # semantic similarities are symmetric in practice (TF-IDF); not required
-
-
-def _check(s, c, variant, algorithms=("auto",), device="cpu", semantic_grad=True, tau=1e-3):
-    """Loss and gradients of every algorithm vs the float64 reference (computed once)."""
-    x64 = s.double().requires_grad_()
-    y64 = c.double().requires_grad_()
-    expected = REFERENCE[variant](x64, y64, tau)
-    expected_grads = torch.autograd.grad(expected, (x64, y64))
-    for algorithm in algorithms:
-        x = s.to(device).requires_grad_()
-        y = c.to(device).requires_grad_(semantic_grad)
-        loss = vsl_ext.vsl_loss(x, y, tau, variant, algorithm=algorithm)
-        torch.testing.assert_close(loss.double().cpu(), expected.detach(), rtol=1e-5, atol=1e-6)
-        inputs = (x, y) if semantic_grad else (x,)
-        for g, e in zip(torch.autograd.grad(loss, inputs), expected_grads):
-            assert g.dtype == s.dtype
-            assert_close_grad(g.cpu(), e)
-
-
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("device, n", device_cases(SIZES, emulated=EMULATED_SIZES, cuda=CUDA_SIZES),
+                         indirect=["device"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("variant", ["row", "public-code"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_matches_reference(n, kind, variant, dtype):
-    s, c = _pair(kind, n, dtype)
-    _check(s, c, variant, ("dense", "sorted"))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_matches_reference(request, device, n, kind, variant, dtype):
+    if n > 300 and dtype == torch.float64:
+        pytest.skip("the float64 reference at n > 300 is slow")
+    s, c = make_pair(kind, n, dtype)
+    check_loss(s, c, variant, ALGORITHMS[request.node.callspec.params["device"]], device)
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
 @pytest.mark.parametrize("variant", ["row", "public-code"])
-def test_asymmetric_semantic_matrix_and_no_semantic_grad(variant):
+def test_asymmetric_semantic_matrix_and_no_semantic_grad(device, variant):
     s = make_input("random", (23, 23), torch.float64, seed=5)
     c = make_input("random", (23, 23), torch.float64, seed=6)
-    _check(s, c, variant, semantic_grad=False)
-    _check(s, c, variant, semantic_grad=True)
+    check_loss(s, c, variant, device=device, semantic_grad=False)
+    check_loss(s, c, variant, device=device, semantic_grad=True)
 
 
-def _published_formula_loss(S, C, tau):
+def _public_code_loss_by_hand(S, C, tau):
     """Verbatim transcription of the published ranking, one scalar at a time."""
     n = len(S)
 
@@ -73,14 +57,17 @@ def _published_formula_loss(S, C, tau):
     return 1.0 - total / (n * n)
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
 @pytest.mark.parametrize("n", [1, 2, 3, 6])
 @pytest.mark.parametrize("kind", ["random", "tied", "adversarial"])
-def test_public_code_reference_is_the_published_formula(n, kind):
-    s, c = _pair(kind, n, torch.float64, seed=n)
+def test_public_code_reference_is_the_published_formula(device, n, kind):
+    s, c = make_pair(kind, n, torch.float64, seed=n)
     c = make_input("random", (n, n), torch.float64, seed=n + 7)  # asymmetric C checks the column convention
-    expected = _published_formula_loss(s.tolist(), c.tolist(), 1e-3)
+    expected = _public_code_loss_by_hand(s.tolist(), c.tolist(), 1e-3)
     assert reference.public_code_vsl_loss(s, c, 1e-3).item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
-    assert vsl_ext.vsl_loss(s, c, variant="public-code").item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    for algorithm in ("dense", "sorted"):
+        loss = vsl_ext.vsl_loss(s.to(device), c.to(device), variant="public-code", algorithm=algorithm)
+        assert loss.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 def test_variants_differ_on_asymmetric_sims():
@@ -89,76 +76,50 @@ def test_variants_differ_on_asymmetric_sims():
     assert vsl_ext.vsl_loss(s, c).item() != pytest.approx(vsl_ext.vsl_loss(s, c, variant="public-code").item())
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
 @pytest.mark.parametrize("variant", ["row", "public-code"])
 @pytest.mark.parametrize("algorithm", ["dense", "sorted"])
-def test_gradcheck_float64(variant, algorithm):
-    s = make_input("random", (7, 7), torch.float64, seed=11) * 10
-    c = make_input("random", (7, 7), torch.float64, seed=12) * 10
+def test_gradcheck_float64(device, variant, algorithm):
+    s = make_input("random", (7, 7), torch.float64, seed=11).to(device) * 10
+    c = make_input("random", (7, 7), torch.float64, seed=12).to(device) * 10
     f = lambda a, b: vsl_ext.vsl_loss(a, b, 0.05, variant, algorithm=algorithm)
     assert torch.autograd.gradcheck(f, (s.requires_grad_(), c.requires_grad_()))
 
 
-def test_identical_rankings_give_zero_loss_and_n1_gives_zero():
-    s = make_input("random", (10, 10), torch.float32)
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_identical_rankings_give_zero_loss_and_n1_gives_zero(device):
+    s = make_input("random", (10, 10), torch.float32).to(device)
     assert vsl_ext.vsl_loss(s, s).item() == 0.0
-    assert vsl_ext.vsl_loss(torch.tensor([[0.3]]), torch.tensor([[0.9]])).item() == 0.0
+    assert vsl_ext.vsl_loss(torch.tensor([[0.3]], device=device), torch.tensor([[0.9]], device=device)).item() == 0.0
 
 
-def test_reversed_rankings_give_large_loss():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_reversed_rankings_give_large_loss(device):
     s = torch.arange(6.0).repeat(6, 1)
-    loss = vsl_ext.vsl_loss(s, -s).item()
+    loss = vsl_ext.vsl_loss(s.to(device), -s.to(device)).item()
     assert loss == pytest.approx(reference.vsl_loss(s, -s).item(), rel=1e-6)
     assert loss > 0.4
 
 
-def test_nan_in_sims_gives_nan_loss():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_nan_in_sims_gives_nan_loss(device):
     s = make_input("random", (5, 5), torch.float32)
     s[2, 3] = float("nan")
-    assert math.isnan(vsl_ext.vsl_loss(s, torch.rand(5, 5)).item())
+    for algorithm in ("dense", "sorted", "auto"):
+        assert math.isnan(vsl_ext.vsl_loss(s.to(device), torch.rand(5, 5, device=device), algorithm=algorithm).item())
 
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_return_half_gradients(dtype):
-    s = make_input("random", (12, 12), torch.float32).to(dtype).requires_grad_()
-    c = make_input("tied", (12, 12), torch.float32)
+def test_half_inputs_return_half_gradients(device, dtype):
+    s = make_input("random", (12, 12), torch.float32).to(dtype).to(device).requires_grad_()
+    c = make_input("tied", (12, 12), torch.float32).to(device)
     loss = vsl_ext.vsl_loss(s, c)
     assert loss.dtype == torch.float32
-    expected = reference.vsl_loss(s.detach().double(), c.double())
+    expected = reference.vsl_loss(s.detach().cpu().double(), c.cpu().double())
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
     assert s.grad.dtype == dtype
-
-
-def test_opcheck_every_op():
-    s = make_input("random", (9, 9), torch.float64).requires_grad_()
-    c = make_input("tied", (9, 9), torch.float64).requires_grad_()
-    g = torch.randn(9, 9, dtype=torch.float64)
-    for args in [(s, 1e-3, True, 0), (s, 0.01, False, 2)]:
-        torch.library.opcheck(_sigmoid_rank, args)
-    for args in [(s.detach(), g, 1e-3, True, False, 0.0, 0), (s.detach(), g, 1e-3, True, True, 50.0, 2)]:
-        torch.library.opcheck(_sigmoid_rank_backward, args)
-    for args in [(s, c, 1e-3, False, True, 0), (s, c.detach(), 1e-3, True, False, 2)]:
-        torch.library.opcheck(_vsl_ratio_sum, args)
-
-
-def test_torch_compile_fullgraph():
-    torch._dynamo.reset()
-
-    @torch.compile(fullgraph=True, backend="aot_eager")
-    def step(img, txt, sem):
-        sims = img @ txt.t()
-        return vsl_ext.vsl_loss(sims, sem) + vsl_ext.sigmoid_rank(sims).mean() * 0
-
-    img = torch.randn(16, 8, requires_grad=True)
-    txt = torch.randn(16, 8)
-    sem = make_input("tied", (16, 16), torch.float32)
-    loss = step(img, txt, sem)
-    loss.backward()
-    img2 = img.detach().clone().requires_grad_()
-    eager = vsl_ext.vsl_loss(img2 @ txt.t(), sem)
-    eager.backward()
-    torch.testing.assert_close(loss, eager)
-    torch.testing.assert_close(img.grad, img2.grad)
 
 
 BAD_INPUTS = [
@@ -195,20 +156,8 @@ def test_bad_input_names_the_argument(call, error, message):
 
 
 @requires_cuda
-@pytest.mark.parametrize("n", [1, 3, 17, 300, 1100])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("variant", ["row", "public-code"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_cuda_matches_reference(n, kind, variant, dtype):
-    if n > 300 and dtype == torch.float64:
-        pytest.skip("the float64 reference at n > 300 is slow")
-    s, c = _pair(kind, n, dtype)
-    _check(s, c, variant, ("dense", "sorted", "auto"), device="cuda")
-
-
-@requires_cuda
 def test_cuda_matches_cpu_at_large_n():
-    s, c = _pair("random", 2500, torch.float32)
+    s, c = make_pair("random", 2500, torch.float32)
     for variant, algorithm in itertools.product(("row", "public-code"), ("dense", "sorted")):
         xs = [s.clone().requires_grad_(), s.cuda().requires_grad_()]
         losses = [vsl_ext.vsl_loss(x, c.to(x.device), variant=variant, algorithm=algorithm) for x in xs]

@@ -9,8 +9,9 @@ from . import reference
 from ._native import build_info
 from ._version import __version__
 from .captions import CaptionIndex
-from .criterion import VSLCriterion
-from .loss import vsl_loss
-from .rank import sigmoid_rank
+from .criterion import VSLCriterion, VSLLoss
+from .ops.sigmoid_rank import sigmoid_rank
+from .ops.vsl_loss import vsl_loss
 
-__all__ = ["__version__", "build_info", "reference", "sigmoid_rank", "vsl_loss", "VSLCriterion", "CaptionIndex"]
+__all__ = ["__version__", "build_info", "reference", "sigmoid_rank", "vsl_loss", "VSLLoss", "VSLCriterion",
+           "CaptionIndex"]

@@ -1,14 +1,20 @@
-"""Argument checks shared by the public ops: each error names the argument and what was expected."""
+"""Argument checks of the public functions (vsl_ext.sigmoid_rank, vsl_ext.vsl_loss, VSLLoss,
+vsl_ext.distributed.vsl_loss): Python types, names, non-empty inputs, before the conversion to the
+computation dtype. Each error names the argument and what was expected. The registered ops check
+their own inputs again (:mod:`vsl_ext.ops._checks`), since they are reachable without these
+functions."""
 from __future__ import annotations
 
 import math
 import numbers
+from typing import Optional
 
 import torch
 
-from ._native import ALGORITHMS
+from ._native import _C
 
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_LARGEST = {dtype: torch.finfo(dtype).max for dtype in (torch.float32, torch.float64)}
 
 
 def matrix(name: str, t) -> torch.Tensor:
@@ -37,24 +43,36 @@ def same_shape_and_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
 
 
-def tau(value, dtype: torch.dtype = torch.float32) -> float:
-    """A temperature the kernels can use in ``dtype`` (the computation dtype, float32 or float64):
-    finite and > 0, representable in ``dtype`` and with a reciprocal that is too (the kernels scale
-    every difference by ``1 / tau``; an overflow to inf would turn ties into ``0 * inf = NaN``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"tau must be a real number, got {type(value).__name__}")
-    value = float(value)
+def tau_error(value, dtype: torch.dtype = torch.float32) -> Optional[Exception]:
+    """Why ``value`` is no temperature the kernels can use in ``dtype`` (the computation dtype,
+    float32 or float64), or None if it is one: tau must be a real number, finite and > 0,
+    representable in ``dtype`` and with a reciprocal that is too (the kernels scale every
+    difference by ``1 / tau``; an overflow to inf would turn ties into ``0 * inf = NaN``)."""
+    if type(value) is not float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return TypeError(f"tau must be a real number, got {type(value).__name__}")
+        value = float(value)
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"tau must be a finite number > 0, got {value}")
-    largest = torch.finfo(dtype).max
+        return ValueError(f"tau must be a finite number > 0, got {value}")
+    largest = _LARGEST[dtype] if dtype in _LARGEST else torch.finfo(dtype).max
+    if value <= largest and 1.0 / value <= largest:
+        return None
     name = str(dtype).replace("torch.", "")
     if value > largest:
-        raise ValueError(f"tau = {value!r} overflows {name}, the computation dtype (largest {largest:.6g})")
+        return ValueError(f"tau = {value!r} overflows {name}, the computation dtype (largest {largest:.6g})")
     if 1.0 / value > largest:
         hint = "; float64 input is computed in float64" if dtype != torch.float64 else ""
-        raise ValueError(f"tau = {value!r} is too small for {name} computation: 1 / tau overflows {name} "
-                         f"(tau must be >= {1.0 / largest!r}{hint})")
-    return value
+        return ValueError(f"tau = {value!r} is too small for {name} computation: 1 / tau overflows {name} "
+                          f"(tau must be >= {1.0 / largest!r}{hint})")
+    return None
+
+
+def tau(value, dtype: torch.dtype = torch.float32) -> float:
+    """``value`` as a float if :func:`tau_error` finds nothing wrong with it; raises its error otherwise."""
+    error = tau_error(value, dtype)
+    if error is not None:
+        raise error
+    return float(value)
 
 
 def choice(name: str, value, allowed) -> str:
@@ -64,10 +82,14 @@ def choice(name: str, value, allowed) -> str:
 
 
 def algorithm(value: str) -> int:
-    choice("algorithm", value, ALGORITHMS)
-    return ALGORITHMS[value]
+    """The code (``_C.ALGORITHMS``) of "auto", "dense" or "sorted"."""
+    choice("algorithm", value, _C.ALGORITHMS)
+    return _C.ALGORITHMS[value]
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32 (half precision inputs are computed in float32)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    for t in tensors:
+        if t.dtype == torch.float64:
+            return torch.float64
+    return torch.float32

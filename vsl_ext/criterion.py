@@ -1,4 +1,5 @@
-"""``VSLCriterion``: VSE++ hardest-negative triplet loss + beta * Visual Semantic Loss.
+"""The losses as ``nn.Module`` criteria: ``VSLLoss`` (the Visual Semantic Loss alone, the module form of
+:func:`vsl_ext.vsl_loss`) and ``VSLCriterion`` (VSE++ hardest-negative triplet loss + beta * VSL).
 
 For a batch of B matched (image, caption) pairs, ``sims`` is the (B, B) images x captions matrix
 with the positives on the diagonal. The total loss (the paper's Eq. 8) is
@@ -21,7 +22,8 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from .loss import VARIANTS, vsl_loss
+from . import _validate
+from .ops.vsl_loss import VARIANTS, vsl_loss
 
 
 def triplet_loss(sims: Tensor, margin: float = 0.2, max_violation: bool = True) -> Tensor:
@@ -50,6 +52,38 @@ def triplet_loss(sims: Tensor, margin: float = 0.2, max_violation: bool = True) 
     if max_violation:
         return cost_cap.max(dim=1).values.sum() + cost_img.max(dim=0).values.sum()
     return cost_cap.sum() + cost_img.sum()
+
+
+class VSLLoss(nn.Module):
+    """The Visual Semantic Loss (Zhang et al., ICME 2023) as a module: ``VSLLoss(tau, variant)(sims,
+    semantic_sims)`` is :func:`vsl_ext.vsl_loss` ``(sims, semantic_sims, tau, variant, algorithm=...)``.
+
+    Args:
+        tau: sigmoid temperature of the ranks (> 0, default 1e-3 as in the paper).
+        variant: ``"row"`` (the paper's Eq. 5) or ``"public-code"`` (the published implementation).
+        algorithm: ``"auto"``, ``"dense"`` or ``"sorted"``, as for :func:`vsl_ext.sigmoid_rank`.
+
+    ``forward(sims, semantic_sims)``: (n, n) image-text similarities S and the images' (n, n)
+    semantic similarities C -> scalar L_vs in [0, 1) (float32, float64 for float64 input), without
+    the weight beta. Gradients flow to ``sims``, and to ``semantic_sims`` if it requires grad.
+
+    Raises:
+        ValueError / TypeError naming the argument: an unknown variant or algorithm, a tau that is
+        not a finite number > 0 (here); the inputs' errors of :func:`vsl_ext.vsl_loss` (in forward).
+    """
+
+    def __init__(self, tau: float = 1e-3, variant: str = "row", algorithm: str = "auto"):
+        super().__init__()
+        self.tau = _validate.tau(tau, torch.float64)
+        self.variant = _validate.choice("variant", variant, VARIANTS)
+        _validate.algorithm(algorithm)
+        self.algorithm = algorithm
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, variant={self.variant!r}, algorithm={self.algorithm!r}"
+
+    def forward(self, sims: Tensor, semantic_sims: Tensor) -> Tensor:
+        return vsl_loss(sims, semantic_sims, self.tau, self.variant, algorithm=self.algorithm)
 
 
 class VSLCriterion(nn.Module):

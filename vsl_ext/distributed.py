@@ -39,7 +39,7 @@ import torch.distributed.nn.functional  # noqa: F401
 from torch import Tensor
 
 from . import _validate
-from .loss import prepare, ratio_sum
+from .ops.vsl_loss import prepare, ratio_sum
 
 
 def collective(fn, *args, **kwargs):

@@ -43,20 +43,20 @@ def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3) -> Tensor:
     return 1.0 - (torch.minimum(sr, cr) / torch.maximum(sr, cr)).mean()
 
 
-def published_sigmoid(tensor: Tensor, temp: float) -> Tensor:
-    """The published code's temperature sigmoid, exponent clamped to [-50, 50]."""
+def public_code_sigmoid(tensor: Tensor, temp: float) -> Tensor:
+    """The public-code variant's temperature sigmoid as the published code writes it, exponent clamped to [-50, 50]."""
     exponent = torch.clamp(-tensor / temp, min=-50, max=50)
     return 1.0 / (1.0 + torch.exp(exponent))
 
 
-def _published_rank(sim: Tensor, tau: float) -> Tensor:
+def _public_code_rank(sim: Tensor, tau: float) -> Tensor:
     """The published code's rank, as it is written: the own term is removed by multiplying with a
     mask, so an own term that is NaN (``S[c, b] == S[b, c]`` the same infinity) stays NaN."""
     n = sim.shape[0]
     mask = (1.0 - torch.eye(n, dtype=sim.dtype, device=sim.device)).unsqueeze(0).repeat(n, 1, 1)
     column = sim.t().unsqueeze(1).repeat(1, n, 1)  # [b, c, a] = sim[a, b]
     value = sim.unsqueeze(2).repeat(1, 1, n)       # [b, c, a] = sim[b, c]
-    return torch.sum(published_sigmoid(column - value, tau) * mask, dim=-1) + 1
+    return torch.sum(public_code_sigmoid(column - value, tau) * mask, dim=-1) + 1
 
 
 def public_code_vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3) -> Tensor:
@@ -74,6 +74,6 @@ def public_code_vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3)
     equals this function on finite input and follows the module's rule on infinite input (equal
     infinities tie at 1/2; against a finite value the clamped ``sigmoid(+-50)`` as here).
     """
-    sr = _published_rank(sims, tau)
-    cr = _published_rank(semantic_sims, tau)
+    sr = _public_code_rank(sims, tau)
+    cr = _public_code_rank(semantic_sims, tau)
     return 1.0 - (torch.minimum(sr, cr) / torch.maximum(sr, cr)).mean()

@@ -1,9 +1,9 @@
 // The CUDA runtime as the kernels in csrc/*.cu use it, emulated on the CPU for the tests
-// (tests/cuda_emulator.py compiles those files with g++ against this header).
+// (tests/cuda_emu/__init__.py compiles those files with g++ against this header).
 //
 // A launch runs its blocks one after another on the calling thread; the threads of a block are
 // fibers that run until they reach __syncthreads() or return, so barriers and shared memory behave
-// as on a GPU. The kernels' sources get two rewrites first (tests/cuda_emulator.py):
+// as on a GPU. The kernels' sources get two rewrites first (__init__.py):
 //   kernel<<<grid, block, shared, stream>>>(args)  ->  kernel >> vsl_emu::LaunchConfig(grid, ...)(args)
 //   __shared__ T name[N];                          ->  auto& name = vsl_emu::block_shared<T[N]>(site, "name");
 //   extern __shared__ T name[];                    ->  T* const name = (T*)vsl_emu::dynamic_shared_memory();

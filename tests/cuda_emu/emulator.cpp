@@ -1,5 +1,5 @@
 // The fiber scheduler behind tests/cuda_emu/cuda_runtime.h, and its schedule control for
-// tests/cuda_emulator.py.
+// tests/cuda_emu/__init__.py.
 #include <ucontext.h>
 
 #include <algorithm>

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "caption_index_cuda.h"
-#include "kernels.h"
+#include "sigmoid_rank.h"
+#include "vsl_loss.h"
 
 namespace {
 
@@ -26,12 +27,12 @@ template <typename F> int guarded(F&& f) {
 
 vsl::DType dtype(int f64) { return f64 ? vsl::DType::f64 : vsl::DType::f32; }
 
-vsl::RankArgs rank_args(double tau, int descending, double clamp_at, int algo) {
+vsl::RankArgs rank_args(double tau, int descending, int public_code_clamp) {
   vsl::RankArgs a;
   a.tau = tau;
   a.descending = descending != 0;
-  a.clamp_at = clamp_at;
-  a.algo = static_cast<vsl::RankAlgo>(algo);
+  a.public_code_clamp = public_code_clamp != 0;
+  a.algorithm = vsl::Algorithm::dense;
   return a;
 }
 
@@ -45,46 +46,53 @@ const char* vsl_emu_error() { return g_error.c_str(); }
 
 void vsl_emu_fail(const char* what) { g_error = what; }
 
-int vsl_emu_rank_forward(int f64, uintptr_t x, uintptr_t y, uintptr_t out, int64_t rows, int64_t cols, double tau,
-                         int descending, double clamp_at, int algo) {
+int vsl_emu_sigmoid_rank_forward(int f64, uintptr_t ranked, uintptr_t compared, uintptr_t ranks, int64_t rows,
+                                 int64_t cols, double tau, int descending, int public_code_clamp) {
   return guarded([&] {
-    vsl::rank_forward_cuda(dtype(f64), p<const void>(x), p<const void>(y), p<void>(out), rows, cols,
-                           rank_args(tau, descending, clamp_at, algo), 0, 0);
+    vsl::sigmoid_rank_forward_cuda(dtype(f64), p<const void>(ranked), p<const void>(compared), p<void>(ranks), rows,
+                                   cols, rank_args(tau, descending, public_code_clamp), 0, 0);
   });
 }
 
-int vsl_emu_rank_backward(int f64, uintptr_t x, uintptr_t y, uintptr_t g, uintptr_t gx, uintptr_t gy, int64_t rows,
-                          int64_t cols, double tau, int descending, double clamp_at, int algo) {
+int vsl_emu_sigmoid_rank_backward(int f64, uintptr_t ranked, uintptr_t compared, uintptr_t grad_ranks,
+                                  uintptr_t grad_ranked, uintptr_t grad_compared, int64_t rows, int64_t cols,
+                                  double tau, int descending, int public_code_clamp) {
   return guarded([&] {
-    vsl::rank_backward_cuda(dtype(f64), p<const void>(x), p<const void>(y), p<const void>(g), p<void>(gx),
-                            p<void>(gy), rows, cols, rank_args(tau, descending, clamp_at, algo), 0, 0);
+    vsl::sigmoid_rank_backward_cuda(dtype(f64), p<const void>(ranked), p<const void>(compared),
+                                    p<const void>(grad_ranks), p<void>(grad_ranked), p<void>(grad_compared), rows,
+                                    cols, rank_args(tau, descending, public_code_clamp), 0, 0);
   });
 }
 
-int vsl_emu_vsl_forward(int f64, uintptr_t sx, uintptr_t sy, uintptr_t cx, uintptr_t cy, uintptr_t gs, uintptr_t gc,
-                        uintptr_t partials, int64_t rows, int64_t cols, double grad_scale, double tau,
-                        double clamp_at, int algo) {
+int vsl_emu_sigmoid_rank_sorted_sums(int f64, int kind, uintptr_t sorted_values, uintptr_t value_weights,
+                                     uintptr_t sorted_centres, uintptr_t centre_weights, uintptr_t centre_columns,
+                                     uintptr_t skip_positions, uintptr_t out, int64_t rows, int64_t cols, double tau,
+                                     int descending) {
   return guarded([&] {
-    vsl::vsl_forward_cuda(dtype(f64), p<const void>(sx), p<const void>(sy), p<const void>(cx), p<const void>(cy),
-                          p<void>(gs), p<void>(gc), p<double>(partials), rows, cols, grad_scale,
-                          rank_args(tau, 1, clamp_at, algo), 0, 0);
+    vsl::sigmoid_rank_sorted_sums_cuda(dtype(f64), static_cast<vsl::SortedSum>(kind), p<const void>(sorted_values),
+                                       p<const void>(value_weights), p<const void>(sorted_centres),
+                                       p<const void>(centre_weights), p<const int64_t>(centre_columns),
+                                       p<const int64_t>(skip_positions), p<void>(out), rows, cols, tau,
+                                       descending != 0, 0, 0);
   });
 }
 
-int vsl_emu_window_sums(int f64, int kind, uintptr_t v, uintptr_t w, uintptr_t u, uintptr_t wu, uintptr_t uperm,
-                        uintptr_t skip, uintptr_t out, int64_t rows, int64_t cols, double tau, int descending) {
+int vsl_emu_vsl_loss_ratio_sum(int f64, uintptr_t sims, uintptr_t sims_compared, uintptr_t semantic,
+                               uintptr_t semantic_compared, uintptr_t grad_sr, uintptr_t grad_cr, uintptr_t row_sums,
+                               int64_t rows, int64_t cols, double tau, int public_code_clamp) {
   return guarded([&] {
-    vsl::window_sums_cuda(dtype(f64), kind, p<const void>(v), p<const void>(w), p<const void>(u), p<const void>(wu),
-                          p<const int64_t>(uperm), p<const int64_t>(skip), p<void>(out), rows, cols, tau,
-                          descending != 0, 0, 0);
+    vsl::vsl_loss_ratio_sum_cuda(dtype(f64), p<const void>(sims), p<const void>(sims_compared),
+                                 p<const void>(semantic), p<const void>(semantic_compared), p<void>(grad_sr),
+                                 p<void>(grad_cr), p<double>(row_sums), rows, cols,
+                                 rank_args(tau, 1, public_code_clamp), 0, 0);
   });
 }
 
-int vsl_emu_rank_ratio_rows(int f64, uintptr_t sr, uintptr_t cr, uintptr_t gs, uintptr_t gc, uintptr_t partials,
-                            int64_t rows, int64_t cols, double grad_scale) {
+int vsl_emu_vsl_loss_ratio_sum_from_ranks(int f64, uintptr_t sr, uintptr_t cr, uintptr_t grad_sr, uintptr_t grad_cr,
+                                          uintptr_t row_sums, int64_t rows, int64_t cols) {
   return guarded([&] {
-    vsl::rank_ratio_rows_cuda(dtype(f64), p<const void>(sr), p<const void>(cr), p<void>(gs), p<void>(gc),
-                              p<double>(partials), rows, cols, grad_scale, 0, 0);
+    vsl::vsl_loss_ratio_sum_from_ranks_cuda(dtype(f64), p<const void>(sr), p<const void>(cr), p<void>(grad_sr),
+                                            p<void>(grad_cr), p<double>(row_sums), rows, cols, 0, 0);
   });
 }
 

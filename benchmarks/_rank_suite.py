@@ -1,6 +1,7 @@
-"""sigmoid_rank and vsl_loss: vsl_ext's fused kernels vs the pure-PyTorch reference.
+"""The body shared by bench_sigmoid_rank.py and bench_vsl_loss.py: vsl_ext's kernels vs the pure-PyTorch
+reference, one case at a time (the suites' record key "suite" is "rank" for both).
 
-Cases (see ``_cases.make_cases``): forward and forward+backward of
+Cases (see ``_cases.make_cases``, filtered per op by the two files): forward and forward+backward of
   * ``sigmoid_rank``: vsl_ext (algorithm="auto") vs ``reference.sigmoid_rank``;
   * ``vsl_loss``: vsl_ext row vs ``reference.vsl_loss``, and vsl_ext public-code vs
     ``reference.public_code_vsl_loss``;
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from benchmarks import _cases
@@ -29,15 +29,16 @@ from benchmarks._env import fmt_bytes, fmt_seconds
 from benchmarks._measure import choose_rounds, cuda_event_times, cuda_time_and_peak, median, now
 
 
-def pytest_generate_tests(metafunc):
+def parametrize_cases(metafunc, op: str) -> None:
+    """The ``case`` parameters of ``op``'s suite, in run order."""
     if "case" in metafunc.fixturenames:
         env = metafunc.config._vsl_env
-        cases = _cases.make_cases(env.device, env.quick, env.max_n, env.sections)
+        cases = [c for c in _cases.make_cases(env.device, env.quick, env.max_n, env.sections) if c["op"] == op]
         metafunc.parametrize("case", cases, ids=[_cases.case_id(c) for c in cases])
 
 
-def test_rank(request, bench_env, case):
-    env = bench_env
+def run_case(request, env, case: dict) -> None:
+    """Times and measures one case (or records why it is not run)."""
     n = case["n"]
 
     def bench():  # requested only when it times something (an unused fixture makes pytest-benchmark warn)
@@ -63,7 +64,7 @@ def test_rank(request, bench_env, case):
     call = _cases.make_call(case, inputs)
 
     if case.get("window") is not None:
-        from vsl_ext.sorted_window import window_fraction
+        from vsl_ext.kernels.cuda import window_fraction
         m = _cases.window_input(n, case["window"], env.device)
         extra["window_fraction"] = float(window_fraction(m, None, 1e-3))
         del m
@@ -124,10 +125,3 @@ def test_rank(request, bench_env, case):
     env.last_time[_cases.series_key(case)] = (n, fastest)
     benchmark.extra_info.update(case, label=_cases.label(case), status="ok", peak_extra_bytes=peak,
                                 memory_method=memory_method, rounds=rounds, threads=env.threads, **extra)
-
-
-@pytest.fixture(autouse=True)
-def _free_cuda_cache():
-    yield
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -1,10 +1,18 @@
-"""``vsl_loss``: the Visual Semantic Loss as one fused custom op.
+"""``vsl_loss``: the Visual Semantic Loss (Zhang et al., ICME 2023) as one fused custom op.
 
 ``L_vs = 1 - mean_ij min(SR_ij, CR_ij) / max(SR_ij, CR_ij)`` with SR = R(S), CR = R(C) (descending
-sigmoid ranks, see :mod:`vsl_ext.rank`). The fused op ranks one row of S and C at a time and keeps
-only the gradients with respect to SR and CR (n x n each), so memory is O(n^2) instead of the
-reference's O(n^3). It returns the float64 sum of the ratios; the loss is ``1 - sum / n^2``, and
+sigmoid ranks, see :mod:`vsl_ext.ops.sigmoid_rank`). The fused op ranks one row of S and C at a time
+and keeps only the gradients with respect to SR and CR (n x n each), so memory is O(n^2) instead of
+the reference's O(n^3). It returns the float64 sum of the ratios; the loss is ``1 - sum / n^2``, and
 a row-sharded batch (:mod:`vsl_ext.distributed`) adds the ranks' sums.
+
+Registered op: ``vsl_ext::vsl_loss_ratio_sum(Tensor sims, Tensor semantic, float tau, bool
+public_code, bool semantic_grad, int algorithm) -> (Tensor ratio_sum, Tensor grad_sr, Tensor
+grad_cr)``: for (r, c) row blocks of S and C, ``sum_ij min(SR, CR) / max(SR, CR)`` (0-dim float64),
+``d sum / dSR`` and ``d sum / dCR`` (empty unless ``semantic_grad``; both are not differentiable).
+``public_code`` ranks S against S^T and C against C^T with the published code's clamp (square
+blocks only). Its backward takes the gradients through the ranks with
+``vsl_ext::sigmoid_rank_backward``.
 """
 # No `from __future__ import annotations`: torch 2.4 infers the custom ops' schemas from the
 # annotations and rejects string ones ("unsupported type Tensor").
@@ -13,32 +21,36 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from . import _native, _validate
-from .rank import _sigmoid_rank_backward
+from .. import _validate, kernels
+from . import _checks
+from .sigmoid_rank import sigmoid_rank_backward_op
 
 VARIANTS = ("row", "public-code")
 
 
-@torch.library.custom_op("vsl_ext::vsl_ratio_sum", mutates_args=())
-def _vsl_ratio_sum(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, semantic_grad: bool,
-                   algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """For (r, c) row blocks of S and C: ``(sum_ij min(SR, CR) / max(SR, CR) as float64, d sum/dSR,
-    d sum/dCR)``; the last is empty unless ``semantic_grad``. ``public_code`` needs r == c."""
+@torch.library.custom_op("vsl_ext::vsl_loss_ratio_sum", mutates_args=())
+def vsl_loss_ratio_sum_op(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, semantic_grad: bool,
+                          algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
+    _checks.vsl_loss_ratio_sum(sims, semantic, tau, public_code, algorithm)
+    sims, semantic = sims.contiguous(), semantic.contiguous()
     grad_sr = torch.empty_like(sims)
     grad_cr = torch.empty_like(semantic) if semantic_grad else semantic.new_empty(0)
-    partials = torch.empty(sims.shape[0], dtype=torch.float64, device=sims.device)
-    sy = sims.t().contiguous() if public_code else None
-    cy = semantic.t().contiguous() if public_code else None
-    clamp_at = _native.PUBLIC_CODE_CLAMP if public_code else 0.0
-    _native.vsl_forward(sims, sy, semantic, cy, grad_sr, grad_cr if semantic_grad else None, partials,
-                        -1.0, tau, clamp_at, algorithm)
-    return partials.sum(), grad_sr, grad_cr
+    if not sims.numel():
+        return sims.new_zeros((), dtype=torch.float64), grad_sr, grad_cr
+    row_sums = torch.empty(sims.shape[0], dtype=torch.float64, device=sims.device)
+    sims_t = sims.t().contiguous() if public_code else None
+    semantic_t = semantic.t().contiguous() if public_code else None
+    kernels.for_tensor(sims).vsl_loss_ratio_sum(sims, sims_t, semantic, semantic_t, grad_sr,
+                                                grad_cr if semantic_grad else None, row_sums, tau, public_code,
+                                                algorithm)
+    return row_sums.sum(), grad_sr, grad_cr
 
 
-@_vsl_ratio_sum.register_fake
+@vsl_loss_ratio_sum_op.register_fake
 def _(sims, semantic, tau, public_code, semantic_grad, algorithm):
-    grad_cr = torch.empty_like(semantic) if semantic_grad else semantic.new_empty(0)
-    return sims.new_empty((), dtype=torch.float64), torch.empty_like(sims), grad_cr
+    _checks.vsl_loss_ratio_sum(sims, semantic, tau, public_code, algorithm, _checks.torch_check)
+    grad_cr = semantic.new_empty(semantic.shape) if semantic_grad else semantic.new_empty(0)
+    return sims.new_empty((), dtype=torch.float64), sims.new_empty(sims.shape), grad_cr
 
 
 def _setup_context(ctx, inputs, output):
@@ -52,21 +64,20 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_sum, _grad_sr, _grad_cr):
     sims, semantic, grad_sr, grad_cr = ctx.saved_tensors
     tau, public_code, semantic_grad, algorithm = ctx.args
-    clamp_at = _native.PUBLIC_CODE_CLAMP if public_code else 0.0
 
     def through_rank(m, g):
-        return _sigmoid_rank_backward(m, g, tau, True, public_code, clamp_at, algorithm) * grad_sum.to(m.dtype)
+        return sigmoid_rank_backward_op(m, g, tau, True, public_code, algorithm) * grad_sum.to(m.dtype)
 
     d_semantic = through_rank(semantic, grad_cr) if semantic_grad else None
     return through_rank(sims, grad_sr), d_semantic, None, None, None, None
 
 
-_vsl_ratio_sum.register_autograd(_backward, setup_context=_setup_context)
+vsl_loss_ratio_sum_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: str):
     """Validates the arguments shared by the single-process and row-sharded losses and returns
-    ``(S, C, tau, algorithm code)`` contiguous in the computation dtype."""
+    ``(S, C, tau, algorithm code)`` in the computation dtype."""
     _validate.matrix("sims", sims)
     _validate.matrix("semantic_sims", semantic_sims)
     _validate.same_shape_and_device("semantic_sims", semantic_sims, "sims", sims)
@@ -74,12 +85,12 @@ def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: s
     tau = _validate.tau(tau, dtype)
     _validate.choice("variant", variant, VARIANTS)
     algo = _validate.algorithm(algorithm)
-    return sims.to(dtype).contiguous(), semantic_sims.to(dtype).contiguous(), tau, algo
+    return sims.to(dtype), semantic_sims.to(dtype), tau, algo
 
 
 def ratio_sum(s: Tensor, c: Tensor, tau: float, public_code: bool, semantic_grad: bool, algo: int) -> Tensor:
     """Differentiable float64 ``sum_ij min(SR, CR) / max(SR, CR)`` over prepared row blocks."""
-    total, _, _ = _vsl_ratio_sum(s, c, tau, public_code, semantic_grad, algo)
+    total, _, _ = vsl_loss_ratio_sum_op(s, c, tau, public_code, semantic_grad, algo)
     return total
 
 

@@ -1,0 +1,51 @@
+// Entry points of the fused VSL kernels (CPU: vsl_loss_cpu.cpp, CUDA: vsl_loss_cuda.cu), called
+// through bindings.cpp by vsl_ext/kernels/{cpu,cuda}.py, and the VSL's per-entry math.
+//
+// L_vs = 1 - mean_ij min(SR_ij, CR_ij) / max(SR_ij, CR_ij), SR = rank(S), CR = rank(C), descending
+// sigmoid ranks (sigmoid_rank.h; the public-code variant ranks S against S^T and C against C^T).
+// The fused kernels rank one row of S and C at a time and write, for rows x cols blocks:
+//   row_sums[i] = sum_j min(SR_ij, CR_ij) / max(SR_ij, CR_ij)    (float64)
+//   grad_sr = d sum(row_sums) / dSR,  grad_cr = d sum(row_sums) / dCR (if grad_cr != nullptr)
+// The loss is 1 - sum(row_sums) / n^2; the ops (vsl_ext/ops/vsl_loss.py) take the gradients through
+// the ranks with the sigmoid_rank backward kernels. Nothing here checks its arguments (see
+// sigmoid_rank.h).
+#pragma once
+#include <cstdint>
+
+#include "sigmoid_math.h"
+#include "sigmoid_rank.h"
+
+namespace vsl {
+
+void vsl_loss_ratio_sum_cpu(DType dt, const void* sims, const void* sims_compared, const void* semantic,
+                            const void* semantic_compared, void* grad_sr, void* grad_cr, double* row_sums,
+                            int64_t rows, int64_t cols, const RankArgs& args);
+
+#if VSL_WITH_CUDA
+// The dense algorithm, fused (args.algorithm is not read).
+void vsl_loss_ratio_sum_cuda(DType dt, const void* sims, const void* sims_compared, const void* semantic,
+                             const void* semantic_compared, void* grad_sr, void* grad_cr, double* row_sums,
+                             int64_t rows, int64_t cols, const RankArgs& args, int device, uintptr_t stream);
+
+// The same sums from ranks already computed (sr, cr: rows x cols), for a batch whose S or C took the
+// sorted algorithm on CUDA.
+void vsl_loss_ratio_sum_from_ranks_cuda(DType dt, const void* sr, const void* cr, void* grad_sr, void* grad_cr,
+                                        double* row_sums, int64_t rows, int64_t cols, int device,
+                                        uintptr_t stream);
+#endif
+
+// One entry of the VSL: ratio = min(a, b) / max(a, b) for the ranks a = SR_ij, b = CR_ij, and its
+// derivatives da = d ratio / da, db = d ratio / db. At a == b the subgradient is 0 (torch splits
+// the gradient of min/max between the tied inputs, and the two halves cancel). NaN propagates.
+template <typename T> struct RankRatio {
+  T ratio, da, db;
+};
+
+template <typename T> VSL_HD RankRatio<T> rank_ratio(T a, T b) {
+  if (a != a || b != b) return {a + b, a + b, a + b};
+  if (a < b) return {a / b, T(1) / b, -a / (b * b)};
+  if (a > b) return {b / a, -b / (a * a), T(1) / a};
+  return {T(1), T(0), T(0)};
+}
+
+}  // namespace vsl

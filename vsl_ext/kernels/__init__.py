@@ -1,0 +1,27 @@
+"""The ops' kernels per device: each module turns checked tensors into native calls. Private: like
+the native functions they call, they trust their arguments; only :mod:`vsl_ext.ops` calls them,
+after its checks.
+
+The registered ops (:mod:`vsl_ext.ops`) check their inputs and allocate the outputs, then call the
+same-named function of the module :func:`for_tensor` picks: :mod:`vsl_ext.kernels.cpu` or
+:mod:`vsl_ext.kernels.cuda`. Both modules offer
+
+* ``sigmoid_rank_forward(ranked, compared, ranks, tau, descending, public_code_clamp, algorithm)``
+* ``sigmoid_rank_backward(ranked, compared, grad_ranks, grad_ranked, grad_compared, tau, descending,
+  public_code_clamp, algorithm)``
+* ``vsl_loss_ratio_sum(sims, sims_compared, semantic, semantic_compared, grad_sr, grad_cr, row_sums,
+  tau, public_code_clamp, algorithm)``
+
+on contiguous, non-empty (rows, cols) tensors of one dtype (float32 or float64) on one device,
+``compared`` None for a row rank (see ``csrc/sigmoid_rank.h`` and ``csrc/vsl_loss.h``).
+"""
+from types import ModuleType
+
+import torch
+
+from . import cpu, cuda
+
+
+def for_tensor(t: torch.Tensor) -> ModuleType:
+    """The kernel module of the device ``t`` is on (CPU or CUDA; the ops have checked which)."""
+    return cuda if t.is_cuda else cpu

@@ -1,0 +1,38 @@
+"""CPU kernels of the ops (see :mod:`vsl_ext.kernels`): native calls into ``csrc/*_cpu*`` with
+``torch.get_num_threads()`` threads. The native code picks dense or sorted per ``algorithm``
+(csrc/vsl_constants.h) and takes rows with NaN densely."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._native import _C
+
+
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def sigmoid_rank_forward(ranked: Tensor, compared: Optional[Tensor], ranks: Tensor, tau: float, descending: bool,
+                         public_code_clamp: bool, algorithm: int) -> None:
+    rows, cols = ranked.shape
+    _C.sigmoid_rank_forward_cpu(ranked.dtype == torch.float64, ranked.data_ptr(), _ptr(compared), ranks.data_ptr(),
+                                rows, cols, tau, descending, public_code_clamp, algorithm, torch.get_num_threads())
+
+
+def sigmoid_rank_backward(ranked: Tensor, compared: Optional[Tensor], grad_ranks: Tensor, grad_ranked: Tensor,
+                          grad_compared: Optional[Tensor], tau: float, descending: bool, public_code_clamp: bool,
+                          algorithm: int) -> None:
+    rows, cols = ranked.shape
+    _C.sigmoid_rank_backward_cpu(ranked.dtype == torch.float64, ranked.data_ptr(), _ptr(compared),
+                                 grad_ranks.data_ptr(), grad_ranked.data_ptr(), _ptr(grad_compared), rows, cols, tau,
+                                 descending, public_code_clamp, algorithm, torch.get_num_threads())
+
+
+def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: Tensor,
+                       semantic_compared: Optional[Tensor], grad_sr: Tensor, grad_cr: Optional[Tensor],
+                       row_sums: Tensor, tau: float, public_code_clamp: bool, algorithm: int) -> None:
+    rows, cols = sims.shape
+    _C.vsl_loss_ratio_sum_cpu(sims.dtype == torch.float64, sims.data_ptr(), _ptr(sims_compared), semantic.data_ptr(),
+                              _ptr(semantic_compared), grad_sr.data_ptr(), _ptr(grad_cr), row_sums.data_ptr(), rows,
+                              cols, tau, public_code_clamp, algorithm, torch.get_num_threads())

@@ -1,0 +1,10 @@
+"""The ops, one module each: public function -> registered op (checks, fake, autograd) -> per-device
+kernel (:mod:`vsl_ext.kernels`) -> native call (``vsl_ext._C``).
+
+* :mod:`vsl_ext.ops.sigmoid_rank`: ``vsl_ext.sigmoid_rank``; ``torch.ops.vsl_ext.sigmoid_rank`` and
+  ``torch.ops.vsl_ext.sigmoid_rank_backward``.
+* :mod:`vsl_ext.ops.vsl_loss`: ``vsl_ext.vsl_loss``; ``torch.ops.vsl_ext.vsl_loss_ratio_sum``.
+
+Every registered op checks its own inputs (:mod:`vsl_ext.ops._checks`) before any native call, and
+its fake kernel checks the same with ``torch._check``.
+"""
