@@ -122,9 +122,9 @@ _SIGNATURES = {
     "vsl_emu_vsl_forward": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _F64, _F64, _INT],
     "vsl_emu_window_sums": [_INT, _INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _INT],
     "vsl_emu_rank_ratio_rows": [_INT, _P, _P, _P, _P, _P, _I64, _I64, _F64],
-    "vsl_emu_caption_gram": [_P, _P, _P, _P, _I64, _INT, _P],
-    "vsl_emu_caption_cider": [_P, _P, _P, _P, _P, ctypes.POINTER(_I64), _I64, _P, _I64, _P, _I64, _INT, _F64, _INT,
-                              _P, _P],
+    "vsl_emu_caption_index_gram_cuda": [_P, _P, _P, _P, _I64, _INT, _P],
+    "vsl_emu_caption_index_cider_matrix_cuda": [_P, _P, _P, _P, _P, ctypes.POINTER(_I64), _I64, _P, _I64, _P, _I64,
+                                                _INT, _F64, _INT, _P, _P],
     "vsl_emu_faulty": [_INT, _P, _P, _INT],
     "vsl_emu_set_schedule": [_INT, ctypes.c_uint64],
 }
@@ -181,14 +181,14 @@ class Emulator:
     def rank_ratio_rows_cuda(self, dt, sr, cr, gs, gc, partials, rows, cols, grad_scale, device=0, stream=0):
         self._call("vsl_emu_rank_ratio_rows", _f64(dt), sr, cr, gs, gc, partials, rows, cols, grad_scale)
 
-    def caption_gram_cuda(self, indptr, indices, data, rows, B, smem_cap, out, device=0, stream=0):
-        self._call("vsl_emu_caption_gram", indptr, indices, data, rows, B, smem_cap, out)
+    def caption_index_gram_cuda(self, indptr, indices, data, rows, B, smem_cap, out, device=0, stream=0):
+        self._call("vsl_emu_caption_index_gram_cuda", indptr, indices, data, rows, B, smem_cap, out)
 
-    def caption_cider_cuda(self, indptr, indices, data, inv_norm, lens, bounds, caps, Pb, gptr, G, singleton, sigma,
-                           smem_cap, scratch, out, device=0, stream=0):
+    def caption_index_cider_matrix_cuda(self, indptr, indices, data, inv_norm, lens, bounds, caps, Pb, gptr, G,
+                                        singleton, sigma, smem_cap, scratch, out, device=0, stream=0):
         b = (_I64 * len(bounds))(*bounds)
-        self._call("vsl_emu_caption_cider", indptr, indices, data, inv_norm, lens, b, len(bounds), caps, Pb, gptr, G,
-                   int(singleton), sigma, smem_cap, scratch, out)
+        self._call("vsl_emu_caption_index_cider_matrix_cuda", indptr, indices, data, inv_norm, lens, b, len(bounds),
+                   caps, Pb, gptr, G, int(singleton), sigma, smem_cap, scratch, out)
 
     def faulty(self, which: str, inp: int, out: int, blocks: int) -> None:
         """Launches one of tests/cuda_emu/faulty_kernels.cu (64 threads a block)."""
@@ -231,7 +231,7 @@ def _memcheck_workload(emu: Emulator, faulty: bool) -> None:
     import numpy as np
     import torch
 
-    from vsl_ext.captions import CaptionIndex
+    from vsl_ext import CaptionIndex
 
     def t(*shape, dtype=torch.float32, seed=0):
         return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 3e-3
@@ -272,18 +272,18 @@ def _memcheck_workload(emu: Emulator, faulty: bool) -> None:
         for cap in (longest, 0):
             if mode == "tfidf":
                 out = torch.empty(n, n)
-                emu.caption_gram_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
-                                      caps.data_ptr(), n, cap, out.data_ptr())
+                emu.caption_index_gram_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
+                                            caps.data_ptr(), n, cap, out.data_ptr())
                 continue
             inv = torch.from_numpy(np.array(index._inv_norm()))
             lens = torch.from_numpy(np.array(a["cap_len"]))
             ptr = torch.from_numpy(np.array(a["img_ptr"], dtype=np.int64))
             G = len(ptr) - 1
             out, scratch = torch.empty(G, G), torch.empty(n * n)
-            emu.caption_cider_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
-                                   inv.data_ptr(), lens.data_ptr(), [int(b) for b in index._bounds()],
-                                   caps.data_ptr(), n, ptr.data_ptr(), G, False, float(index.sigma), cap,
-                                   scratch.data_ptr(), out.data_ptr())
+            emu.caption_index_cider_matrix_cuda(
+                *(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")), inv.data_ptr(),
+                lens.data_ptr(), [int(b) for b in index._bounds()], caps.data_ptr(), n, ptr.data_ptr(), G, False,
+                float(index.sigma), cap, scratch.data_ptr(), out.data_ptr())
 
 
 if __name__ == "__main__":  # the process memcheck() starts
