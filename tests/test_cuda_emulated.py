@@ -314,7 +314,7 @@ def _caption_args(index, which):
 
 
 @pytest.mark.parametrize("which", ["img", "cap"])
-def test_caption_gram_kernel_matches_cpu(emulator, which):
+def test_caption_index_gram_kernel_matches_cpu(emulator, which):
     """TF-IDF Gram rows staged in shared memory (cap >= the row length) and read from global memory (0)."""
     index = CaptionIndex.from_captions(GROUPS * 3, mode="tfidf", ngram_range=(1, 2))
     indptr, indices, data = _caption_args(index, which)
@@ -332,7 +332,7 @@ def test_caption_gram_kernel_matches_cpu(emulator, which):
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["images", "captions"])
-def test_caption_cider_kernels_match_cpu(emulator, grouped):
+def test_caption_index_cider_matrix_kernels_match_cpu(emulator, grouped):
     """CIDEr-D between captions, pooled over images (grouped) or not; rows in and out of shared memory."""
     index = CaptionIndex.from_captions(GROUPS * 3, mode="cider-d")
     indptr, indices, data = _caption_args(index, "cap")
@@ -362,7 +362,7 @@ def test_caption_cider_kernels_match_cpu(emulator, grouped):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_caption_shared_memory_cap_fits_a_launch(emulator):
+def test_caption_index_shared_memory_cap_fits_a_launch(emulator):
     """CAPTION_INDEX_SMEM_ROW_CAP entries (8 bytes each, csrc/caption_index.h) are the most dynamic
     shared memory a launch gets without opting in (48 KiB): one more entry is a launch error."""
     cap = _C.CAPTION_INDEX_SMEM_ROW_CAP
