@@ -358,6 +358,50 @@ def test_load_rejects_bad_files(tmp_path):
         CaptionIndex.load(write(raw + b"trailing"))
 
 
+def test_load_rejects_well_formed_files_with_unsafe_arrays(tmp_path):
+    """Files with valid checksums whose arrays would make a kernel index out of bounds."""
+    index = CaptionIndex.from_captions(GROUPS, mode="cider-d")
+    bad = CaptionIndex(dict(index._a), dict(index._meta))
+    cap_len = np.array(index._a["cap_len"])
+    cap_len[0] = -3  # the CPU kernel's length-penalty table is indexed by length differences
+    bad._a["cap_len"] = cap_len
+    bad.save(tmp_path / "len.idx")
+    with pytest.raises(ValueError, match="cap_len holds negative"):
+        CaptionIndex.load(tmp_path / "len.idx")
+    bad = CaptionIndex(dict(index._a), dict(index._meta))
+    bad._a["cap_indptr"] = np.array(index._a["cap_indptr"])[::-1].copy()
+    bad.save(tmp_path / "ptr.idx")
+    with pytest.raises(ValueError, match="cap_indptr is not a valid offset array"):
+        CaptionIndex.load(tmp_path / "ptr.idx")
+
+
+def test_batch_kernels_reject_unsafe_arrays():
+    """The CPU batch kernels check row offsets, feature ids and caption lengths themselves."""
+    index = CaptionIndex.from_captions(GROUPS, mode="cider-d")
+    a = index._a
+    P = index.num_captions
+    out = torch.empty(P, P)
+    caps, gptr = np.arange(P, dtype=np.int64), np.arange(P + 1, dtype=np.int64)
+    args = [a["cap_indptr"], a["cap_indices"], a["cap_data"], index._inv_norm(), a["cap_len"], index._bounds(), caps,
+            gptr, 6.0, out.data_ptr(), 1]
+    _C.caption_index_cider_matrix_cpu(*args)
+    lens = np.array(a["cap_len"])
+    lens[2] = -1
+    with pytest.raises(ValueError, match="negative caption length"):
+        _C.caption_index_cider_matrix_cpu(*args[:4], lens, *args[5:])
+    indptr = np.array(a["cap_indptr"])
+    indptr[3], indptr[4] = indptr[4] + 1, indptr[3]  # a row ending before it starts
+    with pytest.raises(ValueError, match="bad row offsets"):
+        _C.caption_index_gram_cpu(indptr, a["cap_indices"], a["cap_data"], index.vocab_size, caps, out.data_ptr(), 1)
+    ids = np.array(a["cap_indices"])
+    ids[0] = index.vocab_size
+    with pytest.raises(IndexError, match="feature id out of range"):
+        _C.caption_index_gram_cpu(a["cap_indptr"], ids, a["cap_data"], index.vocab_size, caps, out.data_ptr(), 1)
+    with pytest.raises(IndexError, match="row 99 is out of range"):
+        _C.caption_index_gram_cpu(a["cap_indptr"], a["cap_indices"], a["cap_data"], index.vocab_size,
+                                  np.array([0, 99]), out.data_ptr(), 1)
+
+
 # ------------------------------------------------------------------------------------- validation
 def test_out_of_range_ids_raise_index_error():
     index = CaptionIndex.from_captions(GROUPS, mode="cider-d")
