@@ -80,8 +80,9 @@ template <typename T> using CArr = py::array_t<T, py::array::c_style | py::array
 
 template <typename T> ci::Span<T> span(const CArr<T>& a) { return {a.data(), static_cast<int64_t>(a.size())}; }
 
-// A C-contiguous numpy array of exactly dtype T stored under `key` in the index dict.
-template <typename T> ci::Span<T> field(const py::dict& d, const char* key) {
+// A C-contiguous numpy array of exactly dtype T stored under `key` in the index dict; `keep` holds a
+// reference to it for as long as the span is used (the kernel runs without the GIL).
+template <typename T> ci::Span<T> field(const py::dict& d, const char* key, std::vector<py::object>& keep) {
   if (!d.contains(key)) throw std::invalid_argument(std::string("caption index has no array '") + key + "'");
   py::object o = d[key];
   if (!py::isinstance<py::array>(o))
@@ -92,6 +93,7 @@ template <typename T> ci::Span<T> field(const py::dict& d, const char* key) {
                                 std::string(py::str(a.dtype())));
   if (!(a.flags() & py::array::c_style))
     throw std::invalid_argument(std::string("caption index array '") + key + "' is not contiguous");
+  keep.push_back(a);
   return {static_cast<const T*>(a.data()), static_cast<int64_t>(a.size())};
 }
 
@@ -159,20 +161,21 @@ py::dict lookup_tables(const CArr<uint8_t>& tok_blob, const CArr<int64_t>& tok_o
 
 py::array_t<double> cider_d(const py::dict& index, const CArr<uint8_t>& blob, const CArr<int64_t>& off,
                             const CArr<int64_t>& image_ids, double sigma, int threads) {
+  std::vector<py::object> keep;
   ci::CiderIndex ix;
-  ix.tok_blob = field<uint8_t>(index, "tok_blob");
-  ix.tok_off = field<int64_t>(index, "tok_off");
-  ix.order_ptr = field<int64_t>(index, "order_ptr");
-  ix.img_ptr = field<int64_t>(index, "img_ptr");
-  ix.cap_indptr = field<int64_t>(index, "cap_indptr");
-  ix.tok_slots = field<int32_t>(index, "tok_slots");
-  ix.child = field<int64_t>(index, "child");
-  ix.feat_last = field<int32_t>(index, "feat_last");
-  ix.cap_indices = field<int32_t>(index, "cap_indices");
-  ix.cap_tf = field<int32_t>(index, "cap_tf");
-  ix.cap_len = field<int32_t>(index, "cap_len");
-  ix.idf = field<double>(index, "idf");
-  ix.cap_norm = field<double>(index, "cap_norm");
+  ix.tok_blob = field<uint8_t>(index, "tok_blob", keep);
+  ix.tok_off = field<int64_t>(index, "tok_off", keep);
+  ix.order_ptr = field<int64_t>(index, "order_ptr", keep);
+  ix.img_ptr = field<int64_t>(index, "img_ptr", keep);
+  ix.cap_indptr = field<int64_t>(index, "cap_indptr", keep);
+  ix.tok_slots = field<int32_t>(index, "tok_slots", keep);
+  ix.child = field<int64_t>(index, "child", keep);
+  ix.feat_last = field<int32_t>(index, "feat_last", keep);
+  ix.cap_indices = field<int32_t>(index, "cap_indices", keep);
+  ix.cap_tf = field<int32_t>(index, "cap_tf", keep);
+  ix.cap_len = field<int32_t>(index, "cap_len", keep);
+  ix.idf = field<double>(index, "idf", keep);
+  ix.cap_norm = field<double>(index, "cap_norm", keep);
   std::vector<double> scores;
   {
     py::gil_scoped_release nogil;

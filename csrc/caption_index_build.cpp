@@ -16,6 +16,24 @@
 
 namespace vsl {
 namespace caption_index {
+namespace {
+
+// The trie's child array (size Fi + 1, see caption_index_lookup.h) from feat_prefix, for ids grouped
+// by order and sorted by prefix within one.
+std::vector<int64_t> child_ptr(const int32_t* prefix, const int64_t* order_ptr, int nmax) {
+  const int64_t Fi = order_ptr[nmax];
+  std::vector<int64_t> child(Fi + 1, Fi);
+  for (int n = 1; n < nmax; ++n) {
+    int64_t j = order_ptr[n];
+    for (int64_t id = order_ptr[n - 1]; id < order_ptr[n]; ++id) {
+      while (j < order_ptr[n + 1] && prefix[j] < id) ++j;
+      child[id] = j;
+    }
+  }
+  return child;
+}
+
+}  // namespace
 
 BuiltIndex build(Span<uint8_t> blob, Span<int64_t> cap_off, Span<int64_t> img_ptr, int nmin, int nmax, Mode mode,
                  int threads) {

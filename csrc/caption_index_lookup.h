@@ -95,20 +95,6 @@ inline int32_t tok_find(const int32_t* slots, size_t mask, const int64_t* off, c
 // (n-1)-gram are a contiguous, sorted id range: child[id] .. child[id + 1] (a trie with sorted edges).
 // child[id] = first id of the next order whose prefix is >= id (order_ptr[nmax] for the last order).
 
-// child array (size Fi + 1) from feat_prefix, for ids grouped by order and sorted by prefix within one.
-inline std::vector<int64_t> child_ptr(const int32_t* prefix, const int64_t* order_ptr, int nmax) {
-  const int64_t Fi = order_ptr[nmax];
-  std::vector<int64_t> child(Fi + 1, Fi);
-  for (int n = 1; n < nmax; ++n) {
-    int64_t j = order_ptr[n];
-    for (int64_t id = order_ptr[n - 1]; id < order_ptr[n]; ++id) {
-      while (j < order_ptr[n + 1] && prefix[j] < id) ++j;
-      child[id] = j;
-    }
-  }
-  return child;
-}
-
 // Id of the n-gram (prefix id, last token), or -1.
 inline int32_t trie_find(const int64_t* child, const int32_t* last, int64_t prefix, int32_t tok) {
   int64_t lo = child[prefix], hi = child[prefix + 1];
