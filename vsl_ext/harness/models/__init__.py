@@ -17,6 +17,7 @@ from .vse import VSE
 
 MODELS = ("vse", "sgr", "saf", "ssamt", "3shnet")
 SEGMENTATION_MODELS = ("3shnet",)   # their images come with segmentation inputs (data.segmentation)
+PAIRWISE_HEADS = ("sgr", "saf")     # score each image-caption pair with a network head, not a dot product
 
 
 def build_model(name: str, **config) -> nn.Module:
@@ -28,7 +29,7 @@ def build_model(name: str, **config) -> nn.Module:
         return VSE(**config)
     if name == "3shnet":
         return SHNet(**config)
-    if name in ("sgr", "saf"):
+    if name in PAIRWISE_HEADS:
         config = {k: v for k, v in config.items() if k != "module"}
         return SGRAF(module=name.upper(), **config)
     if name == "ssamt":
@@ -36,4 +37,4 @@ def build_model(name: str, **config) -> nn.Module:
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 
-__all__ = ["MODELS", "SEGMENTATION_MODELS", "SGRAF", "SHNet", "SSAMT", "VSE", "build_model"]
+__all__ = ["MODELS", "PAIRWISE_HEADS", "SEGMENTATION_MODELS", "SGRAF", "SHNet", "SSAMT", "VSE", "build_model"]
