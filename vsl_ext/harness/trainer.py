@@ -381,8 +381,8 @@ class Trainer:
                  f"device {self.device}")
         if cfg.model in PAIRWISE_HEADS and self.device.type == "cpu":
             self.log(f"note: {cfg.model} scores every image-caption pair with its head, which is slow on a CPU "
-                     f"(on 2 cores one epoch of 5,000 captions takes minutes for saf and longer for sgr, against "
-                     f"seconds for vse); use --device cuda, or vse / ssamt / 3shnet on a CPU")
+                     f"(on 2 cores one epoch of 5,000 captions takes about 2 minutes for saf and 13 for sgr, "
+                     f"against seconds for vse); use --device cuda, or vse / ssamt / 3shnet on a CPU")
         steps_this_call = 0
         while self.epoch < cfg.epochs:
             epoch = self.epoch
