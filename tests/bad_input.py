@@ -28,7 +28,7 @@ ENTRIES = (
 KINDS = (
     "dtype", "shape / rank", "empty", "n = 1", "device", "layout (strides)", "NaN", "±inf", "huge (1e38, dtype max)",
     "tau", "other arguments", "ids", "text (Unicode, empty)", "truncated file", "foreign / wrong-version file",
-    "corrupt file", "one rank bad",
+    "corrupt file",
 )
 
 

@@ -105,7 +105,10 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
             _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
             tau = _validate.tau(tau, _validate.compute_dtype(local_sims, local_semantic_sims))
             _validate.algorithm(algorithm)
-        else:
+        else:   # the checks of prepare(), first under this function's argument names
+            _validate.matrix("local_sims", local_sims)
+            _validate.matrix("local_semantic_sims", local_semantic_sims)
+            _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
             s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)
     except (ValueError, TypeError) as exc:
         problem = exc
