@@ -31,7 +31,10 @@ fi
 # Every run rebuilds from the current sources (ninja recompiles only what changed).
 VSL_EXT_SANITIZE=1 VSL_EXT_CUDA=0 pip install --quiet --no-deps --force-reinstall "$repo"
 
-export LD_PRELOAD="$libasan${LD_PRELOAD:+:$LD_PRELOAD}"
+# libstdc++ too: python is a C program, and without it ASan's __cxa_throw interceptor finds no real
+# __cxa_throw when torch throws its first C++ exception (an ASan CHECK failure ends the process).
+libstdcxx="$(readlink -f "$("$cxx" -print-file-name=libstdc++.so.6)")"
+export LD_PRELOAD="$libasan:$libstdcxx${LD_PRELOAD:+:$LD_PRELOAD}"
 # detect_leaks=0: CPython keeps some allocations until exit by design; the rest of the defaults stand
 # (a report ends the process). UBSan prints where, then ends the process (-fno-sanitize-recover).
 export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
