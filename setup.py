@@ -8,6 +8,13 @@ Build switches (environment variables, read at ``pip install .`` time):
                           compiles for, plus PTX for the newest of them
 * ``VSL_EXT_OPENMP``      ``1`` (default) or ``0``
 * ``VSL_EXT_BUILD_TYPE``  CMake build type, default ``Release``
+* ``VSL_EXT_SANITIZE``    ``0`` (default) or ``1``: build the CPU code with AddressSanitizer and
+                          UndefinedBehaviorSanitizer (``-fsanitize=address,undefined``, any UB ends the
+                          process), in a build folder of its own (``build/cmake.<platform>-<python>-sanitize/``)
+                          so that switching back recompiles nothing; ``build_info()["sanitize"]`` says which
+                          build is loaded. Python must then run with the compiler's ``libasan.so`` in
+                          ``LD_PRELOAD`` (and ``ASAN_OPTIONS=detect_leaks=0``: CPython never frees some
+                          memory by design); ``tests/run_sanitized.sh`` does all of it in a venv of its own
 * ``CMAKE_ARGS``          extra arguments passed to CMake verbatim
 
 What a build leaves behind, and why the next build can trust it (pip >= 21.3 builds in the source
@@ -26,7 +33,9 @@ tree, so every ``pip install .`` of one clone meets the previous one's ``build/`
   ``--no-build-isolation`` build in an environment without pybind11 uses the newest such copy.
 * The module is copied into the wheel and into the source tree's ``vsl_ext/`` (as
   ``build_ext --inplace`` does): ``python -m ...`` from the repository root imports the source
-  tree, which then works too.
+  tree, which then works too. A sanitized (``VSL_EXT_SANITIZE=1``) wheel is not copied there: that
+  module loads only with libasan preloaded (an editable sanitized install lives there, as any
+  editable install does; the next plain ``pip install`` puts the plain module back).
 * ``build/lib.*/vsl_ext`` is emptied before each build, so a module deleted from the source tree
   does not linger in the next wheel.
 
@@ -215,6 +224,11 @@ class CMakeBuild(build_ext):
         cuda = os.environ.get("VSL_EXT_CUDA", "auto").lower()
         if cuda not in ("auto", "0", "1"):
             raise SystemExit(f"VSL_EXT_CUDA must be auto, 0 or 1, got {cuda!r}")
+        sanitize = os.environ.get("VSL_EXT_SANITIZE", "0")
+        if sanitize not in ("0", "1"):
+            raise SystemExit(f"VSL_EXT_SANITIZE must be 0 or 1, got {sanitize!r}")
+        if sanitize == "1":  # its own folder: switching between the two builds recompiles nothing
+            folder = folder.with_name(folder.name + "-sanitize")
         args = [
             "-G", "Ninja",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={folder / 'lib'}",
@@ -224,6 +238,7 @@ class CMakeBuild(build_ext):
             f"-DVSL_EXT_CUDA={'AUTO' if cuda == 'auto' else ('ON' if cuda == '1' else 'OFF')}",
             f"-DVSL_EXT_CUDA_ARCHS={os.environ.get('VSL_EXT_CUDA_ARCHS', '')}",
             f"-DVSL_EXT_OPENMP={'ON' if os.environ.get('VSL_EXT_OPENMP', '1') != '0' else 'OFF'}",
+            f"-DVSL_EXT_SANITIZE={'ON' if sanitize == '1' else 'OFF'}",
             *shlex.split(os.environ.get("CMAKE_ARGS", "")),
         ]
         generator = _generator(args)
@@ -255,7 +270,9 @@ class CMakeBuild(build_ext):
             raise SystemExit(f"CMake built no {built.name} in {built.parent}")
         _place(built, Path(self.get_ext_fullpath(ext.name)))
         in_tree = Path(ext.sourcedir) / PACKAGE
-        if (in_tree / "__init__.py").is_file():
+        # A sanitized module loads only with libasan preloaded: it stays out of the source tree
+        # unless this is an editable install, whose module is the one there.
+        if (in_tree / "__init__.py").is_file() and (sanitize == "0" or getattr(self, "editable_mode", False)):
             try:
                 _place(built, in_tree / built.name)
             except OSError as exc:

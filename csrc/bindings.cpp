@@ -403,6 +403,11 @@ PYBIND11_MODULE(_C, m) {
         d["cuda_arch"] = vsl::cuda_compiled() ? split_archs(VSL_CUDA_ARCHS) : std::vector<std::string>{};
         d["openmp"] = VSL_WITH_OPENMP != 0;
         d["cpu_isa"] = std::string(vsl::cpu_isa());
+#if defined(VSL_SANITIZE)
+        d["sanitize"] = true;  // VSL_EXT_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer
+#else
+        d["sanitize"] = false;
+#endif
 #if defined(__VERSION__)
         d["compiler"] = std::string(__VERSION__);
 #endif

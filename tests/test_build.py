@@ -22,6 +22,7 @@ def test_build_info_fields():
     assert info["version"] == vsl_ext.__version__
     assert isinstance(info["cuda"], bool)
     assert isinstance(info["openmp"], bool)
+    assert isinstance(info["sanitize"], bool)   # VSL_EXT_SANITIZE=1 (tests/run_sanitized.sh) builds are True
     assert isinstance(info["cuda_arch"], list)
     assert isinstance(info["cuda_devices"], int)
     if info["cuda"]:

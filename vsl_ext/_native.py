@@ -33,9 +33,10 @@ def _cuda_version(v: int) -> str:
 def build_info() -> dict:
     """What the native module was built with and what its CUDA runtime sees now.
 
-    Returns ``{"version", "cuda", "cuda_arch", "openmp", "cpu_isa", "compiler", "cuda_devices",
-    "cuda_runtime", "cuda_driver", "cuda_error"}``: ``cuda`` tells whether CUDA kernels were
-    compiled in, ``cuda_arch`` the GPU code built (``"sm_90"``: machine code for that architecture,
+    Returns ``{"version", "cuda", "cuda_arch", "openmp", "cpu_isa", "compiler", "sanitize",
+    "cuda_devices", "cuda_runtime", "cuda_driver", "cuda_error"}``: ``sanitize`` whether this is a
+    ``VSL_EXT_SANITIZE=1`` build (AddressSanitizer + UndefinedBehaviorSanitizer), ``cuda`` whether
+    CUDA kernels were compiled in, ``cuda_arch`` the GPU code built (``"sm_90"``: machine code for that architecture,
     ``"compute_90"``: PTX, which the driver compiles for newer GPUs), ``cuda_devices`` how many GPUs the
     kernels can see, ``cuda_runtime`` / ``cuda_driver`` the CUDA versions of the kernels' runtime
     and of the installed driver ("" if none), ``cuda_error`` why no GPU is visible ("" otherwise).

@@ -98,22 +98,31 @@ def ids(values, n: int, what: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
             raise TypeError(f"{what}_ids must hold integers, got a {values.dtype} tensor")
+        if values.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{what}_ids must be a CPU or CUDA tensor, got one on {values.device}")
         arr = values.detach().to("cpu").numpy()
     elif isinstance(values, numbers.Integral):
         raise TypeError(f"{what}_ids must be a 1-D sequence of ints, got a single {type(values).__name__}")
     else:
-        arr = np.asarray(values)
+        if isinstance(values, (list, tuple)) and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in values):
+            # Python ints beyond int64 would become float64 or object arrays: out of range, said as such
+            huge = next((int(v) for v in values if not -2 ** 63 <= int(v) < 2 ** 63), None)
+            if huge is not None:
+                raise IndexError(f"{what} id {huge} is out of range for an index of {n} {what}s")
+            arr = np.asarray(values, dtype=np.int64)
+        else:
+            arr = np.asarray(values)
         if arr.size == 0:
             arr = arr.astype(np.int64)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{what}_ids must hold integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{what}_ids must be 1-D, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    bad = (arr < 0) | (arr >= n)
+    bad = (arr < 0) | (arr >= n)   # before the cast: uint64 ids beyond int64 must not wrap around
     if bad.any():
         raise IndexError(f"{what} id {int(arr[np.argmax(bad)])} is out of range for an index of {n} {what}s")
-    return arr
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def device(value) -> torch.device:

@@ -17,6 +17,8 @@ with the positives on the diagonal. The total loss (the paper's Eq. 8) is
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Dict, Optional
 
 import torch
@@ -105,19 +107,25 @@ class VSLCriterion(nn.Module):
 
     ``forward(sims, image_sem, caption_sem=None)`` returns a dict with scalar tensors ``loss``,
     ``triplet``, ``vsl`` (and ``vsl_text`` when ``text_side``); ``vsl``/``vsl_text`` are the
-    unweighted L_vs/L_ts.
+    unweighted L_vs/L_ts. ``sims`` is a non-empty (B, B) float tensor (float16/bfloat16/float32/
+    float64); the semantic matrices are float tensors of its shape (moved to its device).
+
+    Raises:
+        ValueError / TypeError naming the argument: margin, alpha or beta not a finite number >= 0,
+        tau not a finite number > 0 with a finite reciprocal, an unknown variant (here); sims not a
+        non-empty square float matrix, a semantic matrix missing, not a float tensor or of another
+        shape, and the errors of :func:`vsl_ext.vsl_loss` (in forward).
     """
 
     def __init__(self, margin: float = 0.2, max_violation: bool = True, alpha: float = 1.0, beta: float = 10.0,
                  tau: float = 1e-3, text_side: bool = False, variant: str = "row"):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        _validate.choice("variant", variant, VARIANTS)
         for name, value in (("margin", margin), ("alpha", alpha), ("beta", beta)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if not isinstance(tau, (int, float)) or not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        tau = _validate.tau(tau, torch.float64)  # float32 input checks tau again in forward
         self.margin = float(margin)
         self.max_violation = bool(max_violation)
         self.alpha = float(alpha)
@@ -132,9 +140,10 @@ class VSLCriterion(nn.Module):
 
     def forward(self, sims: Tensor, image_sem: Optional[Tensor] = None,
                 caption_sem: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        if not isinstance(sims, Tensor) or sims.dim() != 2 or sims.shape[0] != sims.shape[1]:
-            shape = tuple(sims.shape) if isinstance(sims, Tensor) else type(sims).__name__
-            raise ValueError(f"sims must be a square (B, B) images x captions matrix of matched pairs, got {shape}")
+        _validate.matrix("sims", sims)
+        if sims.shape[0] != sims.shape[1]:
+            raise ValueError(f"sims must be a square (B, B) images x captions matrix of matched pairs, got "
+                             f"{tuple(sims.shape)}")
         triplet = triplet_loss(sims, self.margin, self.max_violation)
         out = {"triplet": triplet}
         loss = self.alpha * triplet
@@ -162,8 +171,7 @@ class VSLCriterion(nn.Module):
 
     @staticmethod
     def _semantic(name: str, sem: Tensor, sims: Tensor) -> Tensor:
-        if not isinstance(sem, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(sem).__name__}")
+        _validate.matrix(name, sem)  # a float tensor: ints, bools and complex numbers are not similarities
         if sem.shape != sims.shape:
             raise ValueError(f"{name} must have the shape of sims {tuple(sims.shape)}, got {tuple(sem.shape)}")
         return sem.to(device=sims.device, dtype=sims.dtype if sims.dtype == torch.float64 else torch.float32)

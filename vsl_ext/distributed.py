@@ -78,11 +78,14 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     Returns:
         The global L_vs, the same scalar on every rank (float32, float64 for float64 input).
         Infinite and NaN entries are treated as by :func:`vsl_ext.vsl_loss`.
+
+    Raises:
+        On every rank, never leaving one waiting: the rank whose arguments are bad raises their error
+        (ValueError / TypeError naming the argument, as :func:`vsl_ext.vsl_loss`), the others a
+        ValueError saying that another rank's inputs failed; ranks that disagree on the number of
+        columns N or on tau, or whose rows do not add up to N, all raise ValueError saying so.
+        RuntimeError without a process group.
     """
-    if variant == "public-code":
-        raise ValueError("variant='public-code' ranks S[b, c] against column b of S, which is spread over all "
-                         "ranks, so it cannot be computed from row shards; use variant='row'")
-    _validate.choice("variant", variant, ("row",))
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("vsl_ext.distributed.vsl_loss needs an initialised torch.distributed process group "
                            "(torch.distributed.init_process_group); use vsl_ext.vsl_loss in a single process")
@@ -90,30 +93,53 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     # that one rank's inputs failed: all raise, none waits forever in a collective.
     problem = None
     try:
+        if variant == "public-code":
+            raise ValueError("variant='public-code' ranks S[b, c] against column b of S, which is spread over all "
+                             "ranks, so it cannot be computed from row shards; use variant='row'")
+        _validate.choice("variant", variant, ("row",))
         for name, t in (("local_sims", local_sims), ("local_semantic_sims", local_semantic_sims)):
             if not isinstance(t, Tensor) or t.dim() != 2:
                 raise ValueError(f"{name} must be a 2-D (rows, N) tensor, got "
                                  f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
         if local_sims.shape[0] == 0:
             _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
-            _validate.tau(tau, _validate.compute_dtype(local_sims, local_semantic_sims))
+            tau = _validate.tau(tau, _validate.compute_dtype(local_sims, local_semantic_sims))
             _validate.algorithm(algorithm)
-        else:
+        else:   # the checks of prepare(), first under this function's argument names
+            _validate.matrix("local_sims", local_sims)
+            _validate.matrix("local_semantic_sims", local_semantic_sims)
+            _validate.same_shape_and_device("local_semantic_sims", local_semantic_sims, "local_sims", local_sims)
             s, c, tau, algo = prepare(local_sims, local_semantic_sims, tau, variant, algorithm)
     except (ValueError, TypeError) as exc:
         problem = exc
     device = local_sims.device if isinstance(local_sims, Tensor) else torch.device("cpu")
+    # One collective tells every rank what every other holds: (rows, failed, columns, tau). A rank
+    # that disagrees with another (columns: the global N; tau) would otherwise compute another loss
+    # or leave the others waiting in the next collective.
     rows = local_sims.shape[0] if problem is None else 0
-    counts = torch.tensor([rows, int(problem is not None)], dtype=torch.int64, device=device)
-    collective(dist.all_reduce, counts, group=group)
+    cols = local_sims.shape[1] if problem is None else -1
+    mine = torch.tensor([rows, float(problem is not None), cols, float(tau) if problem is None else -1.0],
+                        dtype=torch.float64, device=device)
+    world = dist.get_world_size(group)
+    everyone = [torch.empty_like(mine) for _ in range(world)]
+    collective(dist.all_gather, everyone, mine, group=group)
+    table = torch.stack(everyone).cpu()
     if problem is not None:
         raise problem
-    if counts[1].item() > 0:
-        raise ValueError(f"{counts[1].item()} other rank(s) passed invalid local_sims / local_semantic_sims "
-                         "(their error says what); this rank's inputs are fine")
+    failed = int(table[:, 1].sum().item())
+    if failed:
+        raise ValueError(f"{failed} other rank(s) passed invalid local_sims / local_semantic_sims / tau (their "
+                         "error says what); this rank's inputs are fine")
     n = local_sims.shape[1]
-    if counts[0].item() != n:
-        raise ValueError(f"the ranks' local_sims hold {counts[0].item()} rows in all but each row has {n} columns: "
+    if (table[:, 2] != n).any():
+        raise ValueError(f"the ranks' local_sims have different column counts {table[:, 2].long().tolist()} "
+                         "(in rank order): every rank's rows must hold all N captions of the global batch")
+    if (table[:, 3] != tau).any():
+        raise ValueError(f"the ranks passed different tau {table[:, 3].tolist()} (in rank order): one loss "
+                         "needs one temperature")
+    total_rows = int(table[:, 0].sum().item())
+    if total_rows != n:
+        raise ValueError(f"the ranks' local_sims hold {total_rows} rows in all but each row has {n} columns: "
                          "the global S must be square (N, N), every image's row against all N captions")
     if rows == 0:
         dtype = _validate.compute_dtype(local_sims, local_semantic_sims)

@@ -19,6 +19,7 @@ the extra memory is bounded by ``chunk_elements`` booleans.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Dict, Sequence, Union
 
 import numpy as np
@@ -32,6 +33,10 @@ PROTOCOLS = ("full", "coco1k", "coco5k", "f30k1k")
 
 def _as_tensor(sims: ArrayLike) -> torch.Tensor:
     if isinstance(sims, np.ndarray):
+        if sims.dtype == np.bool_ or not (np.issubdtype(sims.dtype, np.floating) or np.issubdtype(sims.dtype, np.integer)):
+            raise TypeError(f"sims must hold real numbers, got a numpy array of dtype {sims.dtype}")
+        if sims.dtype not in (np.float32, np.float64):  # float16, longdouble, integers: as float64
+            sims = _exact_float64(sims)
         t = torch.from_numpy(np.ascontiguousarray(sims))
     elif isinstance(sims, torch.Tensor):
         t = sims.detach()
@@ -39,11 +44,19 @@ def _as_tensor(sims: ArrayLike) -> torch.Tensor:
         raise TypeError(f"sims must be a numpy array or torch.Tensor, got {type(sims).__name__}")
     if t.dim() != 2:
         raise ValueError(f"sims must be a 2-D (images x captions) matrix, got shape {tuple(t.shape)}")
-    if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64)):
-        raise TypeError(f"sims must hold numbers, got dtype {t.dtype}")
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.float()
+    if t.dtype == torch.bool or t.dtype.is_complex:
+        raise TypeError(f"sims must hold real numbers, got dtype {t.dtype}")
+    if t.dtype not in (torch.float32, torch.float64):  # float16, bfloat16, integers: as float64
+        t = torch.from_numpy(_exact_float64(t.cpu().numpy())) if not t.dtype.is_floating_point else t.double()
     return t
+
+
+def _exact_float64(a: np.ndarray) -> np.ndarray:
+    """``a`` as float64, refusing integers that float64 would round (ranks compare exact scores)."""
+    if np.issubdtype(a.dtype, np.integer) and a.size and max(abs(int(a.max())), abs(int(a.min()))) > 2 ** 53:
+        raise ValueError(f"sims holds integers beyond 2**53 (dtype {a.dtype}), which float64 cannot compare exactly; "
+                         "pass floating-point scores")
+    return a.astype(np.float64)
 
 
 def _true_scores(t: torch.Tensor) -> torch.Tensor:
@@ -57,7 +70,8 @@ def _at_least(scores: torch.Tensor, true_score: torch.Tensor) -> torch.Tensor:
 
 
 def _check_layout(n_img: int, n_cap: int, captions_per_image: int) -> None:
-    if isinstance(captions_per_image, bool) or not isinstance(captions_per_image, int) or captions_per_image < 1:
+    if isinstance(captions_per_image, bool) or not isinstance(captions_per_image, numbers.Integral) \
+            or captions_per_image < 1:
         raise ValueError(f"captions_per_image must be a positive int, got {captions_per_image!r}")
     if n_img == 0:
         raise ValueError("sims must be non-empty")
@@ -71,7 +85,7 @@ def ranks(sims: ArrayLike, captions_per_image: int = 5, chunk_elements: int = 1 
     s = _as_tensor(sims)
     n_img, n_cap = s.shape
     _check_layout(n_img, n_cap, captions_per_image)
-    cpi = captions_per_image
+    cpi = int(captions_per_image)
 
     i2t = torch.empty(n_img, dtype=torch.int64)
     rows = max(1, chunk_elements // n_cap)

@@ -111,8 +111,16 @@ def default_protocols(dataset: Optional[str], split: str, n_images: int) -> List
     return ["full"]
 
 
-def load_checkpoint(path: str, device="cpu"):
-    """(model, vocab, checkpoint dict) from a ``vsl-train`` checkpoint (``checkpoint.pth``/``model_best.pth``)."""
+# What a checkpoint must hold, by the type of each entry: to be evaluated, and to be resumed.
+EVAL_KEYS = {"model": dict, "vocab": (list, tuple)}
+RESUME_KEYS = {**EVAL_KEYS, "config": dict, "optimizer": dict, "epoch": int, "step": int, "global_step": int,
+               "rng": dict, "best": dict, "history": list, "running": dict, "data": dict}
+
+
+def read_checkpoint(path: str, keys: dict = EVAL_KEYS) -> dict:
+    """The dict of a ``vsl-train`` checkpoint file, checked to hold ``keys`` (entry -> type) and a model
+    spec (name, config, state_dict). Raises FileNotFoundError, or ValueError naming the file for a
+    truncated or corrupt file, a file of something else, or a checkpoint that lacks what is needed."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -121,9 +129,38 @@ def load_checkpoint(path: str, device="cpu"):
         raise ValueError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a vsl-train checkpoint")
+    missing = [k for k, kind in keys.items() if not isinstance(ckpt.get(k), kind)]
+    spec = ckpt.get("model")
+    if isinstance(spec, dict) and not (isinstance(spec.get("name"), str) and isinstance(spec.get("config"), dict)
+                                       and isinstance(spec.get("state_dict"), dict)):
+        missing.append("model (name, config, state_dict)")
+    if missing:
+        raise ValueError(f"{path} is an incomplete vsl-train checkpoint (written by another version?): "
+                         f"missing or malformed {', '.join(missing)}")
+    return ckpt
+
+
+def load_state(model, state_dict: dict, path: str) -> None:
+    """``model.load_state_dict(state_dict)``; a state of another model raises ValueError naming ``path``."""
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[:2]
+        raise ValueError(f"{path} holds the weights of another model than its {type(model).__name__} "
+                         f"({' '.join(line.strip() for line in first)[:300]})") from None
+
+
+def load_checkpoint(path: str, device="cpu"):
+    """(model, vocab, checkpoint dict) from a ``vsl-train`` checkpoint (``checkpoint.pth``/``model_best.pth``).
+    Raises FileNotFoundError, or ValueError naming the file (see :func:`read_checkpoint`; also a
+    model spec that builds no model, or weights of another model)."""
+    ckpt = read_checkpoint(path)
     spec = ckpt["model"]
-    model = build_model(spec["name"], **spec["config"])
-    model.load_state_dict(spec["state_dict"])
+    try:
+        model = build_model(spec["name"], **spec["config"])
+    except TypeError as exc:   # a config this version's model does not take
+        raise ValueError(f"{path}: its {spec['name']} model config does not build here ({exc})") from None
+    load_state(model, spec["state_dict"], path)
     model.to(device)
     model.eval()
     return model, vocabulary_from_checkpoint(ckpt), ckpt

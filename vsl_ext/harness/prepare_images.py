@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .._atomic import atomic_open, atomic_write
 from .data.images import FEATURE_DIM, image_features
 
 
@@ -44,6 +45,16 @@ def read_caption_csv(path: str) -> "OrderedDict[str, List[str]]":
     return groups
 
 
+def _features(path: str, grid: int, size: int) -> np.ndarray:
+    """:func:`image_features` of one file; a file that is no readable image raises ValueError naming it."""
+    try:
+        return image_features(path, grid, size)
+    except ImportError:
+        raise
+    except Exception as exc:  # Pillow: UnidentifiedImageError, OSError (truncated), DecompressionBombError, ...
+        raise ValueError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
+
+
 def prepare(images: str, captions: str, out: str, split: Sequence[int] = (800, 100, 100), seed: int = 0,
             captions_per_image: int = 5, grid: int = 4, size: int = 192, log=print) -> Dict[str, int]:
     groups = read_caption_csv(captions)
@@ -62,27 +73,26 @@ def prepare(images: str, captions: str, out: str, split: Sequence[int] = (800, 1
     perm = np.random.default_rng(seed).permutation(len(names))
     bounds = np.cumsum([0] + list(split))
     parts = {s: [names[i] for i in perm[bounds[k]:bounds[k + 1]]] for k, s in enumerate(("train", "dev", "test"))}
-    os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
-    feats = {}
+    feats = {}   # every image is read before anything is written: an unreadable one leaves no output
     for s, files in parts.items():
-        feats[s] = np.stack([image_features(os.path.join(images, n), grid, size) for n in files]) \
+        feats[s] = np.stack([_features(os.path.join(images, n), grid, size) for n in files]) \
             if files else np.zeros((0, grid * grid + 1, FEATURE_DIM), np.float32)
     mean = feats["train"].reshape(-1, FEATURE_DIM).mean(0)
     std = feats["train"].reshape(-1, FEATURE_DIM).std(0) + 1e-6
-    for s, files in parts.items():
-        np.save(os.path.join(out, f"{s}_ims.npy"), ((feats[s] - mean) / std).astype(np.float32))
-        with open(os.path.join(out, f"{s}_caps.txt"), "w", encoding="utf-8") as f:
-            f.writelines(c + "\n" for n in files for c in groups[n][:captions_per_image])
-        with open(os.path.join(out, f"{s}_images.txt"), "w", encoding="utf-8") as f:
-            f.writelines(n + "\n" for n in files)
+    os.makedirs(out, exist_ok=True)
+    for s, files in parts.items():   # each file whole or not at all (a kill leaves no half-written file)
+        with atomic_open(os.path.join(out, f"{s}_ims.npy")) as f:
+            np.save(f, ((feats[s] - mean) / std).astype(np.float32))
+        atomic_write(os.path.join(out, f"{s}_caps.txt"),
+                     "".join(c + "\n" for n in files for c in groups[n][:captions_per_image]))
+        atomic_write(os.path.join(out, f"{s}_images.txt"), "".join(n + "\n" for n in files))
     meta = {"images": os.path.abspath(images), "captions": os.path.abspath(captions), "split": list(split),
             "seed": seed, "captions_per_image": captions_per_image, "grid": grid, "size": size,
             "regions": grid * grid + 1, "feature_dim": FEATURE_DIM,
             "features": "HSV histogram 8x3x3 (sqrt) + HOG 9 orientations x 2x2 cells + RGB mean/std, "
                         "standardised with train statistics"}
-    with open(os.path.join(out, "prepare_config.json"), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
+    atomic_write(os.path.join(out, "prepare_config.json"), json.dumps(meta, indent=1))
     counts = {s: len(v) for s, v in parts.items()}
     log(f"wrote {out}: " + ", ".join(f"{s} {n} images" for s, n in counts.items()) +
         f", {grid * grid + 1} regions x {FEATURE_DIM} features, {time.perf_counter() - t0:.1f} s")

@@ -31,7 +31,8 @@ from .data.phrase_units import phrase_cache_path
 from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import WordPieceVocabulary, tokenizer_spec, vocabulary_from_checkpoint
-from .evaluate import CHECKPOINT_FORMAT, default_protocols, evaluate_model, pick_device
+from .evaluate import (CHECKPOINT_FORMAT, RESUME_KEYS, default_protocols, evaluate_model, load_state, pick_device,
+                       read_checkpoint)
 from .models import MODELS, PAIRWISE_HEADS, SEGMENTATION_MODELS, build_model
 from .models.dropout import sample_seeds
 from .phrase_training import PhraseStep, needs_phrase_units, phrase_vocabulary, validate_phrase_options
@@ -170,13 +171,11 @@ class Trainer:
             raise FileExistsError(f"{ckpt_path} exists: continue that run with --resume, or start over with "
                                   f"--overwrite, or pick another --output")
         if cfg.resume:
+            ckpt = read_checkpoint(ckpt_path, RESUME_KEYS)
             try:
-                ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            except Exception as exc:   # truncated/corrupt: zipfile/pickle errors of many kinds
-                raise ValueError(f"{ckpt_path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-            if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{ckpt_path} is not a vsl-train checkpoint")
-            stored = TrainConfig(**ckpt["config"])
+                stored = TrainConfig(**ckpt["config"])
+            except TypeError as exc:
+                raise ValueError(f"{ckpt_path} holds a run config this vsl_ext does not know ({exc})") from None
             runtime = {k: getattr(cfg, k) for k in RESUME_MUTABLE}
             if runtime["epochs"] <= 0:          # not given on the command line: keep the run's own
                 runtime["epochs"] = stored.epochs
@@ -185,7 +184,10 @@ class Trainer:
             cfg = dataclasses.replace(stored, **runtime)
             if cfg.data is None:
                 raise ValueError("the checkpoint does not name its data folder")
-        validate_config(cfg)
+        try:
+            validate_config(cfg)
+        except TypeError as exc:   # a value of the wrong type (a checkpoint's config; the CLI parses types)
+            raise ValueError(f"bad run config: {exc}") from None
         self.cfg = cfg
         if cfg.data is None:
             raise ValueError("--data DIR is required (or --demo)")
@@ -275,11 +277,15 @@ class Trainer:
         self.history: List[dict] = []
         self.running = {"loss": 0.0, "triplet": 0.0, "vsl": 0.0, "vsl_text": 0.0, "phrase": 0.0, "n": 0, "time": 0.0}
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"]["state_dict"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            load_state(self.model, ckpt["model"]["state_dict"], ckpt_path)
+            try:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                set_rng_state(ckpt["rng"])
+            except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+                raise ValueError(f"{ckpt_path} holds an optimizer or random state this run cannot take "
+                                 f"({type(exc).__name__}: {exc})") from None
             self.epoch, self.step, self.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
             self.best, self.history, self.running = ckpt["best"], ckpt["history"], {**self.running, **ckpt["running"]}
-            set_rng_state(ckpt["rng"])
         self.ckpt_path = ckpt_path
         self.best_path = os.path.join(cfg.output, "model_best.pth")
         self.metrics_path = os.path.join(cfg.output, "metrics.jsonl")

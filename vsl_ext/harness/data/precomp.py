@@ -86,14 +86,20 @@ class PrecompSplit:
         self.captions_per_image = cpi = captions_per_image
         try:
             ims = np.load(ims_path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{ims_path} is not a plain numeric .npy array: {exc}") from None
+        except (ValueError, EOFError) as exc:   # EOFError: an empty file
+            raise ValueError(f"{ims_path} is not a plain numeric .npy array: {exc or 'empty file'}") from None
+        if not isinstance(ims, np.ndarray):      # np.load opens .npz archives too
+            if hasattr(ims, "close"):
+                ims.close()
+            raise ValueError(f"{ims_path} is a {type(ims).__name__} archive, not one .npy array (save the features "
+                             "with np.save)")
         if ims.ndim not in (2, 3):
             raise ValueError(f"{ims_path} has shape {ims.shape}; expected (images, regions, dim) or (images, dim)")
         if not np.issubdtype(ims.dtype, np.floating):
             raise ValueError(f"{ims_path} has dtype {ims.dtype}; expected float features")
-        if ims.shape[0] == 0 or ims.shape[-1] == 0:
-            raise ValueError(f"{ims_path} is empty (shape {ims.shape})")
+        if 0 in ims.shape:
+            raise ValueError(f"{ims_path} is empty (shape {ims.shape}): every image needs at least one region of "
+                             "at least one feature")
         self.ims = ims
         self.captions = read_scan_captions(caps_path)
         n_caps = len(self.captions)
