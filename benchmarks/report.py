@@ -421,7 +421,6 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     stamp, records = report["stamp"], report["records"]

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from vsl_ext._native import _C
-from vsl_ext import CaptionIndex
-
 import cuda_emu
 from helpers import CAPTION_GROUPS as GROUPS
 from helpers import assert_close_grad, make_input, requires_emulator
+from vsl_ext import CaptionIndex
+from vsl_ext._native import _C
 
 pytestmark = requires_emulator
 

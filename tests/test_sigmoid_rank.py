@@ -5,10 +5,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 import vsl_ext
+from helpers import (
+    DEVICES,
+    DTYPE_IDS,
+    DTYPES,
+    KINDS,
+    assert_close_grad,
+    check_rank,
+    device_cases,
+    make_input,
+    tied_grids,
+)
 from vsl_ext import reference
-
-from helpers import (DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_rank, device_cases, make_input,
-                     tied_grids)
 
 SHAPES = [(1, 1), (2, 2), (3, 3), (17, 17), (128, 128), (300, 300), (1, 5), (7, 3), (5, 300), (300, 2)]
 # The emulator runs every CUDA thread on the CPU: fewer and smaller matrices, rows around its tile sizes.

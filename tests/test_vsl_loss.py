@@ -8,10 +8,19 @@ import pytest
 import torch
 
 import vsl_ext
+from helpers import (
+    DEVICES,
+    DTYPE_IDS,
+    DTYPES,
+    KINDS,
+    assert_close_grad,
+    check_loss,
+    device_cases,
+    make_input,
+    make_pair,
+    requires_cuda,
+)
 from vsl_ext import reference
-
-from helpers import (DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_loss, device_cases, make_input,
-                     make_pair, requires_cuda)
 
 SIZES = [1, 2, 3, 17, 128, 300]
 EMULATED_SIZES = [1, 2, 3, 17, 64]  # the emulator runs every CUDA thread on the CPU

@@ -50,8 +50,8 @@ from . import _native
 from . import caption_index_file as _file
 from . import caption_index_inputs as _inputs
 from . import caption_index_phrases as _phrases
-from .caption_files import count_hint, read_scan_captions
 from ._native import _C
+from .caption_files import count_hint, read_scan_captions
 
 __all__ = ["CaptionIndex"]
 

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open, atomic_write
+from ..metrics import evaluate_protocol, format_metrics
 from .data import PrecompSplit, resolve_data_dir
 from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import vocabulary_from_checkpoint
-from ..metrics import evaluate_protocol, format_metrics
 from .models import SEGMENTATION_MODELS, build_model
 from .phrase_training import caption_extras
 

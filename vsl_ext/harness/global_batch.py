@@ -43,8 +43,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import distributed
-from ..distributed import collective, gather_rows
 from ..criterion import triplet_loss
+from ..distributed import collective, gather_rows
 
 
 def _destroy_group_at_exit() -> None:

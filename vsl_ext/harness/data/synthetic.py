@@ -26,9 +26,9 @@ without it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import math
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
