@@ -87,7 +87,7 @@ def run(emulator, name, args, schedules=("forward", "reverse", "shuffled")):
                 ptrs.append(a)
         with emulator.schedule(schedule, seed=i):
             getattr(emulator, name)(*ptrs)
-        for view, buf in outs:
+        for _view, buf in outs:
             assert (buf[:GUARD] == OUT_FILL).all() and (buf[-GUARD:] == OUT_FILL).all(), \
                 f"{name} wrote outside an output ({schedule} schedule)"
         for a, view, buf in ins:

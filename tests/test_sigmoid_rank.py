@@ -88,7 +88,8 @@ def test_large_temperature_gradcheck(device):
         for algorithm in ("dense", "sorted"):
             m = make_input("random", (6, 7), torch.float64, seed=3).to(device) * 10
             assert torch.autograd.gradcheck(
-                lambda x: vsl_ext.sigmoid_rank(x, 0.05, descending, algorithm=algorithm), (m.requires_grad_(),))
+                lambda x: vsl_ext.sigmoid_rank(x, 0.05, descending, algorithm=algorithm),  # noqa: B023
+                (m.requires_grad_(),))
 
 
 @pytest.mark.parametrize("device", DEVICES, indirect=True)

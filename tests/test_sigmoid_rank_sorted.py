@@ -206,4 +206,4 @@ def test_opcheck_and_gradcheck_on_the_sorted_algorithm(device):
     sem = torch.rand(7, 7, dtype=torch.float64).to(device).requires_grad_()
     for variant in ("row", "public-code"):
         assert torch.autograd.gradcheck(
-            lambda a, b: vsl_ext.vsl_loss(a, b, 0.05, variant, algorithm="sorted"), (y, sem))
+            lambda a, b: vsl_ext.vsl_loss(a, b, 0.05, variant, algorithm="sorted"), (y, sem))  # noqa: B023

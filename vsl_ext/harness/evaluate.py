@@ -86,7 +86,8 @@ def compute_sims(model, img_emb: torch.Tensor, cap_emb: torch.Tensor, lengths: t
             ca = cap_emb[c:c + cap_shard]
             if ca.dim() == 3:
                 ca = ca[:, :int(ln.max())]
-            sims[a:a + img_shard, c:c + cap_shard] = model.similarity(im, ca.to(device), ln.to(device)).float().cpu().numpy()
+            block = model.similarity(im, ca.to(device), ln.to(device))
+            sims[a:a + img_shard, c:c + cap_shard] = block.float().cpu().numpy()
     model.train(was_training)
     return sims
 

@@ -424,7 +424,8 @@ class Trainer:
                       **{f"val_{k}": v for k, v in val.items()}}
             self.history.append(record)
             self.log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.2g} loss {record['train_loss']:.4f} "
-                     f"(triplet {record['train_triplet']:.4f}, vsl {record['train_vsl']:.4f}) | val {format_metrics(val)}")
+                     f"(triplet {record['train_triplet']:.4f}, vsl {record['train_vsl']:.4f}) "
+                     f"| val {format_metrics(val)}")
             if writer is not None:
                 for k, v in val.items():
                     writer.add_scalar(f"val/{k}", v, self.global_step)

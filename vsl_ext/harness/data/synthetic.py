@@ -239,7 +239,8 @@ def failure_analysis(sims: np.ndarray, meta: List[dict], captions: List[str], se
         if ACTIONS[main[i, 2]] in text:
             ok &= main[:, 2] == main[i, 2]
         consistent[c_id] = ok
-    holds = np.zeros((n, n), dtype=bool)           # holds[j, i]: image j has image i's main content as a secondary object
+    # holds[j, i]: image j has image i's main content as a secondary object
+    holds = np.zeros((n, n), dtype=bool)
     for j, m in enumerate(meta):
         for s in m["secondary"]:
             holds[j] |= (main == np.asarray(s)).all(1)
