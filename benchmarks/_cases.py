@@ -1,4 +1,5 @@
-"""Benchmark cases of bench_sigmoid_rank.py and bench_vsl_loss.py: what runs, on which inputs, and how much memory the reference would need.
+"""Benchmark cases of bench_sigmoid_rank.py and bench_vsl_loss.py: what runs, on which inputs, and how
+much memory the reference would need.
 
 Shared by the pytest suite (timing, CUDA memory) and the CPU memory probe (``_rss_server``), so a
 case is a plain dict that both sides turn into the same callable with :func:`make_call`.

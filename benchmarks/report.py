@@ -254,7 +254,7 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
         w()
 
     # rank tables
-    for title, op, variant, ours, ref in RANK_TABLES:
+    for title, op, _variant, ours, ref in RANK_TABLES:
         for p in PASSES:
             ns = sorted({n for (sec, o, pp, lab, n) in idx if sec == "main" and o == op and pp == p
                          and lab in (ours, ref)})
@@ -421,7 +421,6 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     stamp, records = report["stamp"], report["records"]
@@ -484,7 +483,7 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
         # speed-up vs n
         fig, grid = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
         for ax, p in zip(grid, PASSES):
-            for title, op, variant, ours, ref in RANK_TABLES:
+            for _title, op, _variant, ours, ref in RANK_TABLES:
                 pts = []
                 for n in sorted({k[4] for k in idx if k[0] == "main"}):
                     o, r = idx.get(("main", op, p, ours, n)), idx.get(("main", op, p, ref, n))

@@ -163,8 +163,8 @@ py::dict build(const CArr<uint8_t>& blob, const CArr<int64_t>& cap_off, const CA
     out["img_indices"] = to_numpy(std::move(ix.img_indices));
     out["img_data"] = to_numpy(std::move(ix.img_data));
   } else {
-    out["cap_norm"] = to_numpy(std::move(ix.cap_norm), {static_cast<py::ssize_t>(ix.num_captions),
-                                                        static_cast<py::ssize_t>(ix.num_orders)});
+    out["cap_norm"] = to_numpy(std::move(ix.cap_norm),
+                               {static_cast<py::ssize_t>(ix.num_captions), static_cast<py::ssize_t>(ix.num_orders)});
     out["cap_len"] = to_numpy(std::move(ix.cap_len));
   }
   return out;
@@ -213,11 +213,10 @@ void bind_caption_index(py::module_& m) {
   m.attr("CAPTION_INDEX_MAX_ORDER") = ci::kMaxOrder;
   m.attr("CAPTION_INDEX_SMEM_ROW_CAP") = ci::kSmemRowCap;
 
-  m.def("caption_index_build", &build, "The arrays of a new caption index (see csrc/caption_index.h)",
-        py::arg("blob"), py::arg("cap_off"), py::arg("img_ptr"), py::arg("nmin"), py::arg("nmax"), py::arg("mode"),
-        py::arg("threads"));
-  m.def("caption_index_lookup_tables", &lookup_tables, py::arg("tok_blob"), py::arg("tok_off"),
-        py::arg("feat_prefix"), py::arg("feat_last"), py::arg("order_ptr"));
+  m.def("caption_index_build", &build, "The arrays of a new caption index (see csrc/caption_index.h)", py::arg("blob"),
+        py::arg("cap_off"), py::arg("img_ptr"), py::arg("nmin"), py::arg("nmax"), py::arg("mode"), py::arg("threads"));
+  m.def("caption_index_lookup_tables", &lookup_tables, py::arg("tok_blob"), py::arg("tok_off"), py::arg("feat_prefix"),
+        py::arg("feat_last"), py::arg("order_ptr"));
   m.def("caption_index_cider_d", &cider_d, py::arg("index"), py::arg("blob"), py::arg("off"), py::arg("image_ids"),
         py::arg("sigma"), py::arg("threads"));
   // The batch kernels' spans point into the argument arrays, which live until the call returns.

@@ -60,7 +60,10 @@ double cider_one(const CiderView& v, const uint8_t* s, int64_t n, int64_t image,
   int64_t L = 0;
   split_ws(s, n, [&](int64_t st, int64_t len) {
     const int32_t id = tok_find(v.tok_slots.p, tmask, v.tok_off.p, v.tok_blob.p, s + st, len);
-    if (id >= 0) { sc.tok[L++] = id; return; }
+    if (id >= 0) {
+      sc.tok[L++] = id;
+      return;
+    }
     int64_t j = 0;
     for (; j < static_cast<int64_t>(sc.oov_tokens.size()); ++j)
       if (sc.oov_tokens[j].second == len && std::memcmp(sc.oov_tokens[j].first, s + st, len) == 0) break;

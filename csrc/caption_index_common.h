@@ -44,11 +44,17 @@ inline int threads_for(int64_t work, int threads) {
 
 // Ascending sort, by insertion for the short runs that dominate (n-grams of one prefix, one caption).
 template <typename T> void small_sort(T* a, int64_t n) {
-  if (n > 24) { std::sort(a, a + n); return; }
+  if (n > 24) {
+    std::sort(a, a + n);
+    return;
+  }
   for (int64_t i = 1; i < n; ++i) {
     const T x = a[i];
     int64_t j = i;
-    while (j > 0 && a[j - 1] > x) { a[j] = a[j - 1]; --j; }
+    while (j > 0 && a[j - 1] > x) {
+      a[j] = a[j - 1];
+      --j;
+    }
     a[j] = x;
   }
 }

@@ -184,7 +184,10 @@ void cider_groups(const Local& L, const std::vector<uint8_t>& order, const std::
             for (int64_t e = L.ptr[p]; e < L.ptr[p + 1]; ++e) {
               const int32_t u = L.idx[e];
               accf[static_cast<size_t>(u) * CB + k] = L.val[e];
-              if (!seen[u]) { seen[u] = 1; touched.push_back(u); }
+              if (!seen[u]) {
+                seen[u] = 1;
+                touched.push_back(u);
+              }
             }
           } else {
             lane_group[k] = -1;

@@ -144,7 +144,7 @@ void gram_cuda(const int64_t* indptr, const int32_t* indices, const float* data,
   DeviceGuard guard(device);
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   gram_kernel<<<static_cast<unsigned>(B), kThreads, smem_bytes(smem_cap), s>>>(indptr, indices, data, rows, B,
-                                                                                std::max(smem_cap, 0), out);
+                                                                               std::max(smem_cap, 0), out);
   check(cudaGetLastError(), "caption gram_kernel launch");
 }
 
@@ -162,8 +162,9 @@ void cider_matrix_cuda(const int64_t* indptr, const int32_t* indices, const floa
   DeviceGuard guard(device);
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   float* S = singleton ? out : scratch;
-  cider_pair_kernel<<<static_cast<unsigned>(Pb), kThreads, smem_bytes(smem_cap), s>>>(
-      indptr, indices, data, inv_norm, lens, bd, caps, Pb, sigma, std::max(smem_cap, 0), S);
+  cider_pair_kernel<<<static_cast<unsigned>(Pb), kThreads, smem_bytes(smem_cap), s>>>(indptr, indices, data, inv_norm,
+                                                                                      lens, bd, caps, Pb, sigma,
+                                                                                      std::max(smem_cap, 0), S);
   check(cudaGetLastError(), "caption cider_pair_kernel launch");
   if (!singleton) {
     const int64_t n = G * G;

@@ -9,10 +9,15 @@ namespace caption_index {
 inline bool is_py_space(uint32_t c) {
   if (c < 0x80) return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20);
   switch (c) {
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-      return true;
-    default:
-      return c >= 0x2000 && c <= 0x200A;
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000: return true;
+    default: return c >= 0x2000 && c <= 0x200A;
   }
 }
 
@@ -31,9 +36,13 @@ inline int multibyte_space(const uint8_t* s, int64_t n, int64_t i) {
   const uint8_t b = s[i];
   int need;
   uint32_t c;
-  if ((b & 0xE0) == 0xC0) { need = 1; c = b & 0x1F; }
-  else if ((b & 0xF0) == 0xE0) { need = 2; c = b & 0x0F; }
-  else return 0;  // 4-byte sequences encode no whitespace
+  if ((b & 0xE0) == 0xC0) {
+    need = 1;
+    c = b & 0x1F;
+  } else if ((b & 0xF0) == 0xE0) {
+    need = 2;
+    c = b & 0x0F;
+  } else return 0;  // 4-byte sequences encode no whitespace
   if (i + need >= n) return 0;
   for (int k = 1; k <= need; ++k) {
     const uint8_t cb = s[i + k];
@@ -50,7 +59,10 @@ template <typename F> void split_ws(const uint8_t* s, int64_t n, F&& emit) {
   while (i < n) {
     while (i < n) {  // skip whitespace
       const uint8_t c = cls[s[i]];
-      if (c == 1) { ++i; continue; }
+      if (c == 1) {
+        ++i;
+        continue;
+      }
       if (c == 0) break;
       const int len = multibyte_space(s, n, i);
       if (!len) break;
@@ -60,7 +72,10 @@ template <typename F> void split_ws(const uint8_t* s, int64_t n, F&& emit) {
     const int64_t start = i;
     while (i < n) {  // token
       const uint8_t c = cls[s[i]];
-      if (c == 0) { ++i; continue; }
+      if (c == 0) {
+        ++i;
+        continue;
+      }
       if (c == 1 || multibyte_space(s, n, i)) break;
       ++i;
     }

@@ -1,6 +1,7 @@
 // Which copy of the CPU kernels runs (cpu_isa.h): the AVX2+FMA one where the CPU has both.
-#include "build_info.h"
 #include "cpu_isa.h"
+
+#include "build_info.h"
 
 namespace vsl {
 

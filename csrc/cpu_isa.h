@@ -3,15 +3,15 @@
 #pragma once
 #include "sigmoid_rank.h"
 
-#define VSL_DECLARE_CPU_KERNELS(ISA)                                                                        \
-  namespace vsl {                                                                                           \
-  namespace ISA {                                                                                           \
-  void sigmoid_rank_forward(DType, const void*, const void*, void*, int64_t, int64_t, const RankArgs&);     \
-  void sigmoid_rank_backward(DType, const void*, const void*, const void*, void*, void*, int64_t, int64_t, \
-                             const RankArgs&);                                                              \
-  void vsl_loss_ratio_sum(DType, const void*, const void*, const void*, const void*, void*, void*, double*, \
-                          int64_t, int64_t, const RankArgs&);                                               \
-  }                                                                                                         \
+#define VSL_DECLARE_CPU_KERNELS(ISA)                                                                                 \
+  namespace vsl {                                                                                                    \
+  namespace ISA {                                                                                                    \
+  void sigmoid_rank_forward(DType, const void*, const void*, void*, int64_t, int64_t, const RankArgs&);              \
+  void sigmoid_rank_backward(DType, const void*, const void*, const void*, void*, void*, int64_t, int64_t,           \
+                             const RankArgs&);                                                                       \
+  void vsl_loss_ratio_sum(DType, const void*, const void*, const void*, const void*, void*, void*, double*, int64_t, \
+                          int64_t, const RankArgs&);                                                                 \
+  }                                                                                                                  \
   }
 
 VSL_DECLARE_CPU_KERNELS(baseline)
@@ -24,7 +24,8 @@ bool cpu_has_avx2();  // AVX2 and FMA (cpu_isa.cpp)
 }
 
 #if defined(__x86_64__)
-#define VSL_CPU_DISPATCH(fn, ...) (::vsl::cpu_has_avx2() ? ::vsl::avx2::fn(__VA_ARGS__) : ::vsl::baseline::fn(__VA_ARGS__))
+#define VSL_CPU_DISPATCH(fn, ...) \
+  (::vsl::cpu_has_avx2() ? ::vsl::avx2::fn(__VA_ARGS__) : ::vsl::baseline::fn(__VA_ARGS__))
 #else
 #define VSL_CPU_DISPATCH(fn, ...) ::vsl::baseline::fn(__VA_ARGS__)
 #endif

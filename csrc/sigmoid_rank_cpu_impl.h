@@ -172,10 +172,8 @@ void windowed_sums(const T* v, const T* w, int64_t nv, const T* u, const T* wu, 
       const T wc = wu ? wu[i] : T(0);
       const int64_t s = skip ? skip[i] : -1;
       T sum;
-      if (s >= lo && s < hi)
-        sum = pair_sum<Kind>(E, w, lo, s, X, wc) + pair_sum<Kind>(E, w, s + 1, hi, X, wc);
-      else
-        sum = pair_sum<Kind>(E, w, lo, hi, X, wc);
+      if (s >= lo && s < hi) sum = pair_sum<Kind>(E, w, lo, s, X, wc) + pair_sum<Kind>(E, w, s + 1, hi, X, wc);
+      else sum = pair_sum<Kind>(E, w, lo, hi, X, wc);
       emit(i, sum, lo, hi);
     }
     b0 = b1;
@@ -276,13 +274,13 @@ void row_rank_backward(const T* ranked, const T* grad_ranks, T* grad_ranked, int
 // Rank against compared rows, with x = ranked, y = compared, g = grad_ranks, d_ca = (y_a - x_c) k:
 //   grad_ranked[c] = -k g_c sum_{a != c} sigma'(d_ca),  grad_compared[a] = k sum_{c != a} sigma'(d_ca) g_c.
 template <typename T>
-void compared_rank_backward(const T* ranked, const T* compared, const T* grad_ranks, T* grad_ranked,
-                            T* grad_compared, int64_t n, const RowParams<T>& p, bool sorted, Scratch<T>& s) {
+void compared_rank_backward(const T* ranked, const T* compared, const T* grad_ranks, T* grad_ranked, T* grad_compared,
+                            int64_t n, const RowParams<T>& p, bool sorted, Scratch<T>& s) {
   const T *x = ranked, *y = compared, *g = grad_ranks;
   if (!sorted) {
     for (int64_t c = 0; c < n; ++c) {
-      const T sum =
-          dense_sum<kGrad>(y, y, n, x[c], T(0), p) - sigmoid_grad_clamped(grad_diff(y[c], x[c]) * p.k, p.clamp_at);
+      const T sum = dense_sum<kGrad>(y, y, n, x[c], T(0), p) -
+                    sigmoid_grad_clamped(grad_diff(y[c], x[c]) * p.k, p.clamp_at);
       grad_ranked[c] = -p.k * g[c] * sum;
     }
     for (int64_t a = 0; a < n; ++a) {
@@ -301,9 +299,8 @@ void compared_rank_backward(const T* ranked, const T* compared, const T* grad_ra
   const int64_t* yperm = s.yperm.data();
   // ranked side: centres x_c (sorted), values y.
   windowed_sums<kGrad>(s.ys.data(), static_cast<const T*>(nullptr), n, s.xs.data(), static_cast<const T*>(nullptr), n,
-                       s.xskip.data(), p, s.E.data(), [&](int64_t i, T sum, int64_t, int64_t) {
-                         grad_ranked[xperm[i]] = -p.k * s.xw[i] * sum;
-                       });
+                       s.xskip.data(), p, s.E.data(),
+                       [&](int64_t i, T sum, int64_t, int64_t) { grad_ranked[xperm[i]] = -p.k * s.xw[i] * sum; });
   // compared side: centres y_a (sorted), values x weighted by g. sigma' is even, so the centre/value
   // swap only flips the sign of d.
   windowed_sums<kGradWeighted>(s.xs.data(), s.xw.data(), n, s.ys.data(), static_cast<const T*>(nullptr), n,
@@ -354,8 +351,7 @@ void backward_rows(const T* ranked, const T* compared, const T* grad_ranks, T* g
     if (compared)
       compared_rank_backward(ranked + o, compared + o, grad_ranks + o, grad_ranked + o, grad_compared + o, cols, p,
                              sorted && no_nans, s);
-    else
-      row_rank_backward(ranked + o, grad_ranks + o, grad_ranked + o, cols, p, sorted && no_nans, s);
+    else row_rank_backward(ranked + o, grad_ranks + o, grad_ranked + o, cols, p, sorted && no_nans, s);
   });
 }
 

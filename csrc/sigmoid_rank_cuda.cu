@@ -129,7 +129,8 @@ __global__ void __launch_bounds__(kThreads)
 row_backward_kernel(const T* __restrict__ ranked, const T* __restrict__ grad_ranks, T* __restrict__ grad_ranked,
                     int64_t cols, Params<T> p) {
   const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
-  row_sweep<T, true>(ranked + o, grad_ranks + o, cols, RowBackwardOp<T>{ranked + o, grad_ranks + o, grad_ranked + o, p});
+  row_sweep<T, true>(ranked + o, grad_ranks + o, cols,
+                     RowBackwardOp<T>{ranked + o, grad_ranks + o, grad_ranked + o, p});
 }
 
 template <typename T>
@@ -143,8 +144,8 @@ ranked_backward_kernel(const T* __restrict__ ranked, const T* __restrict__ compa
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-compared_backward_kernel(const T* __restrict__ ranked, const T* __restrict__ compared,
-                         const T* __restrict__ grad_ranks, T* __restrict__ grad_compared, int64_t cols, Params<T> p) {
+compared_backward_kernel(const T* __restrict__ ranked, const T* __restrict__ compared, const T* __restrict__ grad_ranks,
+                         T* __restrict__ grad_compared, int64_t cols, Params<T> p) {
   const int64_t o = static_cast<int64_t>(blockIdx.x) * cols;
   row_sweep<T, true>(ranked + o, grad_ranks + o, cols,
                      ComparedBackwardOp<T>{ranked + o, compared + o, grad_ranks + o, grad_compared + o, p});
@@ -156,15 +157,15 @@ void forward(const void* ranked, const void* compared, void* ranks, int64_t rows
   if (rows <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
   const auto st = reinterpret_cast<cudaStream_t>(stream);
-  forward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, st>>>(
-      static_cast<const T*>(ranked), static_cast<const T*>(compared), static_cast<T*>(ranks), cols,
-      dense_cuda::params<T>(args));
+  forward_kernel<T>
+      <<<static_cast<unsigned>(rows), kThreads, 0, st>>>(static_cast<const T*>(ranked), static_cast<const T*>(compared),
+                                                         static_cast<T*>(ranks), cols, dense_cuda::params<T>(args));
   check(cudaGetLastError(), "sigmoid_rank forward_kernel launch");
 }
 
 template <typename T>
-void backward(const void* ranked, const void* compared, const void* grad_ranks, void* grad_ranked,
-              void* grad_compared, int64_t rows, int64_t cols, const RankArgs& args, int device, uintptr_t stream) {
+void backward(const void* ranked, const void* compared, const void* grad_ranks, void* grad_ranked, void* grad_compared,
+              int64_t rows, int64_t cols, const RankArgs& args, int device, uintptr_t stream) {
   if (rows <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
   const auto st = reinterpret_cast<cudaStream_t>(stream);
@@ -197,8 +198,7 @@ void sigmoid_rank_backward_cuda(DType dt, const void* ranked, const void* compar
                                 const RankArgs& args, int device, uintptr_t stream) {
   if (dt == DType::f32)
     backward<float>(ranked, compared, grad_ranks, grad_ranked, grad_compared, rows, cols, args, device, stream);
-  else
-    backward<double>(ranked, compared, grad_ranks, grad_ranked, grad_compared, rows, cols, args, device, stream);
+  else backward<double>(ranked, compared, grad_ranks, grad_ranked, grad_compared, rows, cols, args, device, stream);
 }
 
 }  // namespace vsl

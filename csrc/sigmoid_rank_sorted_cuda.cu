@@ -124,9 +124,9 @@ sorted_sums_kernel(const T* __restrict__ sorted_values, const T* __restrict__ va
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t o = (e / cols) * cols;
-    out[o + centre_columns[e]] = element_sum<Kind>(
-        sorted_values + o, value_weights ? value_weights + o : nullptr, cols, sorted_centres[e],
-        centre_weights ? centre_weights[e] : T(0), skip_at<Kind>(skip_positions, e, e - o), p);
+    out[o + centre_columns[e]] = element_sum<Kind>(sorted_values + o, value_weights ? value_weights + o : nullptr, cols,
+                                                   sorted_centres[e], centre_weights ? centre_weights[e] : T(0),
+                                                   skip_at<Kind>(skip_positions, e, e - o), p);
   }
 }
 

@@ -29,8 +29,12 @@ constexpr double kCudaSortedMaxWindowFraction = 0.5;
 // rounding a rank sum (>= 1) in T, and sigma'(d) is 0: sigma(-30) = 9.4e-14 (float eps 6e-8),
 // sigma(-50) = 1.9e-22 (double eps 1.1e-16).
 template <typename T> struct Saturation;
-template <> struct Saturation<float> { static constexpr float value = 30.0f; };
-template <> struct Saturation<double> { static constexpr double value = 50.0; };
+template <> struct Saturation<float> {
+  static constexpr float value = 30.0f;
+};
+template <> struct Saturation<double> {
+  static constexpr double value = 50.0;
+};
 
 // The published VSL code clamps the sigmoid's argument to [-50, 50] (the public-code variant).
 constexpr double kPublicCodeClamp = 50.0;

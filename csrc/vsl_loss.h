@@ -18,8 +18,8 @@
 namespace vsl {
 
 void vsl_loss_ratio_sum_cpu(DType dt, const void* sims, const void* sims_compared, const void* semantic,
-                            const void* semantic_compared, void* grad_sr, void* grad_cr, double* row_sums,
-                            int64_t rows, int64_t cols, const RankArgs& args);
+                            const void* semantic_compared, void* grad_sr, void* grad_cr, double* row_sums, int64_t rows,
+                            int64_t cols, const RankArgs& args);
 
 #if VSL_WITH_CUDA
 // The dense algorithm, fused (args.algorithm is not read).
@@ -30,8 +30,7 @@ void vsl_loss_ratio_sum_cuda(DType dt, const void* sims, const void* sims_compar
 // The same sums from ranks already computed (sr, cr: rows x cols), for a batch whose S or C took the
 // sorted algorithm on CUDA.
 void vsl_loss_ratio_sum_from_ranks_cuda(DType dt, const void* sr, const void* cr, void* grad_sr, void* grad_cr,
-                                        double* row_sums, int64_t rows, int64_t cols, int device,
-                                        uintptr_t stream);
+                                        double* row_sums, int64_t rows, int64_t cols, int device, uintptr_t stream);
 #endif
 
 // One entry of the VSL: ratio = min(a, b) / max(a, b) for the ranks a = SR_ij, b = CR_ij, and its

@@ -101,12 +101,11 @@ void ratio_sum(const void* sims, const void* sims_compared, const void* semantic
 }
 
 template <typename T>
-void ratio_sum_from_ranks(const void* sr, const void* cr, void* grad_sr, void* grad_cr, double* row_sums,
-                          int64_t rows, int64_t cols, int device, uintptr_t stream) {
+void ratio_sum_from_ranks(const void* sr, const void* cr, void* grad_sr, void* grad_cr, double* row_sums, int64_t rows,
+                          int64_t cols, int device, uintptr_t stream) {
   if (rows <= 0) return;  // a grid of 0 blocks is a launch error
   cuda::DeviceGuard guard(device);
-  ratio_sum_from_ranks_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0,
-                                   reinterpret_cast<cudaStream_t>(stream)>>>(
+  ratio_sum_from_ranks_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
       static_cast<const T*>(sr), static_cast<const T*>(cr), static_cast<T*>(grad_sr), static_cast<T*>(grad_cr),
       row_sums, cols);
   check(cudaGetLastError(), "vsl_loss ratio_sum_from_ranks_kernel launch");

@@ -1,8 +1,7 @@
 """Fixtures: the CUDA emulator (built once per session) and the ``device`` every op test runs on
 (see tests/helpers.py)."""
-import pytest
-
 import numpy as np
+import pytest
 
 import cuda_emu
 import helpers

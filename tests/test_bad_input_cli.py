@@ -14,15 +14,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import bad_input as oracle
+import gloo_worker
 import vsl_ext.distributed
+from bad_input import cell
 from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
 from vsl_ext.harness.evaluate import main as eval_main
 from vsl_ext.harness.prepare_images import main as prepare_main
-from vsl_ext.harness.train import TrainConfig, main as train_main, train
-
-import bad_input as oracle
-import gloo_worker
-from bad_input import cell
+from vsl_ext.harness.train import TrainConfig, train
+from vsl_ext.harness.train import main as train_main
 
 DIST = "vsl_ext.distributed.vsl_loss"
 N = 10

@@ -9,7 +9,6 @@ naming the path) and never crash or read past an array.
 import io
 import json
 import math
-import os
 import struct
 import zlib
 
@@ -19,10 +18,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bad_input import cell
 from vsl_ext import CaptionIndex, caption_index_file, metrics
 from vsl_ext.harness.data.precomp import PrecompSplit
-
-from bad_input import cell
 
 CTOR, LOAD, QUERY, CIDER = ("CaptionIndex constructors", "CaptionIndex.load",
                             "CaptionIndex.image_similarity / caption_similarity", "CaptionIndex.cider_d")

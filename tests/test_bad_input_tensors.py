@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+import bad_input as oracle
 import vsl_ext
+from bad_input import assert_values, cell
 from vsl_ext import VSLCriterion, VSLLoss
 from vsl_ext._native import _C
-
-import bad_input as oracle
-from bad_input import assert_values, cell
 
 OPS = torch.ops.vsl_ext
 ALGORITHMS = ("dense", "sorted", "auto")
@@ -411,7 +410,7 @@ NOT_SCHEMA = [("m list", lambda: OPS.sigmoid_rank([[1.0]], 1e-3, True, 0), "argu
 
 @cell(OP_RANK, "other arguments", cases=len(NOT_SCHEMA))
 def test_op_arguments_outside_the_schema_name_the_argument():
-    for name, call, message in NOT_SCHEMA:
+    for _name, call, message in NOT_SCHEMA:
         with pytest.raises(RuntimeError, match=message):
             call()
     with pytest.raises(TypeError, match="vsl_ext::sigmoid_rank: m must be a Tensor, got NoneType"):

@@ -28,7 +28,8 @@ def test_build_info_fields():
     if info["cuda"]:
         assert info["cuda_arch"], "a CUDA build lists its architectures"
         # sm_XX: machine code, compute_XX: PTX; CMake's own words (native, all, ...) pass as given
-        assert all(re.fullmatch(r"(sm|compute)_\d+[a-z]?|[a-z-]+", arch) for arch in info["cuda_arch"]), info["cuda_arch"]
+        archs = info["cuda_arch"]
+        assert all(re.fullmatch(r"(sm|compute)_\d+[a-z]?|[a-z-]+", arch) for arch in archs), archs
         assert info["cuda_runtime"], "a CUDA build knows its runtime version"
         assert (info["cuda_devices"] > 0) == (info["cuda_error"] == ""), "no GPU visible comes with the reason"
     else:

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from vsl_ext import CaptionIndex
-from vsl_ext._native import _C
-
 from helpers import CAPTION_GROUPS as GROUPS
 from helpers import CUDA
+from vsl_ext import CaptionIndex
+from vsl_ext._native import _C
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco_captions"
 

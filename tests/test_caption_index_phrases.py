@@ -14,7 +14,6 @@ import torch
 from vsl_ext import CaptionIndex, caption_index_file
 from vsl_ext.phrases import PhraseLabels
 
-
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco_captions"
 
 L = PhraseLabels
@@ -239,6 +238,7 @@ def test_from_scan_file_coco(model, tmp_path):
     if not path.exists():
         pytest.skip(f"shared COCO captions not found at {path}")
     from sklearn.feature_extraction.text import TfidfVectorizer
+
     from vsl_ext import phrases
     cache = tmp_path / "testall.phrases"
     t = time.perf_counter()

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from vsl_ext._native import _C
-from vsl_ext import CaptionIndex
-
 import cuda_emu
 from helpers import CAPTION_GROUPS as GROUPS
 from helpers import assert_close_grad, make_input, requires_emulator
+from vsl_ext import CaptionIndex
+from vsl_ext._native import _C
 
 pytestmark = requires_emulator
 
@@ -88,7 +87,7 @@ def run(emulator, name, args, schedules=("forward", "reverse", "shuffled")):
                 ptrs.append(a)
         with emulator.schedule(schedule, seed=i):
             getattr(emulator, name)(*ptrs)
-        for view, buf in outs:
+        for _view, buf in outs:
             assert (buf[:GUARD] == OUT_FILL).all() and (buf[-GUARD:] == OUT_FILL).all(), \
                 f"{name} wrote outside an output ({schedule} schedule)"
         for a, view, buf in ins:

@@ -7,10 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import gloo_worker
 import vsl_ext
 import vsl_ext.distributed
-
-import gloo_worker
 
 # (shards: rows per rank, dtype, algorithm, semantic_grad, masked: -inf padding captions and +inf
 # overflows in S); one spawned process group per world size.

@@ -7,7 +7,6 @@ part - no gloo thread may be left when its last atexit hook runs, right before f
 tests/exit_runner.py forks the ranks of each repetition from one process that imported torch once.
 """
 import json
-import os
 import subprocess
 import sys
 import textwrap

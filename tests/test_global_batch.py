@@ -7,10 +7,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import gloo_worker
 from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
 from vsl_ext.harness.train import TrainConfig, Trainer, train
-
-import gloo_worker
 
 
 def _cfg(data, out, **kw):

@@ -16,12 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vsl_ext
+from helpers import DEVICES, DTYPE_IDS, DTYPES, assert_close_grad, device_cases
+from oracle import brute_rank, brute_rank_grad, brute_vsl
 from vsl_ext import reference
 from vsl_ext.criterion import VSLCriterion, triplet_loss
 from vsl_ext.metrics import ranks, recall_at_k
-
-from helpers import DEVICES, DTYPE_IDS, DTYPES, assert_close_grad, device_cases
-from oracle import brute_rank, brute_rank_grad, brute_vsl
 
 INF = math.inf
 NAN = math.nan

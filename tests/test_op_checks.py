@@ -16,12 +16,11 @@ import pytest
 import torch
 
 import vsl_ext
+from helpers import DEVICES, assert_close_grad, make_input, requires_cuda
 from vsl_ext import reference
 from vsl_ext._native import _C
 from vsl_ext.ops.sigmoid_rank import sigmoid_rank_backward_op, sigmoid_rank_op
 from vsl_ext.ops.vsl_loss import vsl_loss_ratio_sum_op
-
-from helpers import DEVICES, assert_close_grad, make_input, requires_cuda
 
 OPS = torch.ops.vsl_ext
 DENSE, SORTED, AUTO = (_C.ALGORITHMS[k] for k in ("dense", "sorted", "auto"))

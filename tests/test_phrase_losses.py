@@ -9,8 +9,12 @@ import torch
 
 from vsl_ext.harness.data.phrase_units import CaptionPhrases
 from vsl_ext.harness.data.vocab import Vocabulary
-from vsl_ext.harness.phrase_losses import (PhraseLevelLoss, batch_positives, mismatched_phrase_penalty,
-                                           phrase_ranking_loss)
+from vsl_ext.harness.phrase_losses import (
+    PhraseLevelLoss,
+    batch_positives,
+    mismatched_phrase_penalty,
+    phrase_ranking_loss,
+)
 from vsl_ext.phrases import PhraseLabels
 
 M = 0.2

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from vsl_ext.harness.data import PrecompSplit
-from vsl_ext.harness.data.segmentation import (SegmentationSplit, SegmentedImages, attach_segmentation,
-                                               has_segmentation, segmentation_paths)
+from vsl_ext.harness.data.segmentation import (
+    SegmentationSplit,
+    SegmentedImages,
+    attach_segmentation,
+    has_segmentation,
+    segmentation_paths,
+)
 from vsl_ext.harness.data.synthetic import NOUNS, SyntheticConfig, generate, num_segmentation_classes
 
 CPI = 5

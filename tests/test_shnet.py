@@ -9,11 +9,13 @@ import torch
 from vsl_ext.harness import demo as demo_mod
 from vsl_ext.harness.data.segmentation import SegmentedImages
 from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
-from vsl_ext.harness.evaluate import ensemble_sims, load_checkpoint, main as eval_main
-from vsl_ext.metrics import evaluate_protocol
+from vsl_ext.harness.evaluate import ensemble_sims, load_checkpoint
+from vsl_ext.harness.evaluate import main as eval_main
 from vsl_ext.harness.models import build_model
 from vsl_ext.harness.models.shnet import TokenMLP, pack_valid
-from vsl_ext.harness.train import TrainConfig, Trainer, main as train_main, train
+from vsl_ext.harness.train import TrainConfig, Trainer, train
+from vsl_ext.harness.train import main as train_main
+from vsl_ext.metrics import evaluate_protocol
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ import torch
 from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
 from vsl_ext.harness.data.vocab import tokenize
 from vsl_ext.harness.data.wordpiece import WordPieceVocabulary, basic_tokenize
-from vsl_ext.harness.evaluate import load_checkpoint, main as eval_main
+from vsl_ext.harness.evaluate import load_checkpoint
+from vsl_ext.harness.evaluate import main as eval_main
 from vsl_ext.harness.models import build_model
 from vsl_ext.harness.train import TrainConfig, Trainer, train
 

@@ -5,10 +5,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 import vsl_ext
+from helpers import (
+    DEVICES,
+    DTYPE_IDS,
+    DTYPES,
+    KINDS,
+    assert_close_grad,
+    check_rank,
+    device_cases,
+    make_input,
+    tied_grids,
+)
 from vsl_ext import reference
-
-from helpers import (DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_rank, device_cases, make_input,
-                     tied_grids)
 
 SHAPES = [(1, 1), (2, 2), (3, 3), (17, 17), (128, 128), (300, 300), (1, 5), (7, 3), (5, 300), (300, 2)]
 # The emulator runs every CUDA thread on the CPU: fewer and smaller matrices, rows around its tile sizes.
@@ -80,7 +88,8 @@ def test_large_temperature_gradcheck(device):
         for algorithm in ("dense", "sorted"):
             m = make_input("random", (6, 7), torch.float64, seed=3).to(device) * 10
             assert torch.autograd.gradcheck(
-                lambda x: vsl_ext.sigmoid_rank(x, 0.05, descending, algorithm=algorithm), (m.requires_grad_(),))
+                lambda x: vsl_ext.sigmoid_rank(x, 0.05, descending, algorithm=algorithm),  # noqa: B023
+                (m.requires_grad_(),))
 
 
 @pytest.mark.parametrize("device", DEVICES, indirect=True)

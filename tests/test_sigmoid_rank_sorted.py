@@ -8,14 +8,23 @@ import pytest
 import torch
 
 import vsl_ext
+from helpers import (
+    CUDA_DEVICES,
+    DTYPE_IDS,
+    DTYPES,
+    KINDS,
+    assert_close_grad,
+    check_loss,
+    check_rank,
+    device_cases,
+    make_input,
+    make_pair,
+)
+from oracle import brute_rank
 from vsl_ext.kernels import cpu as cpu_kernels
 from vsl_ext.kernels import cuda as cuda_kernels
 from vsl_ext.ops.sigmoid_rank import sigmoid_rank_backward_op, sigmoid_rank_op
 from vsl_ext.ops.vsl_loss import vsl_loss_ratio_sum_op
-
-from helpers import (CUDA_DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_loss, check_rank,
-                     device_cases, make_input, make_pair)
-from oracle import brute_rank
 
 DENSE, SORTED, AUTO = (vsl_ext._native._C.ALGORITHMS[k] for k in ("dense", "sorted", "auto"))
 CUDA_ONLY = ("cuda", "cuda-emulated")
@@ -197,4 +206,4 @@ def test_opcheck_and_gradcheck_on_the_sorted_algorithm(device):
     sem = torch.rand(7, 7, dtype=torch.float64).to(device).requires_grad_()
     for variant in ("row", "public-code"):
         assert torch.autograd.gradcheck(
-            lambda a, b: vsl_ext.vsl_loss(a, b, 0.05, variant, algorithm="sorted"), (y, sem))
+            lambda a, b: vsl_ext.vsl_loss(a, b, 0.05, variant, algorithm="sorted"), (y, sem))  # noqa: B023

@@ -281,4 +281,5 @@ def test_attach_phrases_parses_a_split(tmp_path, vocab):
     ph = attach_phrases(split)
     assert split.phrases is ph and len(ph) == 20 and ph.num_images == 4
     assert os.path.isfile(tmp_path / "train_caps.phrases")
-    assert all(any(u.startswith("entity\t") for u in ph.units_of(c)) for c in range(20))   # every caption names its object
+    # every caption names its object
+    assert all(any(u.startswith("entity\t") for u in ph.units_of(c)) for c in range(20))

@@ -11,7 +11,9 @@ from vsl_ext.harness import trainer as trainer_mod
 from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
 from vsl_ext.harness.evaluate import load_checkpoint
 from vsl_ext.harness.evaluate import main as eval_main
-from vsl_ext.harness.train import TrainConfig, Trainer, main as train_main, train
+from vsl_ext.harness.train import TrainConfig, Trainer, train
+from vsl_ext.harness.train import main as train_main
+
 
 @pytest.fixture(autouse=True)
 def _setup():

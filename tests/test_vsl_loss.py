@@ -8,10 +8,19 @@ import pytest
 import torch
 
 import vsl_ext
+from helpers import (
+    DEVICES,
+    DTYPE_IDS,
+    DTYPES,
+    KINDS,
+    assert_close_grad,
+    check_loss,
+    device_cases,
+    make_input,
+    make_pair,
+    requires_cuda,
+)
 from vsl_ext import reference
-
-from helpers import (DEVICES, DTYPE_IDS, DTYPES, KINDS, assert_close_grad, check_loss, device_cases, make_input,
-                     make_pair, requires_cuda)
 
 SIZES = [1, 2, 3, 17, 128, 300]
 EMULATED_SIZES = [1, 2, 3, 17, 64]  # the emulator runs every CUDA thread on the CPU
@@ -82,8 +91,11 @@ def test_variants_differ_on_asymmetric_sims():
 def test_gradcheck_float64(device, variant, algorithm):
     s = make_input("random", (7, 7), torch.float64, seed=11).to(device) * 10
     c = make_input("random", (7, 7), torch.float64, seed=12).to(device) * 10
-    f = lambda a, b: vsl_ext.vsl_loss(a, b, 0.05, variant, algorithm=algorithm)
-    assert torch.autograd.gradcheck(f, (s.requires_grad_(), c.requires_grad_()))
+
+    def loss(a, b):
+        return vsl_ext.vsl_loss(a, b, 0.05, variant, algorithm=algorithm)
+
+    assert torch.autograd.gradcheck(loss, (s.requires_grad_(), c.requires_grad_()))
 
 
 @pytest.mark.parametrize("device", DEVICES, indirect=True)
@@ -127,7 +139,8 @@ BAD_INPUTS = [
     (lambda: vsl_ext.vsl_loss(torch.rand(2, 3, 3), torch.rand(3, 3)), ValueError, "sims must be a 2-D"),
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 4), torch.rand(3, 4)), ValueError, r"sims must be a square \(n, n\)"),
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(4, 4)), ValueError, r"semantic_sims must have the shape"),
-    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), tau=0.0), ValueError, "tau must be a finite number > 0"),
+    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), tau=0.0), ValueError,
+     "tau must be a finite number > 0"),
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), tau=-1), ValueError, "tau"),
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), tau=float("nan")), ValueError, "tau"),
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), tau="0.1"), TypeError, "tau must be a real number"),
@@ -136,13 +149,18 @@ BAD_INPUTS = [
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 3).double(), torch.rand(3, 3).double(), tau=5e-324), ValueError,
      r"tau = 5e-324 is too small for float64 computation: 1 / tau overflows float64"),
     (lambda: vsl_ext.sigmoid_rank(torch.rand(3, 3).half(), tau=1e-39), ValueError, r"tau = 1e-39 .* overflows float32"),
-    (lambda: vsl_ext.vsl_loss(torch.ones(3, 3, dtype=torch.int64), torch.rand(3, 3)), TypeError, "sims must be a floating-point"),
-    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.ones(3, 3, dtype=torch.int32)), TypeError, "semantic_sims must be a floating-point"),
+    (lambda: vsl_ext.vsl_loss(torch.ones(3, 3, dtype=torch.int64), torch.rand(3, 3)), TypeError,
+     "sims must be a floating-point"),
+    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.ones(3, 3, dtype=torch.int32)), TypeError,
+     "semantic_sims must be a floating-point"),
     (lambda: vsl_ext.vsl_loss(torch.rand(0, 0), torch.rand(0, 0)), ValueError, "sims must be non-empty"),
     (lambda: vsl_ext.vsl_loss([[1.0]], torch.rand(1, 1)), TypeError, "sims must be a torch.Tensor"),
-    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), variant="rows"), ValueError, "variant must be one of"),
-    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), algorithm="fast"), ValueError, "algorithm must be one of"),
-    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3, device="meta")), ValueError, "semantic_sims is on meta"),
+    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), variant="rows"), ValueError,
+     "variant must be one of"),
+    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), algorithm="fast"), ValueError,
+     "algorithm must be one of"),
+    (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3, device="meta")), ValueError,
+     "semantic_sims is on meta"),
     (lambda: vsl_ext.sigmoid_rank(torch.rand(4)), ValueError, "M must be a 2-D"),
     (lambda: vsl_ext.sigmoid_rank(torch.rand(2, 2), descending="yes"), TypeError, "descending must be a bool"),
     (lambda: vsl_ext.sigmoid_rank(torch.rand(0, 3)), ValueError, "M must be non-empty"),

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -50,8 +50,11 @@ from . import _native
 from . import caption_index_file as _file
 from . import caption_index_inputs as _inputs
 from . import caption_index_phrases as _phrases
-from .caption_files import count_hint, read_scan_captions
 from ._native import _C
+from .caption_files import count_hint, read_scan_captions
+
+if TYPE_CHECKING:  # vsl_ext.phrases is imported on first use
+    from .phrases import PhraseLabels
 
 __all__ = ["CaptionIndex"]
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+
 # Imported before any process group exists, so its functions' ``group=group.WORLD`` defaults are
 # None and not the live group (see the module docstring): destroy_process_group() then frees it.
 import torch.distributed.nn.functional  # noqa: F401

@@ -33,7 +33,8 @@ PROTOCOLS = ("full", "coco1k", "coco5k", "f30k1k")
 
 def _as_tensor(sims: ArrayLike) -> torch.Tensor:
     if isinstance(sims, np.ndarray):
-        if sims.dtype == np.bool_ or not (np.issubdtype(sims.dtype, np.floating) or np.issubdtype(sims.dtype, np.integer)):
+        real = np.issubdtype(sims.dtype, np.floating) or np.issubdtype(sims.dtype, np.integer)
+        if sims.dtype == np.bool_ or not real:
             raise TypeError(f"sims must hold real numbers, got a numpy array of dtype {sims.dtype}")
         if sims.dtype not in (np.float32, np.float64):  # float16, longdouble, integers: as float64
             sims = _exact_float64(sims)

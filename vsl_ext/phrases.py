@@ -116,7 +116,8 @@ def load_model():
             nlp = module.load(exclude=["ner"])
         except Exception as exc:  # e.g. an official model built for another spaCy version
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
-            warnings.warn(f"vsl_ext.phrases: could not load {name} ({exc}); trying the next model", RuntimeWarning)
+            warnings.warn(f"vsl_ext.phrases: could not load {name} ({exc}); trying the next model", RuntimeWarning,
+                          stacklevel=2)
             continue
         missing = {"tagger", "parser", "lemmatizer"} - set(nlp.pipe_names)
         if missing:

@@ -1,5 +1,6 @@
 """The CUDA kernels of csrc/*.cu, compiled for the CPU against the emulated CUDA runtime of this
-package (cuda_runtime.h, emulator.cpp; entry_points.cpp gives every kernel family a C entry point), so that machines without a GPU (CI among them) run the kernels' own code: their
+package (cuda_runtime.h, emulator.cpp; entry_points.cpp gives every kernel family a C entry point), so
+that machines without a GPU (CI among them) run the kernels' own code: their
 indexing, tiling, grid-stride loops, shared-memory staging and barriers.
 
 What it checks and what it cannot: a launch runs every block and every thread (fibers that switch at

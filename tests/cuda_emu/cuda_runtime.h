@@ -99,12 +99,13 @@ void operator>>(void (*kernel)(Params...), PendingLaunch<Args...>&& launch) {
     void (*kernel)(Params...);
     std::tuple<Args...>* args;
   } ctx{kernel, &launch.args};
-  run_grid(launch.grid, launch.block, launch.shared,
-           [](void* p) {
-             Ctx* c = static_cast<Ctx*>(p);
-             std::apply([c](const auto&... a) { c->kernel(a...); }, *c->args);
-           },
-           &ctx);
+  run_grid(
+      launch.grid, launch.block, launch.shared,
+      [](void* p) {
+        Ctx* c = static_cast<Ctx*>(p);
+        std::apply([c](const auto&... a) { c->kernel(a...); }, *c->args);
+      },
+      &ctx);
 }
 
 }  // namespace vsl_emu

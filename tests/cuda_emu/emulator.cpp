@@ -146,22 +146,24 @@ bool run_block(Block& b, unsigned nthreads, std::mt19937_64& rng) {
       if (f.state != State::at_barrier) continue;
       if (waiting++ == 0) site = f.barrier_site;
       else if (f.barrier_site != site) {
-        fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + ": threads wait at different "
-              "__syncthreads() calls in barrier phase " + std::to_string(phase));
+        fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) +
+                                          ": threads wait at different "
+                                          "__syncthreads() calls in barrier phase " +
+                                          std::to_string(phase));
         return false;
       }
     }
     if (done == nthreads) {
       for (Block::SharedArray& a : b.shared)
         if (!a.guard_intact())
-          fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + " wrote past the end of " +
-                a.name + " (" + std::to_string(a.bytes) + " bytes)");
+          fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + " wrote past the end of " + a.name +
+                                            " (" + std::to_string(a.bytes) + " bytes)");
       return !g_launch_failed;
     }
     if (done > 0) {
       fault(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + ": " + std::to_string(done) +
-            " threads returned while " + std::to_string(waiting) + " wait at __syncthreads() in barrier phase " +
-            std::to_string(phase));
+                                        " threads returned while " + std::to_string(waiting) +
+                                        " wait at __syncthreads() in barrier phase " + std::to_string(phase));
       return false;
     }
     for (unsigned t = 0; t < nthreads; ++t) b.fibers[t].state = State::ready;
@@ -178,8 +180,9 @@ Block::SharedArray& add_shared(Block& b, const void* site, std::string name, siz
   b.shared.back().poison();
   b.shared_bytes += bytes;
   if (b.shared_bytes > kMaxShared)
-    fault(cudaErrorInvalidValue, "a block uses " + std::to_string(b.shared_bytes) + " bytes of shared memory "
-          "(48 KiB at most without cudaFuncSetAttribute)");
+    fault(cudaErrorInvalidValue, "a block uses " + std::to_string(b.shared_bytes) +
+                                     " bytes of shared memory "
+                                     "(48 KiB at most without cudaFuncSetAttribute)");
   return b.shared.back();
 }
 
@@ -197,7 +200,8 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(v
   if (grid.x == 0 || grid.y != 1 || grid.z != 1 || grid.x > 0x7fffffffu || block.x == 0 || block.y != 1 ||
       block.z != 1 || block.x > kMaxThreadsPerBlock) {
     fault(cudaErrorInvalidConfiguration, "launch of " + std::to_string(grid.x) + " blocks of " +
-          std::to_string(block.x) + " threads (the emulator takes 1-D grids of 1-D blocks)");
+                                             std::to_string(block.x) +
+                                             " threads (the emulator takes 1-D grids of 1-D blocks)");
     return;
   }
   g_launch_failed = false;

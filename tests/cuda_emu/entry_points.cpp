@@ -59,8 +59,8 @@ int vsl_emu_sigmoid_rank_backward(int f64, uintptr_t ranked, uintptr_t compared,
                                   double tau, int descending, int public_code_clamp) {
   return guarded([&] {
     vsl::sigmoid_rank_backward_cuda(dtype(f64), p<const void>(ranked), p<const void>(compared),
-                                    p<const void>(grad_ranks), p<void>(grad_ranked), p<void>(grad_compared), rows,
-                                    cols, rank_args(tau, descending, public_code_clamp), 0, 0);
+                                    p<const void>(grad_ranks), p<void>(grad_ranked), p<void>(grad_compared), rows, cols,
+                                    rank_args(tau, descending, public_code_clamp), 0, 0);
   });
 }
 
@@ -72,8 +72,8 @@ int vsl_emu_sigmoid_rank_sorted_sums(int f64, int kind, uintptr_t sorted_values,
     vsl::sigmoid_rank_sorted_sums_cuda(dtype(f64), static_cast<vsl::SortedSum>(kind), p<const void>(sorted_values),
                                        p<const void>(value_weights), p<const void>(sorted_centres),
                                        p<const void>(centre_weights), p<const int64_t>(centre_columns),
-                                       p<const int64_t>(skip_positions), p<void>(out), rows, cols, tau,
-                                       descending != 0, 0, 0);
+                                       p<const int64_t>(skip_positions), p<void>(out), rows, cols, tau, descending != 0,
+                                       0, 0);
   });
 }
 
@@ -81,10 +81,9 @@ int vsl_emu_vsl_loss_ratio_sum(int f64, uintptr_t sims, uintptr_t sims_compared,
                                uintptr_t semantic_compared, uintptr_t grad_sr, uintptr_t grad_cr, uintptr_t row_sums,
                                int64_t rows, int64_t cols, double tau, int public_code_clamp) {
   return guarded([&] {
-    vsl::vsl_loss_ratio_sum_cuda(dtype(f64), p<const void>(sims), p<const void>(sims_compared),
-                                 p<const void>(semantic), p<const void>(semantic_compared), p<void>(grad_sr),
-                                 p<void>(grad_cr), p<double>(row_sums), rows, cols,
-                                 rank_args(tau, 1, public_code_clamp), 0, 0);
+    vsl::vsl_loss_ratio_sum_cuda(dtype(f64), p<const void>(sims), p<const void>(sims_compared), p<const void>(semantic),
+                                 p<const void>(semantic_compared), p<void>(grad_sr), p<void>(grad_cr),
+                                 p<double>(row_sums), rows, cols, rank_args(tau, 1, public_code_clamp), 0, 0);
   });
 }
 
@@ -112,8 +111,8 @@ int vsl_emu_caption_index_cider_matrix_cuda(uintptr_t indptr, uintptr_t indices,
     vsl::caption_index::cider_matrix_cuda(p<const int64_t>(indptr), p<const int32_t>(indices), p<const float>(data),
                                           p<const float>(inv_norm), p<const int32_t>(lens),
                                           std::vector<int64_t>(bounds, bounds + nbounds), p<const int64_t>(caps), Pb,
-                                          p<const int64_t>(gptr), G, singleton != 0, sigma, smem_cap,
-                                          p<float>(scratch), p<float>(out), 0, 0);
+                                          p<const int64_t>(gptr), G, singleton != 0, sigma, smem_cap, p<float>(scratch),
+                                          p<float>(out), 0, 0);
   });
 }
 

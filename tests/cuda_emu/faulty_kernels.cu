@@ -61,9 +61,7 @@ __global__ void shared_too_large_kernel(float* out) {
 }
 
 // Reads one element past the end of its input (a block of 64 elements).
-__global__ void read_past_end_kernel(const float* in, float* out) {
-  out[threadIdx.x] = in[threadIdx.x + 1];
-}
+__global__ void read_past_end_kernel(const float* in, float* out) { out[threadIdx.x] = in[threadIdx.x + 1]; }
 
 }  // namespace
 

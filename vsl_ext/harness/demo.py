@@ -53,7 +53,8 @@ def demo_table(results: Dict[str, List[dict]], seeds: Sequence[int],
         v = [r[key] for r in results["vsl"]]
         (bm, bs), (vm, vs) = _mean_std(b), _mean_std(v)
         wins = sum(x > y for x, y in zip(v, b))
-        lines.append(f"| {label} | {bm:.1f} ± {bs:.1f} | {vm:.1f} ± {vs:.1f} | {vm - bm:+.1f} | {wins}/{len(seeds)} seeds |")
+        lines.append(f"| {label} | {bm:.1f} ± {bs:.1f} | {vm:.1f} ± {vs:.1f} | {vm - bm:+.1f} "
+                     f"| {wins}/{len(seeds)} seeds |")
     return "\n".join(lines)
 
 
@@ -100,6 +101,10 @@ def demo_chart(results: Dict[str, List[dict]], path: str,
     return True
 
 
+def _quiet(msg: str) -> None:
+    """The log function of the arms' trainers: drops every line."""
+
+
 def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None,
              device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
              index_factory: Optional[Callable] = None, threads: int = 1, overrides: Optional[dict] = None) -> dict:
@@ -132,7 +137,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     sem_extra = ({"phrase_cache": os.path.join(data, "test_caps.phrases")} if cfg.semantic == "phrases" else {})
     test_sem = make_index(groups, mode=cfg.semantic, **sem_extra).image_similarity(np.arange(len(test_meta)))
     test_sem = test_sem.cpu().numpy()
-    quiet = (lambda msg: None)
+
     compared = ("vse", cfg.model) if cfg.model in COMPARED_WITH_VSE else (cfg.model,)
     by_model = {m: ({"baseline": [], "vsl": []}, {"baseline": [], "vsl": []}) for m in compared}
     by_model[cfg.model] = (results, diagnostics)
@@ -146,7 +151,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
                 arm_cfg = demo_config(data, os.path.join(output, folder), seed, arm == "vsl", epochs, device,
                                       progress, threads, **({"overrides": arm_overrides} if arm_overrides else {}))
                 t0 = time.perf_counter()
-                trainer = Trainer(arm_cfg, quiet, index_factory)
+                trainer = Trainer(arm_cfg, _quiet, index_factory)
                 summary = trainer.run()
                 test = summary["test"]["full"]
                 by_model[name][0][arm].append(test)

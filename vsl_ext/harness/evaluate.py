@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open, atomic_write
+from ..metrics import evaluate_protocol, format_metrics
 from .data import PrecompSplit, resolve_data_dir
 from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import vocabulary_from_checkpoint
-from ..metrics import evaluate_protocol, format_metrics
 from .models import SEGMENTATION_MODELS, build_model
 from .phrase_training import caption_extras
 
@@ -86,7 +86,8 @@ def compute_sims(model, img_emb: torch.Tensor, cap_emb: torch.Tensor, lengths: t
             ca = cap_emb[c:c + cap_shard]
             if ca.dim() == 3:
                 ca = ca[:, :int(ln.max())]
-            sims[a:a + img_shard, c:c + cap_shard] = model.similarity(im, ca.to(device), ln.to(device)).float().cpu().numpy()
+            block = model.similarity(im, ca.to(device), ln.to(device))
+            sims[a:a + img_shard, c:c + cap_shard] = block.float().cpu().numpy()
     model.train(was_training)
     return sims
 

@@ -43,8 +43,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import distributed
-from ..distributed import collective, gather_rows
 from ..criterion import triplet_loss
+from ..distributed import collective, gather_rows
 
 
 def _destroy_group_at_exit() -> None:
@@ -52,7 +52,8 @@ def _destroy_group_at_exit() -> None:
     did not destroy (an exception or KeyboardInterrupt ended the run). The uncaught exception's
     frames, kept for post-mortem debugging, are cleared first: one of them may hold the group."""
     if dist.is_available() and dist.is_initialized():
-        for tb in (getattr(sys, "last_traceback", None), getattr(getattr(sys, "last_exc", None), "__traceback__", None)):
+        last_exc = getattr(sys, "last_exc", None)
+        for tb in (getattr(sys, "last_traceback", None), getattr(last_exc, "__traceback__", None)):
             if tb is not None:
                 traceback.clear_frames(tb)
         _destroy_default_group()

@@ -42,7 +42,6 @@ from __future__ import annotations
 from typing import Dict
 
 import numpy as np
-
 import torch
 from torch import Tensor, nn
 

@@ -17,8 +17,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .data.phrase_units import (CaptionPhrases, PhraseBatch, attach_phrases, phrase_cache_path, phrase_texts,
-                                split_phrases)
+from .data.phrase_units import (
+    CaptionPhrases,
+    PhraseBatch,
+    attach_phrases,
+    phrase_cache_path,
+    phrase_texts,
+    split_phrases,
+)
 from .data.precomp import split_paths
 from .data.vocab import Vocabulary
 from .models.encoders import l2norm, masked_mean

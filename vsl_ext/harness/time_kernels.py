@@ -53,11 +53,11 @@ def run(sizes, devices) -> list:
         for n in sizes:
             s, c = training_like_batch(n, device)
 
-            def ours():
+            def ours(s=s, c=c):  # this iteration's batch
                 x = s.detach().requires_grad_()
                 vsl_loss(x, c, variant="public-code").backward()
 
-            def ref():
+            def ref(s=s, c=c):
                 x = s.detach().requires_grad_()
                 reference.public_code_vsl_loss(x, c).backward()
 

@@ -31,8 +31,15 @@ from .data.phrase_units import phrase_cache_path
 from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import WordPieceVocabulary, tokenizer_spec, vocabulary_from_checkpoint
-from .evaluate import (CHECKPOINT_FORMAT, RESUME_KEYS, default_protocols, evaluate_model, load_state, pick_device,
-                       read_checkpoint)
+from .evaluate import (
+    CHECKPOINT_FORMAT,
+    RESUME_KEYS,
+    default_protocols,
+    evaluate_model,
+    load_state,
+    pick_device,
+    read_checkpoint,
+)
 from .models import MODELS, PAIRWISE_HEADS, SEGMENTATION_MODELS, build_model
 from .models.dropout import sample_seeds
 from .phrase_training import PhraseStep, needs_phrase_units, phrase_vocabulary, validate_phrase_options
@@ -434,7 +441,8 @@ class Trainer:
                       **{f"val_{k}": v for k, v in val.items()}}
             self.history.append(record)
             self.log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.2g} loss {record['train_loss']:.4f} "
-                     f"(triplet {record['train_triplet']:.4f}, vsl {record['train_vsl']:.4f}) | val {format_metrics(val)}")
+                     f"(triplet {record['train_triplet']:.4f}, vsl {record['train_vsl']:.4f}) "
+                     f"| val {format_metrics(val)}")
             if writer is not None:
                 for k, v in val.items():
                     writer.add_scalar(f"val/{k}", v, self.global_step)

@@ -62,7 +62,8 @@ def _hog(mag: np.ndarray, bins: np.ndarray) -> np.ndarray:
     out = []
     for i in range(HOG_CELLS):
         for j in range(HOG_CELLS):
-            sl = (slice(i * h // HOG_CELLS, (i + 1) * h // HOG_CELLS), slice(j * w // HOG_CELLS, (j + 1) * w // HOG_CELLS))
+            sl = (slice(i * h // HOG_CELLS, (i + 1) * h // HOG_CELLS),
+                  slice(j * w // HOG_CELLS, (j + 1) * w // HOG_CELLS))
             out.append(np.bincount(bins[sl].ravel(), weights=mag[sl].ravel(), minlength=ORIENT_BINS))
     v = np.concatenate(out).astype(np.float32)
     v /= np.sqrt((v ** 2).sum() + 1e-6)

@@ -26,9 +26,9 @@ without it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import math
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -239,7 +239,8 @@ def failure_analysis(sims: np.ndarray, meta: List[dict], captions: List[str], se
         if ACTIONS[main[i, 2]] in text:
             ok &= main[:, 2] == main[i, 2]
         consistent[c_id] = ok
-    holds = np.zeros((n, n), dtype=bool)           # holds[j, i]: image j has image i's main content as a secondary object
+    # holds[j, i]: image j has image i's main content as a secondary object
+    holds = np.zeros((n, n), dtype=bool)
     for j, m in enumerate(meta):
         for s in m["secondary"]:
             holds[j] |= (main == np.asarray(s)).all(1)
