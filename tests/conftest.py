@@ -6,6 +6,7 @@ import pytest
 import cuda_emu
 import helpers
 from vsl_ext import caption_index, kernels
+from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,15 @@ def emulator_build_dir(request, tmp_path_factory):
     except (AttributeError, OSError):
         where = tmp_path_factory.mktemp("cuda_emulator")
     return where
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """A tiny synthetic SCAN-format dataset (8/4/4 images x 5 captions, 5 regions x 12, with
+    segmentation files) for the harness's training tests; tests must not write into it."""
+    folder = tmp_path_factory.mktemp("tiny_data")
+    generate(str(folder), SyntheticConfig(train_images=8, dev_images=4, test_images=4, regions=5, feat_dim=12))
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
-
 RUNNER = Path(__file__).with_name("exit_runner.py")
 GLOO_THREADS = ("pt_gloo_runloop", "gloo_tcp_loop")
 
@@ -35,21 +33,15 @@ PLAN = {
 }
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("exit_data")
-    generate(str(d), SyntheticConfig(train_images=8, dev_images=4, test_images=4, regions=5, feat_dim=12))
-    return str(d)
-
 
 def _gloo(threads):
     return [t for t in (threads or []) if t in GLOO_THREADS]
 
 
-def test_every_exit_path_is_clean_every_time(data, tmp_path):
+def test_every_exit_path_is_clean_every_time(tiny_data, tmp_path):
     plan = ",".join(f"{name}={reps}" for name, (reps, _) in PLAN.items())
-    proc = subprocess.run([sys.executable, str(RUNNER), plan, "--world", "2", "--data", data, "--out", str(tmp_path),
-                           "--timeout", "60"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, str(RUNNER), plan, "--world", "2", "--data", tiny_data,
+                           "--out", str(tmp_path), "--timeout", "60"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert {name: sum(r["scenario"] == name for r in reports) for name in PLAN} == \

@@ -8,7 +8,6 @@ import torch
 import torch.multiprocessing as mp
 
 import gloo_worker
-from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
 from vsl_ext.harness.train import TrainConfig, Trainer, train
 
 
@@ -24,21 +23,15 @@ def _train_shard(rank, world, data, out):
     train(_cfg(data, out, global_batch=True), log=lambda m: None)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    generate(str(d), SyntheticConfig(train_images=8, dev_images=4, test_images=4, regions=5, feat_dim=12))
-    return str(d)
-
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_global_batch_matches_single_process(data, tmp_path, world):
+def test_global_batch_matches_single_process(tiny_data, tmp_path, world):
     torch.set_num_threads(1)
     single = str(tmp_path / "single")
-    train(_cfg(data, single), log=lambda m: None)
+    train(_cfg(tiny_data, single), log=lambda m: None)
     sharded = str(tmp_path / "sharded")
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(gloo_worker.run, args=(world, os.path.join(d, "init"), _train_shard, data, sharded), nprocs=world,
+        mp.spawn(gloo_worker.run, args=(world, os.path.join(d, "init"), _train_shard, tiny_data, sharded), nprocs=world,
                  join=True)
     a = torch.load(os.path.join(single, "checkpoint.pth"), weights_only=False)
     b = torch.load(os.path.join(sharded, "checkpoint.pth"), weights_only=False)
@@ -55,19 +48,19 @@ def test_global_batch_matches_single_process(data, tmp_path, world):
     # dropout was on: without it the same run ends elsewhere
     assert TrainConfig().dropout == a["config"]["dropout"] == b["config"]["dropout"] == 0.4
     no_dropout = str(tmp_path / "no_dropout")
-    train(_cfg(data, no_dropout, dropout=0.0), log=lambda m: None)
+    train(_cfg(tiny_data, no_dropout, dropout=0.0), log=lambda m: None)
     c = torch.load(os.path.join(no_dropout, "checkpoint.pth"), weights_only=False)
     assert not torch.allclose(c["model"]["state_dict"]["txt_enc.embed.weight"],
                               a["model"]["state_dict"]["txt_enc.embed.weight"], rtol=1e-4, atol=1e-5)
 
 
-def test_global_batch_rejects_models_that_do_not_shard(data, tmp_path):
+def test_global_batch_rejects_models_that_do_not_shard(tiny_data, tmp_path):
     for kw in (dict(model="sgr"), dict(variant="public-code"), dict(text_side=True)):
         with pytest.raises(ValueError, match="--global-batch needs --model vse"):
-            Trainer(_cfg(data, str(tmp_path / "x"), global_batch=True, **kw))
+            Trainer(_cfg(tiny_data, str(tmp_path / "x"), global_batch=True, **kw))
 
 
-def test_global_batch_outside_torchrun_is_a_clear_error(data, tmp_path, monkeypatch):
+def test_global_batch_outside_torchrun_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
-        Trainer(_cfg(data, str(tmp_path / "y"), global_batch=True))
+        Trainer(_cfg(tiny_data, str(tmp_path / "y"), global_batch=True))

@@ -8,7 +8,7 @@ import torch
 
 from vsl_ext.harness import demo as demo_mod
 from vsl_ext.harness.data.segmentation import SegmentedImages
-from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
+from vsl_ext.harness.data.synthetic import SyntheticConfig
 from vsl_ext.harness.evaluate import ensemble_sims, load_checkpoint
 from vsl_ext.harness.evaluate import main as eval_main
 from vsl_ext.harness.models import build_model
@@ -133,12 +133,6 @@ def test_full_release_shapes():
 
 
 # --- training, checkpoints, evaluation on tiny synthetic data (with its segmentation files)
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_seg")
-    generate(str(d), SyntheticConfig(train_images=8, dev_images=4, test_images=4, regions=5, feat_dim=12))
-    return str(d)
 
 
 def tiny_cfg(data, out, **kw):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from vsl_ext.harness.data.synthetic import SyntheticConfig, generate
 from vsl_ext.harness.data.vocab import tokenize
 from vsl_ext.harness.data.wordpiece import WordPieceVocabulary, basic_tokenize
 from vsl_ext.harness.evaluate import load_checkpoint
@@ -27,12 +26,6 @@ UNKNOWN_WORDS = {"giraffe"}
 def _threads():
     torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_bert")
-    generate(str(d), SyntheticConfig(train_images=8, dev_images=4, test_images=4, regions=5, feat_dim=12))
-    return str(d)
 
 
 def wordpiece_words(data):

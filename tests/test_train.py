@@ -20,12 +20,6 @@ def _setup():
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    generate(str(d), SyntheticConfig(train_images=8, dev_images=4, test_images=4, regions=5, feat_dim=12))
-    return str(d)
-
 
 def tiny_cfg(data, out, **kw):
     base = dict(data=data, dataset="synthetic", output=str(out), embed_size=16, word_dim=8, sim_dim=8,
