@@ -185,12 +185,18 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
           f"Adam lr {cfg.lr:g} then x{cfg.lr_decay:g} after epoch {cfg.lr_update}, margin {cfg.margin}, "
           f"beta {cfg.beta:g}, tau {cfg.tau:g}, seeds {list(seeds)}; total wall time {elapsed:.0f} s.", "",
           *(["![R@K](results.png)", ""] if chart else [])]
-    atomic_write(os.path.join(output, "results.md"), "\n".join(md))
     summary = {"seeds": list(seeds), "results": results, "diagnostics": diagnostics, "synthetic_config": asdict(syn),
                "train_config": asdict(cfg), "seconds": elapsed, "table": table}
+    return write_results(output, md, summary, chart, log)
+
+
+def write_results(output: str, md: List[str], summary: dict, chart: bool, log: Callable[[str], None]) -> dict:
+    """Write a demo's ``results.md`` (lines ``md``) and ``results.json`` (``summary``) atomically
+    beside its ``results.png`` (when ``chart``), say so, and return ``summary``."""
+    atomic_write(os.path.join(output, "results.md"), "\n".join(md))
     atomic_write(os.path.join(output, "results.json"), json.dumps(summary, indent=1))
     written = ["results.md", "results.json"] + (["results.png"] if chart else [])
-    log(f"\ntotal {elapsed:.0f} s; written to {output}: {', '.join(written)}")
+    log(f"\ntotal {summary['seconds']:.0f} s; written to {output}: {', '.join(written)}")
     if not chart:
         log("matplotlib is not installed: no results.png (pip install matplotlib, or the train extra)")
     return summary

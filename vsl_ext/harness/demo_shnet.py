@@ -10,16 +10,14 @@ error row), and does VSL add to it (``3shnet`` + VSL vs ``3shnet``)?
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import asdict
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .._atomic import atomic_write
 from .config import TrainConfig
-from .demo import DEMO_METRICS, _mean_std
+from .demo import DEMO_METRICS, _mean_std, write_results
 from .demo_variants import MODEL_RECIPES
 
 ARMS = (("vse", "baseline", "vse triplet"), ("vse", "vsl", "vse + 10 VSL"),
@@ -126,15 +124,9 @@ def report(output: str, seeds: Sequence[int], results: Results, syn, data: str, 
           f"3shnet: BiGRU + GPO text encoder, spatial keys {cfg.spatial_dim}, region drop {cfg.region_drop:g}, first "
           f"epoch over all negatives (3SHNet's warm-up); seeds {list(seeds)}; total wall time {elapsed:.0f} s.", "",
           *(["![R@K](results.png)", ""] if chart else [])]
-    atomic_write(os.path.join(output, "results.md"), "\n".join(md))
     summary = {"seeds": list(seeds), "models": ["vse", "3shnet"],
                "results": {m: results[m][0] for m in ("vse", "3shnet")},
                "diagnostics": {m: results[m][1] for m in ("vse", "3shnet")}, "synthetic_config": asdict(syn),
                "train_configs": {"vse": asdict(cfg), "3shnet": asdict(shnet_config(cfg))}, "seconds": elapsed,
                "table": table, "diagnostics_table": diag}
-    atomic_write(os.path.join(output, "results.json"), json.dumps(summary, indent=1))
-    written = ["results.md", "results.json"] + (["results.png"] if chart else [])
-    log(f"\ntotal {elapsed:.0f} s; written to {output}: {', '.join(written)}")
-    if not chart:
-        log("matplotlib is not installed: no results.png (pip install matplotlib, or the train extra)")
-    return summary
+    return write_results(output, md, summary, chart, log)
