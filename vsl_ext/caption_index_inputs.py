@@ -66,24 +66,31 @@ def check_groups(groups) -> Tuple[List[str], np.ndarray]:
         caps = list(itertools.chain.from_iterable(groups))
         if min(counts) >= 1 and set(map(type, caps)) == {str}:  # fast path; errors are explained below
             return caps, image_offsets(counts)
+    return flatten_groups(groups, str, "caption strings", "captions must be str")
+
+
+def flatten_groups(groups, item_type: type, items_name: str, item_rule: str) -> Tuple[list, np.ndarray]:
+    """The items of ``groups`` (one non-empty list per image, each item an ``item_type``), checked
+    and flattened, and the (images + 1) int64 offsets of each image's items. Errors name the group:
+    ``groups[i] must be a list of {items_name}``, ``groups[i] holds a T, {item_rule}``."""
     if isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
-        raise TypeError("groups must be a list (one entry per image) of lists of caption strings")
-    caps: List[str] = []
+        raise TypeError(f"groups must be a list (one entry per image) of lists of {items_name}")
+    items: list = []
     counts: List[int] = []
     for i, g in enumerate(groups):
-        if isinstance(g, (str, bytes)) or not isinstance(g, Iterable):
-            raise TypeError(f"groups[{i}] must be a list of caption strings, got {type(g).__name__}")
+        if isinstance(g, (str, bytes, item_type)) or not isinstance(g, Iterable):
+            raise TypeError(f"groups[{i}] must be a list of {items_name}, got {type(g).__name__}")
         g = list(g)
         if not g:
             raise ValueError(f"groups[{i}] is empty: every image needs at least one caption")
-        for c in g:
-            if not isinstance(c, str):
-                raise TypeError(f"groups[{i}] holds a {type(c).__name__}, captions must be str")
-        caps.extend(g)
+        for item in g:
+            if not isinstance(item, item_type):
+                raise TypeError(f"groups[{i}] holds a {type(item).__name__}, {item_rule}")
+        items.extend(g)
         counts.append(len(g))
     if not counts:
         raise ValueError("groups is empty: the index needs at least one image")
-    return caps, image_offsets(counts)
+    return items, image_offsets(counts)
 
 
 def image_offsets(counts: Sequence[int]) -> np.ndarray:

@@ -8,34 +8,20 @@ l2-normalised. Built in numpy; the Gram kernels of mode tfidf compute the simila
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .caption_index_inputs import encode, image_offsets
+from .caption_index_inputs import encode, flatten_groups
 
 
 def label_sets(groups) -> Tuple[List[Tuple[str, ...]], np.ndarray]:
     """The label strings of every caption of ``groups`` (one entry per image, each a non-empty list
     of :class:`vsl_ext.phrases.PhraseLabels`), checked, and the (images + 1) int64 caption offsets."""
     from .phrases import PhraseLabels
-    if isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
-        raise TypeError("groups must be a list (one entry per image) of lists of PhraseLabels")
-    sets, counts = [], []
-    for i, g in enumerate(groups):
-        if isinstance(g, (str, bytes, PhraseLabels)) or not isinstance(g, Iterable):
-            raise TypeError(f"groups[{i}] must be a list of PhraseLabels, got {type(g).__name__}")
-        g = list(g)
-        if not g:
-            raise ValueError(f"groups[{i}] is empty: every image needs at least one caption")
-        for lab in g:
-            if not isinstance(lab, PhraseLabels):
-                raise TypeError(f"groups[{i}] holds a {type(lab).__name__}, expected PhraseLabels")
-            sets.append(_checked_labels(lab, i))
-        counts.append(len(g))
-    if not counts:
-        raise ValueError("groups is empty: the index needs at least one image")
-    return sets, image_offsets(counts)
+    labels, offsets = flatten_groups(groups, PhraseLabels, "PhraseLabels", "expected PhraseLabels")
+    image_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return [_checked_labels(lab, int(i)) for lab, i in zip(labels, image_of)], offsets
 
 
 def _checked_labels(lab, image: int) -> Tuple[str, ...]:
