@@ -100,7 +100,8 @@ case "$stage" in
       step "$tool-sorted-rank" 60 sanitize "$tool" "sigmoid_rank sorted" "${target[@]}" --op sigmoid_rank --algorithm sorted
     done
     step memcheck-caption-index 90 sanitize memcheck "caption index tests" \
-      pytest -q -p no:cacheprovider tests/test_caption_index.py -k cuda
+      pytest -q -p no:cacheprovider tests/test_caption_index.py tests/test_caption_index_phrases.py \
+      -k "cuda and not emulated"
     ;;
   bench)
     ensure_installed
@@ -110,11 +111,11 @@ case "$stage" in
     ;;
   bench-main)
     ensure_installed
-    step report-main 600 report --suites rank captions --sections main --save-raw benchmarks/results/cuda-raw-main.json
+    step report-main 600 report --suites rank caption_index --sections main --save-raw benchmarks/results/cuda-raw-main.json
     raws=(benchmarks/results/cuda-raw-main.json)
     [[ -f benchmarks/results/cuda-raw-large.json ]] && raws+=(benchmarks/results/cuda-raw-large.json)
     step report-merged 60 python -m benchmarks.report --from-json "${raws[@]}" \
-      --note "GPU session: benchmarks/gpu_session.sh bench (large-n, window) and bench-main (main, captions)"
+      --note "GPU session: benchmarks/gpu_session.sh bench (large-n, window) and bench-main (main, caption_index)"
     # raw JSON (re-render anywhere with --from-json) and the merged markdown
     cp benchmarks/results/cuda-raw-main.json "$(ls -t benchmarks/results/cuda-*.md | head -1)" "$out/" 2>/dev/null
     ;;

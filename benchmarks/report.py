@@ -28,7 +28,8 @@ from benchmarks._env import REPO, RESULTS_DIR, fmt_bytes, fmt_seconds, write_ato
 
 # suite -> its files: "rank" is the ops' suite (records with "suite": "rank"), one file per op
 SUITES = {"rank": ("benchmarks/bench_sigmoid_rank.py", "benchmarks/bench_vsl_loss.py"),
-          "captions": ("benchmarks/bench_captions.py",)}
+          "caption_index": ("benchmarks/bench_caption_index.py",)}
+LEGACY_SUITE_NAMES = {"captions": "caption_index"}  # records of earlier runs (--from-json)
 RENDER_RESERVE_S = 45  # --time-budget: kept for rendering tables and plots after the suites
 PASSES = ("forward", "forward+backward")
 # (title, op, variant, ours label, reference label)
@@ -63,6 +64,8 @@ def load(paths: List[Path]) -> dict:
         with open(path) as f:
             data = json.load(f)
         part = data if "records" in data else records_from_pytest_json(data)
+        for rec in part["records"]:
+            rec["suite"] = LEGACY_SUITE_NAMES.get(rec.get("suite"), rec.get("suite"))
         if report is None:
             report = part
             continue
@@ -293,7 +296,7 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
 
     _render_window(w, [r for r in records if r.get("suite") == "rank" and r.get("window") is not None],
                    stamp.get("device"))
-    _render_captions(w, [r for r in records if r.get("suite") == "captions"])
+    _render_caption_index(w, [r for r in records if r.get("suite") == "caption_index"])
 
     w("## Notes")
     w()
@@ -366,7 +369,7 @@ def _render_window(w, recs: List[dict], device: str) -> None:
     w()
 
 
-def _render_captions(w, recs: List[dict]) -> None:
+def _render_caption_index(w, recs: List[dict]) -> None:
     if not recs:
         return
     w("## Caption index (issue 3)")
@@ -551,7 +554,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 3 min on 2 cores)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all CPUs this process may use)")
-    ap.add_argument("--suites", nargs="+", choices=sorted(SUITES), default=["rank", "captions"],
+    ap.add_argument("--suites", nargs="+", choices=sorted(SUITES), default=["rank", "caption_index"],
                     help="suites to run, in this order")
     ap.add_argument("--sections", nargs="+", choices=SECTIONS,
                     help="rank suite sections to run, in this order (default: main large-n window)")

@@ -10,15 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "caption_index.h"
 #include "caption_index_cuda.h"
 #include "cuda_common.cuh"
 
 namespace vsl {
-namespace caption {
+namespace caption_index {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kMaxOrder = 32;
 
 using cuda::check;
 using cuda::DeviceGuard;
@@ -148,12 +148,12 @@ void gram_cuda(const int64_t* indptr, const int32_t* indices, const float* data,
   check(cudaGetLastError(), "caption gram_kernel launch");
 }
 
-void cider_cuda(const int64_t* indptr, const int32_t* indices, const float* data, const float* inv_norm,
-                const int32_t* lens, const std::vector<int64_t>& bounds, const int64_t* caps, int64_t Pb,
-                const int64_t* gptr, int64_t G, bool singleton, double sigma, int smem_cap, float* scratch,
-                float* out, int device, uintptr_t stream) {
+void cider_matrix_cuda(const int64_t* indptr, const int32_t* indices, const float* data, const float* inv_norm,
+                       const int32_t* lens, const std::vector<int64_t>& bounds, const int64_t* caps, int64_t Pb,
+                       const int64_t* gptr, int64_t G, bool singleton, double sigma, int smem_cap, float* scratch,
+                       float* out, int device, uintptr_t stream) {
   if (bounds.size() < 2 || bounds.size() > kMaxOrder + 1)
-    throw std::invalid_argument("caption cider: 1 to 32 n-gram orders expected");
+    throw std::invalid_argument("caption cider: 1 to " + std::to_string(kMaxOrder) + " n-gram orders expected");
   if (Pb <= 0 || G <= 0) return;
   Bounds bd{};
   bd.nn = static_cast<int>(bounds.size()) - 1;
@@ -172,5 +172,5 @@ void cider_cuda(const int64_t* indptr, const int32_t* indices, const float* data
   }
 }
 
-}  // namespace caption
+}  // namespace caption_index
 }  // namespace vsl

@@ -42,8 +42,8 @@ def device_cases(cases: Sequence, emulated: Optional[Iterable] = None, cuda: Opt
             for name in devices for case in per_device[name]]
 
 
-# Caption groups (one list per image) with case, punctuation, Unicode and empty captions, for the caption
-# kernels' emulated tests. (tests/test_caption_index.py holds the same list as GROUPS; it belongs here.)
+# Caption groups (one list per image) with the awkward cases: case, punctuation-only, Unicode, empty
+# captions, repeats, uneven group sizes.
 CAPTION_GROUPS = [
     ["A man riding a horse on the beach .", "a MAN rides a horse , a horse ! ", "Horse and rider at sunset"],
     ["Two dogs play in the snow", "two dogs playing in snow snow snow", "...", ""],

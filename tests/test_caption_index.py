@@ -1,5 +1,5 @@
 """CaptionIndex: parity with scikit-learn (tfidf) and pycocoevalcap (cider-d), dense references for
-the batch kernels, CUDA == CPU, persistence and input validation."""
+the batch kernels on every device (cpu, cuda, cuda-emulated), persistence and input validation."""
 import math
 import os
 import pickle
@@ -11,20 +11,12 @@ import pytest
 import torch
 
 from vsl_ext import CaptionIndex
-from vsl_ext import captions as cap_mod
+from vsl_ext._native import _C
+
+from helpers import CAPTION_GROUPS as GROUPS
+from helpers import CUDA
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco_captions"
-CUDA = torch.cuda.is_available() and __import__("vsl_ext").build_info()["cuda"]
-
-# Small corpus with the awkward cases: unicode, punctuation-only, empty, repeats, uneven group sizes.
-GROUPS = [
-    ["A man riding a horse on the beach .", "a MAN rides a horse , a horse ! ", "Horse and rider at sunset"],
-    ["Two dogs play in the snow", "two dogs playing in snow snow snow", "...", ""],
-    ["Café naïve ÜBER straße: İstanbul ΣΟΦΙΑ σοφία", "日本語 の キャプション テスト", "déjà vu déjà vu"],
-    ["!!! ??? ..."],
-    ["a man riding a bike down the street", "A man on a bicycle", "a_b c1 22 x y z", "horse horse horse"],
-    ["the cat sat on the mat", "a cat on a mat"],
-]
 
 
 def _flat(groups):
@@ -258,34 +250,43 @@ def test_whitespace_split_matches_python():
     spaces = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
     text = "a" + spaces + "b\u200bc" + "\u00a0d\u3000\u3000e\x1cf" + spaces + "ü"
     raw = text.encode("utf-8")
-    spans = cap_mod._C.caption_split(np.frombuffer(raw, dtype=np.uint8)).reshape(-1, 2)
+    spans = _C.caption_index_split_whitespace(np.frombuffer(raw, dtype=np.uint8)).reshape(-1, 2)
     assert [raw[s:s + n].decode() for s, n in spans] == text.split()
 
 
 # ---------------------------------------------------------------------------------------- devices
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")
 @pytest.mark.parametrize("mode", ["tfidf", "cider-d"])
-def test_cuda_matches_cpu(mode):
+def test_batch_similarity_on_device(device, mode):
+    """Image and caption similarity of batches (B up to 128 for tfidf, 40 for the slower cider-d
+    reference) against scikit-learn / the dense CIDEr-D reference; a second call on a GPU uses the
+    cached device arrays."""
     groups = GROUPS * 30 + [["a b c d e f g h"] * 9]
     index = CaptionIndex.from_captions(groups, mode=mode, ngram_range=(1, 2) if mode == "tfidf" else None)
+    if mode == "tfidf":
+        _, X, M = _sklearn(groups, (1, 2))
     rng = np.random.default_rng(9)
-    for B in (1, 7, 128):
+    for B in (1, 7, 128) if mode == "tfidf" else (1, 7, 40):
         ids = rng.integers(0, len(groups), B)
-        for _ in range(2):  # second call uses the cached device arrays
-            Kc = index.image_similarity(ids, device="cuda")
-            assert Kc.device.type == "cuda" and Kc.dtype == torch.float32
-            torch.testing.assert_close(Kc.cpu(), index.image_similarity(ids), rtol=1e-5, atol=1e-5)
-        cids = torch.from_numpy(rng.integers(0, index.num_captions, B)).cuda()
-        torch.testing.assert_close(index.caption_similarity(cids, device=torch.device("cuda")).cpu(),
-                                   index.caption_similarity(cids.cpu()), rtol=1e-5, atol=1e-5)
+        want = M[ids] @ M[ids].T if mode == "tfidf" else _cider_reference(groups, ids)
+        for _ in range(2):
+            K = index.image_similarity(ids, device=device)
+            assert K.device.type == device and K.dtype == torch.float32 and K.shape == (B, B)
+            np.testing.assert_allclose(K.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+        cids = rng.integers(0, index.num_captions, B)
+        want = X[cids] @ X[cids].T if mode == "tfidf" else _cider_reference(groups, cids, singleton=True)
+        S = index.caption_similarity(torch.from_numpy(cids).to(device), device=torch.device(device))
+        np.testing.assert_allclose(S.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")
-def test_cuda_long_rows_use_global_memory():
+def test_long_rows_use_global_memory(device):
+    """Captions longer than CAPTION_INDEX_SMEM_ROW_CAP n-grams: the CUDA kernels read their rows from
+    global memory. (float32 sums over 16,000 n-grams: relative tolerance 1e-4.)"""
     long = " ".join(f"w{i}" for i in range(4000))
-    index = CaptionIndex.from_captions([[long, "w1 w2"], ["w3 w4 w5"]], mode="cider-d")
-    torch.testing.assert_close(index.image_similarity([0, 1, 0], device="cuda").cpu(),
-                               index.image_similarity([0, 1, 0]), rtol=1e-5, atol=1e-5)
+    groups = [[long, "w1 w2"], ["w3 w4 w5"]]
+    index = CaptionIndex.from_captions(groups, mode="cider-d")
+    assert index.caption_vectors()[0][1] > _C.CAPTION_INDEX_SMEM_ROW_CAP
+    np.testing.assert_allclose(index.image_similarity([0, 1, 0], device=device).cpu().numpy(),
+                               _cider_reference(groups, [0, 1, 0]), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(CUDA, reason="checks the error without a usable GPU")
@@ -345,6 +346,50 @@ def test_load_rejects_bad_files(tmp_path):
         CaptionIndex.load(write(b"NOTANIDX" + raw[8:]))
     with pytest.raises(ValueError):
         CaptionIndex.load(write(raw + b"trailing"))
+
+
+def test_load_rejects_well_formed_files_with_unsafe_arrays(tmp_path):
+    """Files with valid checksums whose arrays would make a kernel index out of bounds."""
+    index = CaptionIndex.from_captions(GROUPS, mode="cider-d")
+    bad = CaptionIndex(dict(index._a), dict(index._meta))
+    cap_len = np.array(index._a["cap_len"])
+    cap_len[0] = -3  # the CPU kernel's length-penalty table is indexed by length differences
+    bad._a["cap_len"] = cap_len
+    bad.save(tmp_path / "len.idx")
+    with pytest.raises(ValueError, match="cap_len holds negative"):
+        CaptionIndex.load(tmp_path / "len.idx")
+    bad = CaptionIndex(dict(index._a), dict(index._meta))
+    bad._a["cap_indptr"] = np.array(index._a["cap_indptr"])[::-1].copy()
+    bad.save(tmp_path / "ptr.idx")
+    with pytest.raises(ValueError, match="cap_indptr is not a valid offset array"):
+        CaptionIndex.load(tmp_path / "ptr.idx")
+
+
+def test_batch_kernels_reject_unsafe_arrays():
+    """The CPU batch kernels check row offsets, feature ids and caption lengths themselves."""
+    index = CaptionIndex.from_captions(GROUPS, mode="cider-d")
+    a = index._a
+    P = index.num_captions
+    out = torch.empty(P, P)
+    caps, gptr = np.arange(P, dtype=np.int64), np.arange(P + 1, dtype=np.int64)
+    args = [a["cap_indptr"], a["cap_indices"], a["cap_data"], index._inv_norm(), a["cap_len"], index._bounds(), caps,
+            gptr, 6.0, out.data_ptr(), 1]
+    _C.caption_index_cider_matrix_cpu(*args)
+    lens = np.array(a["cap_len"])
+    lens[2] = -1
+    with pytest.raises(ValueError, match="negative caption length"):
+        _C.caption_index_cider_matrix_cpu(*args[:4], lens, *args[5:])
+    indptr = np.array(a["cap_indptr"])
+    indptr[3], indptr[4] = indptr[4] + 1, indptr[3]  # a row ending before it starts
+    with pytest.raises(ValueError, match="bad row offsets"):
+        _C.caption_index_gram_cpu(indptr, a["cap_indices"], a["cap_data"], index.vocab_size, caps, out.data_ptr(), 1)
+    ids = np.array(a["cap_indices"])
+    ids[0] = index.vocab_size
+    with pytest.raises(IndexError, match="feature id out of range"):
+        _C.caption_index_gram_cpu(a["cap_indptr"], ids, a["cap_data"], index.vocab_size, caps, out.data_ptr(), 1)
+    with pytest.raises(IndexError, match="row 99 is out of range"):
+        _C.caption_index_gram_cpu(a["cap_indptr"], a["cap_indices"], a["cap_data"], index.vocab_size,
+                                  np.array([0, 99]), out.data_ptr(), 1)
 
 
 # ------------------------------------------------------------------------------------- validation

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from vsl_ext import CaptionIndex
-from vsl_ext import captions as cap_mod
+from vsl_ext import CaptionIndex, caption_index_file
 from vsl_ext.phrases import PhraseLabels
 
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco_captions"
-CUDA = torch.cuda.is_available() and __import__("vsl_ext").build_info()["cuda"]
 
 L = PhraseLabels
 # images x captions of hand-made labels: repeats inside a caption, shared labels, an image without labels
@@ -152,11 +151,11 @@ def test_structure_checks_catch_bad_arrays():
     a = {k: np.array(v) for k, v in index._a.items()}
     a["img_indices"][0] = index.vocab_size
     with pytest.raises(ValueError, match="img_indices"):
-        cap_mod._check_structure(a, index._meta)
+        caption_index_file.check_structure(a, index._meta)
     a = {k: np.array(v) for k, v in index._a.items()}
     a["img_indptr"] = a["img_indptr"][:-1]
     with pytest.raises(ValueError, match="image rows"):
-        cap_mod._check_structure(a, index._meta)
+        caption_index_file.check_structure(a, index._meta)
 
 
 def test_phrases_mode_refuses_caption_level_queries_and_tfidf_options():
@@ -189,12 +188,13 @@ def test_from_phrase_labels_checks_input(groups, err, match):
         CaptionIndex.from_phrase_labels(groups)
 
 
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")
-def test_cuda_matches_cpu():
+def test_image_similarity_on_device(device):
     index = CaptionIndex.from_phrase_labels(LABEL_GROUPS * 40)
+    _, W = _brute(LABEL_GROUPS * 40)
     ids = np.random.default_rng(3).integers(0, len(index), 128)
-    torch.testing.assert_close(index.image_similarity(ids, device="cuda").cpu(), index.image_similarity(ids),
-                               rtol=1e-5, atol=1e-5)
+    K = index.image_similarity(ids, device=device)
+    assert K.device.type == device and K.dtype == torch.float32
+    np.testing.assert_allclose(K.cpu().numpy(), (W @ W.T)[np.ix_(ids, ids)], rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------- with spaCy

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from vsl_ext._native import _C
-from vsl_ext.captions import _SMEM_ROW_CAP, CaptionIndex
+from vsl_ext import CaptionIndex
 
 import cuda_emu
 from helpers import CAPTION_GROUPS as GROUPS
@@ -304,7 +304,7 @@ def _caption_args(index, which):
 
 
 @pytest.mark.parametrize("which", ["img", "cap"])
-def test_caption_gram_kernel_matches_cpu(emulator, which):
+def test_caption_index_gram_kernel_matches_cpu(emulator, which):
     """TF-IDF Gram rows staged in shared memory (cap >= the row length) and read from global memory (0)."""
     index = CaptionIndex.from_captions(GROUPS * 3, mode="tfidf", ngram_range=(1, 2))
     indptr, indices, data = _caption_args(index, which)
@@ -312,16 +312,17 @@ def test_caption_gram_kernel_matches_cpu(emulator, which):
     rows = torch.from_numpy(np.random.default_rng(1).integers(0, n, 150))
     B = len(rows)
     want = torch.empty((B, B))
-    _C.caption_gram_cpu(*(t.numpy() for t in (indptr, indices, data)), index.vocab_size, rows.numpy(), want.data_ptr(),
-                        1)
+    _C.caption_index_gram_cpu(*(t.numpy() for t in (indptr, indices, data)), index.vocab_size, rows.numpy(),
+                              want.data_ptr(), 1)
     longest = int((indptr[1:] - indptr[:-1]).max())
     for cap in (longest, 0):
-        (got,) = run(emulator, "caption_gram_cuda", [indptr, indices, data, rows, B, cap, Out((B, B), torch.float32)])
+        (got,) = run(emulator, "caption_index_gram_cuda",
+                     [indptr, indices, data, rows, B, cap, Out((B, B), torch.float32)])
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["images", "captions"])
-def test_caption_cider_kernels_match_cpu(emulator, grouped):
+def test_caption_index_cider_matrix_kernels_match_cpu(emulator, grouped):
     """CIDEr-D between captions, pooled over images (grouped) or not; rows in and out of shared memory."""
     index = CaptionIndex.from_captions(GROUPS * 3, mode="cider-d")
     indptr, indices, data = _caption_args(index, "cap")
@@ -340,29 +341,30 @@ def test_caption_cider_kernels_match_cpu(emulator, grouped):
         gptr = np.arange(len(caps) + 1, dtype=np.int64)
     G, Pb = len(gptr) - 1, len(caps)
     want = torch.empty((G, G))
-    _C.caption_cider_cpu(*(t.numpy() for t in (indptr, indices, data, inv_norm, lens)), np.array(bounds), caps, gptr,
-                         float(index.sigma), want.data_ptr(), 1)
+    _C.caption_index_cider_matrix_cpu(*(t.numpy() for t in (indptr, indices, data, inv_norm, lens)), np.array(bounds),
+                                      caps, gptr, float(index.sigma), want.data_ptr(), 1)
     longest = int((indptr[1:] - indptr[:-1]).max())
     scratch = Out((Pb * Pb,), torch.float32) if grouped else None
     for cap in (longest, 0):
         args = [indptr, indices, data, inv_norm, lens, bounds, torch.from_numpy(caps), Pb, torch.from_numpy(gptr), G,
                 not grouped, float(index.sigma), cap, scratch, Out((G, G), torch.float32)]
-        got = run(emulator, "caption_cider_cuda", args)[-1]
+        got = run(emulator, "caption_index_cider_matrix_cuda", args)[-1]
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_caption_shared_memory_cap_fits_a_launch(emulator):
-    """captions._SMEM_ROW_CAP entries (8 bytes each) are the most dynamic shared memory a launch
-    gets without opting in (48 KiB): one more entry is a launch error."""
-    long = " ".join(f"w{i}" for i in range(_SMEM_ROW_CAP + 10))
+def test_caption_index_shared_memory_cap_fits_a_launch(emulator):
+    """CAPTION_INDEX_SMEM_ROW_CAP entries (8 bytes each, csrc/caption_index.h) are the most dynamic
+    shared memory a launch gets without opting in (48 KiB): one more entry is a launch error."""
+    cap = _C.CAPTION_INDEX_SMEM_ROW_CAP
+    long = " ".join(f"w{i}" for i in range(cap + 10))
     index = CaptionIndex.from_captions([[long], ["w1 w2"]], mode="tfidf")
     indptr, indices, data = _caption_args(index, "img")
     rows = torch.tensor([0, 1, 0])
     out = torch.empty((3, 3))
     args = [t.data_ptr() for t in (indptr, indices, data, rows)] + [3]
-    emulator.caption_gram_cuda(*args, _SMEM_ROW_CAP, out.data_ptr())
+    emulator.caption_index_gram_cuda(*args, cap, out.data_ptr())
     with pytest.raises(RuntimeError, match="shared memory"):
-        emulator.caption_gram_cuda(*args, _SMEM_ROW_CAP + 1, out.data_ptr())
+        emulator.caption_index_gram_cuda(*args, cap + 1, out.data_ptr())
 
 
 # ----------------------------------------------------------------------------------- the emulator

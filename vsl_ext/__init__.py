@@ -8,7 +8,7 @@
 from . import reference
 from ._native import build_info
 from ._version import __version__
-from .captions import CaptionIndex
+from .caption_index import CaptionIndex
 from .criterion import VSLCriterion, VSLLoss
 from .ops.sigmoid_rank import sigmoid_rank
 from .ops.vsl_loss import vsl_loss

@@ -121,9 +121,9 @@ _SIGNATURES = {
     "vsl_emu_sigmoid_rank_sorted_sums": [_INT, _INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _INT],
     "vsl_emu_vsl_loss_ratio_sum": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _INT],
     "vsl_emu_vsl_loss_ratio_sum_from_ranks": [_INT, _P, _P, _P, _P, _P, _I64, _I64],
-    "vsl_emu_caption_gram": [_P, _P, _P, _P, _I64, _INT, _P],
-    "vsl_emu_caption_cider": [_P, _P, _P, _P, _P, ctypes.POINTER(_I64), _I64, _P, _I64, _P, _I64, _INT, _F64, _INT,
-                              _P, _P],
+    "vsl_emu_caption_index_gram_cuda": [_P, _P, _P, _P, _I64, _INT, _P],
+    "vsl_emu_caption_index_cider_matrix_cuda": [_P, _P, _P, _P, _P, ctypes.POINTER(_I64), _I64, _P, _I64, _P, _I64,
+                                                _INT, _F64, _INT, _P, _P],
     "vsl_emu_faulty": [_INT, _P, _P, _INT],
     "vsl_emu_set_schedule": [_INT, ctypes.c_uint64],
 }
@@ -180,14 +180,14 @@ class Emulator:
                                            stream=0):
         self._call("vsl_emu_vsl_loss_ratio_sum_from_ranks", float64, sr, cr, grad_sr, grad_cr, row_sums, rows, cols)
 
-    def caption_gram_cuda(self, indptr, indices, data, rows, B, smem_cap, out, device=0, stream=0):
-        self._call("vsl_emu_caption_gram", indptr, indices, data, rows, B, smem_cap, out)
+    def caption_index_gram_cuda(self, indptr, indices, data, rows, B, smem_cap, out, device=0, stream=0):
+        self._call("vsl_emu_caption_index_gram_cuda", indptr, indices, data, rows, B, smem_cap, out)
 
-    def caption_cider_cuda(self, indptr, indices, data, inv_norm, lens, bounds, caps, Pb, gptr, G, singleton, sigma,
-                           smem_cap, scratch, out, device=0, stream=0):
+    def caption_index_cider_matrix_cuda(self, indptr, indices, data, inv_norm, lens, bounds, caps, Pb, gptr, G,
+                                        singleton, sigma, smem_cap, scratch, out, device=0, stream=0):
         b = (_I64 * len(bounds))(*bounds)
-        self._call("vsl_emu_caption_cider", indptr, indices, data, inv_norm, lens, b, len(bounds), caps, Pb, gptr, G,
-                   int(singleton), sigma, smem_cap, scratch, out)
+        self._call("vsl_emu_caption_index_cider_matrix_cuda", indptr, indices, data, inv_norm, lens, b, len(bounds),
+                   caps, Pb, gptr, G, int(singleton), sigma, smem_cap, scratch, out)
 
     def faulty(self, which: str, inp: int, out: int, blocks: int) -> None:
         """Launches one of faulty_kernels.cu (64 threads a block)."""

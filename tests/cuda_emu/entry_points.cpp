@@ -96,23 +96,24 @@ int vsl_emu_vsl_loss_ratio_sum_from_ranks(int f64, uintptr_t sr, uintptr_t cr, u
   });
 }
 
-int vsl_emu_caption_gram(uintptr_t indptr, uintptr_t indices, uintptr_t data, uintptr_t rows, int64_t B,
-                         int smem_cap, uintptr_t out) {
+int vsl_emu_caption_index_gram_cuda(uintptr_t indptr, uintptr_t indices, uintptr_t data, uintptr_t rows, int64_t B,
+                                    int smem_cap, uintptr_t out) {
   return guarded([&] {
-    vsl::caption::gram_cuda(p<const int64_t>(indptr), p<const int32_t>(indices), p<const float>(data),
-                            p<const int64_t>(rows), B, smem_cap, p<float>(out), 0, 0);
+    vsl::caption_index::gram_cuda(p<const int64_t>(indptr), p<const int32_t>(indices), p<const float>(data),
+                                  p<const int64_t>(rows), B, smem_cap, p<float>(out), 0, 0);
   });
 }
 
-int vsl_emu_caption_cider(uintptr_t indptr, uintptr_t indices, uintptr_t data, uintptr_t inv_norm, uintptr_t lens,
-                          const int64_t* bounds, int64_t nbounds, uintptr_t caps, int64_t Pb, uintptr_t gptr,
-                          int64_t G, int singleton, double sigma, int smem_cap, uintptr_t scratch, uintptr_t out) {
+int vsl_emu_caption_index_cider_matrix_cuda(uintptr_t indptr, uintptr_t indices, uintptr_t data, uintptr_t inv_norm,
+                                            uintptr_t lens, const int64_t* bounds, int64_t nbounds, uintptr_t caps,
+                                            int64_t Pb, uintptr_t gptr, int64_t G, int singleton, double sigma,
+                                            int smem_cap, uintptr_t scratch, uintptr_t out) {
   return guarded([&] {
-    vsl::caption::cider_cuda(p<const int64_t>(indptr), p<const int32_t>(indices), p<const float>(data),
-                             p<const float>(inv_norm), p<const int32_t>(lens),
-                             std::vector<int64_t>(bounds, bounds + nbounds), p<const int64_t>(caps), Pb,
-                             p<const int64_t>(gptr), G, singleton != 0, sigma, smem_cap, p<float>(scratch),
-                             p<float>(out), 0, 0);
+    vsl::caption_index::cider_matrix_cuda(p<const int64_t>(indptr), p<const int32_t>(indices), p<const float>(data),
+                                          p<const float>(inv_norm), p<const int32_t>(lens),
+                                          std::vector<int64_t>(bounds, bounds + nbounds), p<const int64_t>(caps), Pb,
+                                          p<const int64_t>(gptr), G, singleton != 0, sigma, smem_cap,
+                                          p<float>(scratch), p<float>(out), 0, 0);
   });
 }
 

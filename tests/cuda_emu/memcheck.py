@@ -40,7 +40,7 @@ def rank_and_vsl_kernels(emu: Emulator) -> None:
 
 
 def caption_kernels(emu: Emulator) -> None:
-    from vsl_ext.captions import CaptionIndex
+    from vsl_ext.caption_index import CaptionIndex
 
     groups = [["a man riding a horse", "a horse on a beach at dusk"], ["two dogs", "dogs in snow snow"], ["a cat"]]
     for mode in ("tfidf", "cider-d"):
@@ -53,18 +53,18 @@ def caption_kernels(emu: Emulator) -> None:
         for cap in (longest, 0):
             if mode == "tfidf":
                 out = torch.empty(n, n)
-                emu.caption_gram_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
-                                      caps.data_ptr(), n, cap, out.data_ptr())
+                emu.caption_index_gram_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
+                                            caps.data_ptr(), n, cap, out.data_ptr())
                 continue
             inv = torch.from_numpy(np.array(index._inv_norm()))
             lens = torch.from_numpy(np.array(a["cap_len"]))
             ptr = torch.from_numpy(np.array(a["img_ptr"], dtype=np.int64))
             G = len(ptr) - 1
             out, scratch = torch.empty(G, G), torch.empty(n * n)
-            emu.caption_cider_cuda(*(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")),
-                                   inv.data_ptr(), lens.data_ptr(), [int(b) for b in index._bounds()],
-                                   caps.data_ptr(), n, ptr.data_ptr(), G, False, float(index.sigma), cap,
-                                   scratch.data_ptr(), out.data_ptr())
+            emu.caption_index_cider_matrix_cuda(
+                *(arr[k].data_ptr() for k in ("cap_indptr", "cap_indices", "cap_data")), inv.data_ptr(),
+                lens.data_ptr(), [int(b) for b in index._bounds()], caps.data_ptr(), n, ptr.data_ptr(), G, False,
+                float(index.sigma), cap, scratch.data_ptr(), out.data_ptr())
 
 
 def main(argv) -> None:

@@ -81,9 +81,9 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 def caption_index_class():
     """``vsl_ext.CaptionIndex`` (imported lazily; tests may substitute a stand-in)."""
     try:
-        from ..captions import CaptionIndex
+        from ..caption_index import CaptionIndex
     except ImportError as exc:
-        raise ImportError("vsl_ext.CaptionIndex (vsl_ext/captions.py) is needed for the VSL term's semantic "
+        raise ImportError("vsl_ext.CaptionIndex (vsl_ext/caption_index.py) is needed for the VSL term's semantic "
                           f"similarities but could not be imported: {exc}") from exc
     return CaptionIndex
 

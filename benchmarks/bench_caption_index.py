@@ -92,7 +92,7 @@ def _run(benchmark, env, call, **info):
     call()
     rounds = choose_rounds(now() - t0, env.target_s, env.min_rounds, env.max_rounds)
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
-    benchmark.extra_info.update(suite="captions", status="ok", device=env.device, rounds=rounds,
+    benchmark.extra_info.update(suite="caption_index", status="ok", device=env.device, rounds=rounds,
                                 time_s=benchmark.stats.stats.median, threads=env.threads,
                                 time_method="wall time (perf_counter, synchronised), median", **info)
 
@@ -108,7 +108,7 @@ def pytest_generate_tests(metafunc):
 @pytest.mark.parametrize("mode", ["tfidf", "cider-d"])
 def test_build_index(benchmark, bench_env, mode):
     _need_data()
-    benchmark.group = "captions build"
+    benchmark.group = "caption_index build"
     result = {}
 
     def call():
@@ -124,7 +124,7 @@ def test_build_published_dense(benchmark, bench_env):
     _need_data()
     from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
-    benchmark.group = "captions build"
+    benchmark.group = "caption_index build"
     caps = captions(TESTALL)
     result = {}
 
@@ -157,7 +157,7 @@ def test_image_similarity(benchmark, bench_env, impl, batch):
     _need_data()
     env = bench_env
     device = env.device
-    benchmark.group = f"captions image_similarity B={batch}"
+    benchmark.group = f"caption_index image_similarity B={batch}"
     ids = _batch_ids(batch)
     info = {"kind": "image_similarity", "impl": impl, "B": batch}
 
@@ -197,7 +197,7 @@ def test_cider_d(benchmark, bench_env, impl):
     _need_data()
     if not TEST1K.exists():
         pytest.skip(f"{TEST1K} is missing")
-    benchmark.group = "captions cider_d 1000 images"
+    benchmark.group = "caption_index cider_d 1000 images"
     lines = captions(TEST1K)
     groups = [lines[i:i + PER_IMAGE] for i in range(0, len(lines), PER_IMAGE)]
     candidates = [g[0] for g in groups]
