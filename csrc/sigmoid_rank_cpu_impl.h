@@ -306,7 +306,7 @@ VSL_INLINE double centre_pairs(const T* E, const T* w, T* part, int64_t i, int64
         partner_term = -own_term;
       } else {
         own_term = inv;
-        partner_term = one - inv;
+        partner_term = t * inv;  // = 1 - inv, without the cancellation of 1 - inv when t is small
       }
       own_term = lanes(own_term);
       acc += own_term;

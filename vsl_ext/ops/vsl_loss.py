@@ -9,12 +9,12 @@ returns the float64 sum of the ratios; the loss is ``1 - sum / n^2``, and a row-
 (:mod:`vsl_ext.distributed`) adds the ranks' sums.
 
 Registered op: ``vsl_ext::vsl_loss_ratio_sum(Tensor sims, Tensor semantic, float tau, bool
-public_code, bool sims_grad, bool semantic_grad, int algorithm) -> (Tensor ratio_sum, Tensor
-grad_sims, Tensor grad_semantic)``: for (r, c) row blocks of S and C, ``sum_ij min(SR, CR) / max(SR,
-CR)`` (0-dim float64) and its gradients with respect to sims and semantic (each empty unless its flag
-is set; both are not differentiable). ``public_code`` ranks S against S^T and C against C^T with the
+public_code, bool semantic_grad, int algorithm) -> (Tensor ratio_sum, Tensor grad_sims, Tensor
+grad_semantic)``: for (r, c) row blocks of S and C, ``sum_ij min(SR, CR) / max(SR, CR)`` (0-dim
+float64) and its gradients with respect to sims and (empty unless ``semantic_grad``) semantic; both
+are not differentiable. ``public_code`` ranks S against S^T and C against C^T with the
 published code's clamp (square blocks only). Its backward scales the gradients by the incoming one; a
-gradient the forward was not asked for (a direct ``torch.ops`` call) is computed there.
+gradient the forward was not asked for (semantic's, without ``semantic_grad``) is computed there.
 
 In plain eager code :func:`vsl_loss` calls the same kernels without the dispatcher
 (:mod:`vsl_ext.ops._eager`).
@@ -59,41 +59,39 @@ def _ratio_sum_and_grads(sims: Tensor, semantic: Tensor, tau: float, public_code
 
 
 @torch.library.custom_op("vsl_ext::vsl_loss_ratio_sum", mutates_args=())
-def vsl_loss_ratio_sum_op(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, sims_grad: bool,
-                          semantic_grad: bool, algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
+def vsl_loss_ratio_sum_op(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, semantic_grad: bool,
+                          algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
     _checks.vsl_loss_ratio_sum(sims, semantic, tau, public_code, algorithm)
-    total, grad_sims, grad_semantic = _ratio_sum_and_grads(sims, semantic, tau, public_code, sims_grad,
-                                                           semantic_grad, algorithm)
-    return (total, grad_sims if grad_sims is not None else sims.new_empty(0),
-            grad_semantic if grad_semantic is not None else semantic.new_empty(0))
+    total, grad_sims, grad_semantic = _ratio_sum_and_grads(sims, semantic, tau, public_code, True, semantic_grad,
+                                                           algorithm)
+    return total, grad_sims, grad_semantic if grad_semantic is not None else semantic.new_empty(0)
 
 
 @vsl_loss_ratio_sum_op.register_fake
-def _(sims, semantic, tau, public_code, sims_grad, semantic_grad, algorithm):
+def _(sims, semantic, tau, public_code, semantic_grad, algorithm):
     _checks.vsl_loss_ratio_sum(sims, semantic, tau, public_code, algorithm, _checks.torch_check)
-    grad_sims = sims.new_empty(sims.shape) if sims_grad else sims.new_empty(0)
+    grad_sims = sims.new_empty(sims.shape)
     grad_semantic = semantic.new_empty(semantic.shape) if semantic_grad else semantic.new_empty(0)
     return sims.new_empty((), dtype=torch.float64), grad_sims, grad_semantic
 
 
 def _setup_context(ctx, inputs, output):
-    sims, semantic, tau, public_code, sims_grad, semantic_grad, algorithm = inputs
+    sims, semantic, tau, public_code, semantic_grad, algorithm = inputs
     _, grad_sims, grad_semantic = output
     ctx.save_for_backward(sims, semantic, grad_sims, grad_semantic)
-    ctx.args = (tau, public_code, sims_grad, semantic_grad, algorithm)
+    ctx.args = (tau, public_code, semantic_grad, algorithm)
     ctx.mark_non_differentiable(grad_sims, grad_semantic)
 
 
 def _backward(ctx, grad_sum, _grad_sims, _grad_semantic):
     sims, semantic, grad_sims, grad_semantic = ctx.saved_tensors
-    tau, public_code, sims_grad, semantic_grad, algorithm = ctx.args
+    tau, public_code, semantic_grad, algorithm = ctx.args
     want_sims, want_semantic = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if (want_sims and not sims_grad) or (want_semantic and not semantic_grad):
-        _, grad_sims, grad_semantic = vsl_loss_ratio_sum_op(sims, semantic, tau, public_code, want_sims, want_semantic,
-                                                            algorithm)
+    if want_semantic and not semantic_grad:
+        _, grad_sims, grad_semantic = vsl_loss_ratio_sum_op(sims, semantic, tau, public_code, True, algorithm)
     d_sims = grad_sims * grad_sum.to(grad_sims.dtype) if want_sims else None
     d_semantic = grad_semantic * grad_sum.to(grad_semantic.dtype) if want_semantic else None
-    return d_sims, d_semantic, None, None, None, None, None
+    return d_sims, d_semantic, None, None, None, None
 
 
 vsl_loss_ratio_sum_op.register_autograd(_backward, setup_context=_setup_context)
@@ -136,9 +134,7 @@ def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: s
 
 def ratio_sum(s: Tensor, c: Tensor, tau: float, public_code: bool, algo: int) -> Tensor:
     """Differentiable float64 ``sum_ij min(SR, CR) / max(SR, CR)`` over prepared row blocks."""
-    grad = torch.is_grad_enabled()
-    total, _, _ = vsl_loss_ratio_sum_op(s, c, tau, public_code, grad and s.requires_grad, grad and c.requires_grad,
-                                        algo)
+    total, _, _ = vsl_loss_ratio_sum_op(s, c, tau, public_code, torch.is_grad_enabled() and c.requires_grad, algo)
     return total
 
 
