@@ -74,7 +74,7 @@ def run_case(request, env, case: dict) -> None:
 
     # Checked against the float64 formula in the same run (also the warm-up call: a compiled peer
     # compiles here).
-    if n <= _peers.CHECK_MAX_N:
+    if n <= _peers.CHECK_MAX_N[env.device]:
         value, grad = run()
         if env.device == "cuda":
             torch.cuda.synchronize()

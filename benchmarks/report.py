@@ -315,7 +315,8 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
             w()
             w(f"Ratio: the fastest peer's time / {ours}'s at each n. Check: every implementation's value and "
               f"gradient against the formula in float64 on the same inputs, in the same run, max |x - x64| / "
-              f"max |x64| (n ≤ {_peers.CHECK_MAX_N}); ✗ marks one above {_peers.CHECK_TOLERANCE:g}.")
+              f"max |x64| (n ≤ {_peers.CHECK_MAX_N.get(stamp.get('device'), '?')}); ✗ marks one above "
+              f"{_peers.CHECK_TOLERANCE:g}.")
             w()
 
     # large n
