@@ -7,9 +7,9 @@ and ``torch.compile`` also for the public-code variant.
 * ``chunked``: the formula over blocks of rows, each block under activation checkpointing
   (``torch.utils.checkpoint``), so at most one block's n^3 / rows tensors are alive: O(n^2) memory
   (a block holds at most ``CHUNK_ELEMENTS`` pair terms).
-* ``numba``: ``numba.njit(parallel=True, fastmath=...)`` loops (reassociation, no nnan/ninf) of the formula (rows in parallel, the
-  pair sum in float32 registers), forward and a hand-written backward; numba's threads are set to
-  torch's. On CUDA: ``numba.cuda`` kernels of the same loops, one thread per entry.
+* ``numba``: ``numba.njit(parallel=True, fastmath=...)`` loops of the formula (rows in parallel, the
+  pair sum in float32 registers, reassociating fastmath without nnan/ninf), forward and a
+  hand-written backward; numba's threads are set to torch's. On CUDA: ``numba.cuda`` kernels of the same loops, one thread per entry.
 * ``cupy``: on CUDA, a cupy ``RawKernel`` of the dense fused formula (one thread per entry ranks it in S
   and C and writes the ratio and its gradient with respect to SR; a second kernel takes that gradient
   through the rank).

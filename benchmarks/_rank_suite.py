@@ -7,7 +7,8 @@ Cases (see ``_cases.make_cases``, filtered per op by the two files): forward and
     ``reference.public_code_vsl_loss``;
 each peer of ``_peers`` (torch.compile of the formula, chunked+checkpointed formula, numba; on CUDA
 numba.cuda and cupy), every case checked against the float64 formula to one tolerance
-(``_peers.check_error``, n <= ``_peers.CHECK_MAX_N``) in the same run; the large-n section (forward+backward, vsl_ext algorithm="dense" vs "sorted"), and the window
+(``_peers.check_error``, n <= ``_peers.CHECK_MAX_N``) in the same run; the large-n section
+(forward+backward, vsl_ext algorithm="dense" vs "sorted"), and the window
 section (``sigmoid_rank`` dense vs sorted on rows with a set share of pairs inside the +-30 tau
 window, ``_cases.window_input``). ``--vsl-sections`` picks sections and their order.
 
