@@ -7,7 +7,8 @@ a ``torch.autograd.Function`` and skip the dispatcher; anything that needs the r
 it: torch.compile / torch.export tracing, fake or meta tensors, tensor subclasses (which may
 redispatch), functorch transforms (vmap, grad), torch function or dispatch modes (e.g. FlopCounter,
 the benchmarks' memory tracker). Both paths call the same per-device kernel with the same checked
-arguments, so they give the same numbers (tests/test_vsl_loss.py compares them bit for bit).
+arguments, so they give the same numbers to rounding (test_eager_path_and_registered_op_agree in
+tests/test_vsl_loss.py).
 """
 import torch
 from torch import Tensor
