@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from . import _peers
 from ._env import COCO_CAPTIONS
 
 N_FULL = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -47,6 +48,9 @@ def label(case: dict) -> str:
         if case["algorithm"] != "auto":
             name += " " + case["algorithm"]
         return name
+    if case["impl"] in _peers.PEERS:
+        name = _peers.PEERS[case["impl"]][0]
+        return name + " public-code" if case["variant"] == "public-code" else name
     if case["op"] == "vsl_loss":
         return "public_code_vsl_loss" if case["variant"] == "public-code" else "reference row"
     return "reference"
@@ -74,11 +78,12 @@ def make_cases(device: str, quick: bool, max_n: Optional[int] = None,
     def main():
         for n in (N_QUICK if quick else N_FULL):
             for pas in PASSES:
-                yield case("main", "sigmoid_rank", "vsl_ext", None, "auto", pas, n)
-                yield case("main", "sigmoid_rank", "reference", None, None, pas, n)
-                for variant in ("row", "public-code"):
-                    yield case("main", "vsl_loss", "vsl_ext", variant, "auto", pas, n)
-                    yield case("main", "vsl_loss", "reference", variant, None, pas, n)
+                for op, variant in (("sigmoid_rank", None), ("vsl_loss", "row"), ("vsl_loss", "public-code")):
+                    yield case("main", op, "vsl_ext", variant, "auto", pas, n)
+                    yield case("main", op, "reference", variant, None, pas, n)
+                    for peer in _peers.PEERS_OF[(op, variant)]:
+                        if device in _peers.PEERS[peer][1]:
+                            yield case("main", op, peer, variant, None, pas, n)
 
     def large_n():
         for n in (N_LARGE_QUICK if quick else N_LARGE_FULL)[device]:
@@ -163,6 +168,16 @@ def window_input(n: int, fraction: float, device: str = "cpu", tau: float = 1e-3
 def make_call(case: dict, inputs: Dict[str, torch.Tensor]) -> Callable[[], None]:
     """One call of the case: a forward, or a forward and backward from a fresh leaf. A window-section
     case ranks :func:`window_input` (made here, before the call) instead of S."""
+    run = make_run(case, inputs)
+
+    def call():
+        run()
+    return call
+
+
+def make_run(case: dict, inputs: Dict[str, torch.Tensor]) -> Callable[[], tuple]:
+    """The case's call returning (value, gradient with respect to S or None): what the checks compare
+    (``_peers.check_error``)."""
     import vsl_ext
     from vsl_ext import reference
 
@@ -174,11 +189,18 @@ def make_call(case: dict, inputs: Dict[str, torch.Tensor]) -> Callable[[], None]
         if impl == "vsl_ext":
             def f(s):
                 return vsl_ext.sigmoid_rank(s, algorithm=algorithm)
+        elif impl in _peers.PEERS:
+            f = _peers.function(impl, op, variant)
         else:
             f = reference.sigmoid_rank
     elif impl == "vsl_ext":
         def f(s):
             return vsl_ext.vsl_loss(s, C, variant=variant, algorithm=algorithm)
+    elif impl in _peers.PEERS:
+        peer_loss = _peers.function(impl, op, variant)
+
+        def f(s):
+            return peer_loss(s, C)
     else:
         ref = reference.public_code_vsl_loss if variant == "public-code" else reference.vsl_loss
 
@@ -186,18 +208,19 @@ def make_call(case: dict, inputs: Dict[str, torch.Tensor]) -> Callable[[], None]
             return ref(s, C)
 
     if case["pass"] == "forward":
-        def call():
+        def run():
             with torch.no_grad():
-                f(S)
+                return f(S), None
     else:
-        def call():
+        def run():
             s = S.detach().requires_grad_(True)
             out = f(s)
             if out.dim() == 0:
                 out.backward()
             else:
                 out.backward(G)
-    return call
+            return out, s.grad
+    return run
 
 
 def warm_up_lazy_imports() -> None:
@@ -207,6 +230,8 @@ def warm_up_lazy_imports() -> None:
     inputs = {k: torch.zeros(n, n, device="meta") for k in ("S", "C", "G")}
     seen = set()
     for case in make_cases("cpu", quick=True, max_n=None):
+        if case["impl"] in _peers.PEERS:  # compiled kernels do not take meta tensors
+            continue
         key = (case["op"], case["impl"], case["variant"], case["pass"])
         if key not in seen:
             seen.add(key)

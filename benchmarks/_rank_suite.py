@@ -5,7 +5,10 @@ Cases (see ``_cases.make_cases``, filtered per op by the two files): forward and
   * ``sigmoid_rank``: vsl_ext (algorithm="auto") vs ``reference.sigmoid_rank``;
   * ``vsl_loss``: vsl_ext row vs ``reference.vsl_loss``, and vsl_ext public-code vs
     ``reference.public_code_vsl_loss``;
-the large-n section (forward+backward, vsl_ext algorithm="dense" vs "sorted"), and the window
+each peer of ``_peers`` (torch.compile of the formula, chunked+checkpointed formula, numba; on CUDA
+numba.cuda and cupy), every case checked against the float64 formula to one tolerance
+(``_peers.check_error``, n <= ``_peers.CHECK_MAX_N``) in the same run; the large-n section
+(forward+backward, vsl_ext algorithm="dense" vs "sorted"), and the window
 section (``sigmoid_rank`` dense vs sorted on rows with a set share of pairs inside the +-30 tau
 window, ``_cases.window_input``). ``--vsl-sections`` picks sections and their order.
 
@@ -24,7 +27,7 @@ import math
 
 import torch
 
-from benchmarks import _cases
+from benchmarks import _cases, _peers
 from benchmarks._env import fmt_bytes, fmt_seconds
 from benchmarks._measure import choose_rounds, cuda_event_times, cuda_time_and_peak, median, now
 
@@ -58,10 +61,28 @@ def run_case(request, env, case: dict) -> None:
     if predicted is not None and predicted > env.max_case_s:
         env.skip(case, "over time budget", f"one call predicted {fmt_seconds(predicted)} (n^3 from the previous n) "
                  f"> {fmt_seconds(env.max_case_s)}", predicted_seconds=predicted, **extra)
+    if case["impl"] in _peers.PEERS:
+        why = _peers.unavailable(case["impl"], env.device)
+        if why:
+            env.skip(case, "not available", why, **extra)
     env.check_budget(case, predicted)
 
     inputs = env.inputs(n)
-    call = _cases.make_call(case, inputs)
+    run = _cases.make_run(case, inputs)
+
+    def call():
+        run()
+
+    # Checked against the float64 formula in the same run (also the warm-up call: a compiled peer
+    # compiles here).
+    if n <= _peers.CHECK_MAX_N[env.device]:
+        value, grad = run()
+        if env.device == "cuda":
+            torch.cuda.synchronize()
+        err = _peers.check_error(case, value, grad)
+        del value, grad
+        extra.update(check_error=err, check_ok=err <= _peers.CHECK_TOLERANCE,
+                     check_tolerance=_peers.CHECK_TOLERANCE)
 
     if case.get("window") is not None:
         from vsl_ext.kernels.cuda import window_fraction

@@ -16,7 +16,7 @@ import time
 import torch  # noqa: F401  (imported once here so that children start warm)
 
 import vsl_ext  # noqa: F401
-from benchmarks import _cases
+from benchmarks import _cases, _peers  # noqa: F401 (_peers: numba compiles here, before forking)
 
 
 def _status(key: str) -> int:
@@ -32,6 +32,8 @@ def _child(request: dict, wfd: int) -> None:
         torch.set_num_threads(int(request["threads"]))
         inputs = torch.load(request["inputs"])
         call = _cases.make_call(request["case"], inputs)
+        if request["case"]["impl"] in _peers.JIT_PEERS:
+            call()  # compiles (numba: starts its thread pool), which is not the call's cost
         gc.collect()
         base = _status("VmRSS")
         try:

@@ -7,7 +7,8 @@
 #
 #   bash benchmarks/gpu_session.sh build        # install (CUDA kernels), CUDA tests, compute-sanitizer
 #   bash benchmarks/gpu_session.sh bench        # report: large-n (n to 16,384) and window-share sections
-#   bash benchmarks/gpu_session.sh bench-main   # report: vs the reference, caption index; merges both
+#   bash benchmarks/gpu_session.sh bench-main   # report: vs the reference and the peers (torch.compile/Triton,
+#                                               # chunked, numba.cuda, cupy), caption index; merges both
 #   bash benchmarks/gpu_session.sh profile      # Nsight Compute on vsl_loss n=4096, dense and sorted
 #
 # Every step runs under a timeout cut from the stage's budget (STAGE_SECONDS, default 540), a failed
@@ -111,6 +112,10 @@ case "$stage" in
     ;;
   bench-main)
     ensure_installed
+    # The GPU peers (benchmarks/_peers.py): torch.compile (Triton) comes with torch; numba.cuda and the cupy
+    # RawKernel need these packages, which a machine without a package index cannot install: those
+    # peers are then listed as "not available" and the rest of the report runs.
+    python -c "import numba, cupy" 2>/dev/null || step peer-packages 120 pip install -q numba cupy-cuda13x
     step report-main 600 report --suites rank caption_index --sections main --save-raw benchmarks/results/cuda-raw-main.json
     raws=(benchmarks/results/cuda-raw-main.json)
     [[ -f benchmarks/results/cuda-raw-large.json ]] && raws+=(benchmarks/results/cuda-raw-large.json)

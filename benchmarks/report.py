@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from benchmarks import _peers
 from benchmarks._cases import SECTIONS, label, make_inputs
 from benchmarks._env import REPO, RESULTS_DIR, fmt_bytes, fmt_seconds, write_atomic, write_json_atomic
 
@@ -38,6 +39,27 @@ RANK_TABLES = [
     ("vsl_loss, public-code variant", "vsl_loss", "public-code", "vsl_ext public-code", "public_code_vsl_loss"),
     ("sigmoid_rank", "sigmoid_rank", None, "vsl_ext", "reference"),
 ]
+
+
+def peer_labels(op: str, variant: Optional[str], ref: str) -> List[str]:
+    """The published formula (the reference) and the peers of benchmarks/_peers.py, in table order."""
+    labels = [ref]
+    for peer in _peers.PEERS_OF[(op, variant)]:
+        labels.append(label({"impl": peer, "op": op, "variant": variant}))
+    return labels
+
+
+def fastest(idx, section: str, op: str, p: str, labels: List[str], n: int) -> Optional[dict]:
+    """The fastest measured peer record at n (None if none ran)."""
+    recs = [idx.get((section, op, p, lab, n)) for lab in labels]
+    recs = [r for r in recs if _ok(r)]
+    return min(recs, key=lambda r: r["time_s"]) if recs else None
+
+
+def _check_mark(rec: Optional[dict]) -> str:
+    if rec is None or rec.get("check_error") is None:
+        return ""
+    return "" if rec.get("check_ok") else " ✗"
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -233,6 +255,15 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
             if not ran:
                 continue
             line = f"- {title.split(',')[0]}{' ' + variant if variant else ''}, {p}: "
+            peers = peer_labels(op, variant, ref)
+            ratios = []
+            for n in ran:
+                best = fastest(idx, "main", op, p, peers, n)
+                if best is not None:
+                    ratios.append(f"n = {n}: {_speedup(idx[('main', op, p, ours, n)], best)} "
+                                  f"({best.get('label')})")
+            if ratios:
+                line += "ratio to the fastest peer " + ", ".join(ratios) + "; "
             if both:
                 n = both[-1]
                 o, r = idx[("main", op, p, ours, n)], idx[("main", op, p, ref, n)]
@@ -254,7 +285,7 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
         w()
 
     # rank tables
-    for title, op, _variant, ours, ref in RANK_TABLES:
+    for title, op, variant, ours, ref in RANK_TABLES:
         for p in PASSES:
             ns = sorted({n for (sec, o, pp, lab, n) in idx if sec == "main" and o == op and pp == p
                          and lab in (ours, ref)})
@@ -262,12 +293,30 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
                 continue
             w(f"## {title}: {p}")
             w()
+            peers = [lab for lab in peer_labels(op, variant, ref)
+                     if any(k[0] == "main" and k[1] == op and k[2] == p and k[3] == lab for k in idx)]
             rows = []
             for n in ns:
-                o, r = idx.get(("main", op, p, ours, n)), idx.get(("main", op, p, ref, n))
-                rows.append([str(n), _time_cell(o), _time_cell(r), _speedup(o, r), _mem_cell(o), _mem_cell(r)])
-            w(_md_table(["n", f"{ours} time", f"{ref} time", "speed-up", f"{ours} peak mem", f"{ref} peak mem"],
-                        rows))
+                o = idx.get(("main", op, p, ours, n))
+                best = fastest(idx, "main", op, p, peers, n)
+                row = [str(n), _speedup(o, best), best.get("label") if best else "-",
+                       _time_cell(o) + _check_mark(o), _mem_cell(o),
+                       _time_cell(best) if best else "-", _mem_cell(best) if best else "-"]
+                for lab in peers:
+                    r = idx.get(("main", op, p, lab, n))
+                    row.append(_time_cell(r) + _check_mark(r) + (f" · {_mem_cell(r)}" if _ok(r) else ""))
+                errs = [rec.get("check_error") for rec in [o] + [idx.get(("main", op, p, lab, n)) for lab in peers]
+                        if rec is not None and rec.get("check_error") is not None]
+                row.append(f"{max(errs):.1e}" if errs else "-")
+                rows.append(row)
+            w(_md_table(["n", "ratio to fastest peer", "fastest peer", f"{ours} time", f"{ours} peak mem",
+                         "fastest peer time", "its peak mem"] + [f"{lab} (time · peak mem)" for lab in peers]
+                        + ["max check error"], rows))
+            w()
+            w(f"Ratio: the fastest peer's time / {ours}'s at each n. Check: every implementation's value and "
+              f"gradient against the formula in float64 on the same inputs, in the same run, max |x - x64| / "
+              f"max |x64| (n ≤ {_peers.CHECK_MAX_N.get(stamp.get('device'), '?')}); ✗ marks one above "
+              f"{_peers.CHECK_TOLERANCE:g}.")
             w()
 
     # large n
@@ -458,8 +507,9 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
                      if s == section and o == op and pp == p and l_ == lab and _ok(r))
         return [a for a, _ in pts], [b for _, b in pts]
 
-    ops = {"sigmoid_rank": ["vsl_ext", "reference"],
-           "vsl_loss": ["vsl_ext row", "reference row", "vsl_ext public-code", "public_code_vsl_loss"]}
+    ops = {"sigmoid_rank": ["vsl_ext"] + peer_labels("sigmoid_rank", None, "reference"),
+           "vsl_loss": ["vsl_ext row"] + peer_labels("vsl_loss", "row", "reference row")
+           + ["vsl_ext public-code"] + peer_labels("vsl_loss", "public-code", "public_code_vsl_loss")}
     all_n = sorted({k[4] for k in idx if k[0] == "main"})
     if all_n:
         # time vs n with an n^3 line
@@ -483,16 +533,17 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
         # speed-up vs n
         fig, grid = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
         for ax, p in zip(grid, PASSES):
-            for _title, op, _variant, ours, ref in RANK_TABLES:
+            for _title, op, variant, ours, ref in RANK_TABLES:
                 pts = []
                 for n in sorted({k[4] for k in idx if k[0] == "main"}):
-                    o, r = idx.get(("main", op, p, ours, n)), idx.get(("main", op, p, ref, n))
+                    o = idx.get(("main", op, p, ours, n))
+                    r = fastest(idx, "main", op, p, peer_labels(op, variant, ref), n)
                     if _ok(o) and _ok(r):
                         pts.append((n, r["time_s"] / o["time_s"]))
                 if pts:
-                    ax.plot(*zip(*pts), "o-", label=f"{op}: {ours} vs {ref}")
+                    ax.plot(*zip(*pts), "o-", label=f"{op}: {ours} vs the fastest peer")
             ax.axhline(1, color="k", lw=0.8)
-            style(ax, f"speed-up over the reference, {p}", "n", "reference time / vsl_ext time",
+            style(ax, f"ratio to the fastest peer, {p}", "n", "fastest peer's time / vsl_ext time",
                  lambda v: f"{v:g}×", all_n)
         save(fig, "speedup", "speed-up vs n")
 

@@ -315,15 +315,26 @@ PYBIND11_MODULE(_C, m) {
       "vsl_loss_ratio_sum_cpu",
       [](bool float64, uintptr_t sims, uintptr_t sims_compared, uintptr_t semantic, uintptr_t semantic_compared,
          uintptr_t grad_sr, uintptr_t grad_cr, uintptr_t row_sums, int64_t rows, int64_t cols, double tau,
-         bool public_code_clamp, int algorithm, int threads) {
+         bool public_code_clamp, int algorithm, int threads, uintptr_t grad_sims, uintptr_t grad_sims_compared,
+         uintptr_t grad_semantic, uintptr_t grad_semantic_compared) {
+        vsl::VslLossGrads grads;
+        grads.grad_sr = out(grad_sr);
+        grads.grad_cr = out(grad_cr);
+        grads.grad_sims = out(grad_sims);
+        grads.grad_sims_compared = out(grad_sims_compared);
+        grads.grad_semantic = out(grad_semantic);
+        grads.grad_semantic_compared = out(grad_semantic_compared);
         vsl::vsl_loss_ratio_sum_cpu(dtype(float64), in(sims), in(sims_compared), in(semantic), in(semantic_compared),
-                                    out(grad_sr), out(grad_cr), out<double>(row_sums), rows, cols,
+                                    grads, out<double>(row_sums), rows, cols,
                                     rank_args(tau, true, public_code_clamp, algorithm, threads));
       },
       py::arg("float64"), py::arg("sims"), py::arg("sims_compared"), py::arg("semantic"), py::arg("semantic_compared"),
       py::arg("grad_sr"), py::arg("grad_cr"), py::arg("row_sums"), py::arg("rows"), py::arg("cols"), py::arg("tau"),
-      py::arg("public_code_clamp"), py::arg("algorithm"), py::arg("threads"),
-      private_doc("Fused VSL rows: row_sums[i] = sum_j min(SR, CR) / max(SR, CR) and its gradients.", "vsl_loss.h")
+      py::arg("public_code_clamp"), py::arg("algorithm"), py::arg("threads"), py::arg("grad_sims") = 0,
+      py::arg("grad_sims_compared") = 0, py::arg("grad_semantic") = 0, py::arg("grad_semantic_compared") = 0,
+      private_doc("Fused VSL rows: row_sums[i] = sum_j min(SR, CR) / max(SR, CR), its gradients with respect to SR "
+                  "and CR, and (where given) to sims and semantic through the ranks (0: not computed).",
+                  "vsl_loss.h")
           .c_str(),
       no_gil);
 

@@ -2,16 +2,17 @@
 // the entry points of sigmoid_rank_cpu.cpp and vsl_loss_cpu.cpp pick one at run time.
 #pragma once
 #include "sigmoid_rank.h"
+#include "vsl_loss.h"
 
-#define VSL_DECLARE_CPU_KERNELS(ISA)                                                                                 \
-  namespace vsl {                                                                                                    \
-  namespace ISA {                                                                                                    \
-  void sigmoid_rank_forward(DType, const void*, const void*, void*, int64_t, int64_t, const RankArgs&);              \
-  void sigmoid_rank_backward(DType, const void*, const void*, const void*, void*, void*, int64_t, int64_t,           \
-                             const RankArgs&);                                                                       \
-  void vsl_loss_ratio_sum(DType, const void*, const void*, const void*, const void*, void*, void*, double*, int64_t, \
-                          int64_t, const RankArgs&);                                                                 \
-  }                                                                                                                  \
+#define VSL_DECLARE_CPU_KERNELS(ISA)                                                                               \
+  namespace vsl {                                                                                                  \
+  namespace ISA {                                                                                                  \
+  void sigmoid_rank_forward(DType, const void*, const void*, void*, int64_t, int64_t, const RankArgs&);            \
+  void sigmoid_rank_backward(DType, const void*, const void*, const void*, void*, void*, int64_t, int64_t,         \
+                             const RankArgs&);                                                                     \
+  void vsl_loss_ratio_sum(DType, const void*, const void*, const void*, const void*, const VslLossGrads&, double*, \
+                          int64_t, int64_t, const RankArgs&);                                                      \
+  }                                                                                                                \
   }
 
 VSL_DECLARE_CPU_KERNELS(baseline)

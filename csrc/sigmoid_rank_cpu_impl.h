@@ -1,32 +1,35 @@
 // CPU sigmoid-rank kernels, compiled once per instruction set (cpu_kernels_baseline.cpp,
-// cpu_kernels_avx2.cpp; sigmoid_rank_cpu.cpp picks one at run time): rows in parallel (OpenMP),
-// each row by one of the two algorithms of vsl_constants.h, both exact to rounding.
+// cpu_kernels_avx2.cpp; sigmoid_rank_cpu.cpp picks one at run time): rows in parallel
+// (cpu_parallel.h), each row by one of the two algorithms of vsl_constants.h, both exact to rounding.
 //
 // dense : every pair (a, c) of the row gets a sigmoid; O(cols^2) exps per row.
-// sorted (the CPU implementation: separated exponentials): values and centres are sorted; pairs
-//         with |d| > Saturation<T> contribute exactly 0 or 1 (sigma) and 0 (sigma') and are counted
-//         by position; inside the window the exponential separates, exp(-(v_a - u_c) k) = E_a * X_c
-//         with E_a = exp(-(v_a - m) k) and X_c = exp((u_c - m) k) around a reference m shared by a
-//         block of nearby centres, so a pair costs a multiply, an add and a divide instead of an
-//         exp. Infinite values sort to the ends, outside every finite centre's window; an infinite
-//         centre's window is the run of values equal to it (ties: sigma = 1/2, sigma' = 0), the
-//         rest is counted by position.
+// sorted (the CPU implementation: separated exponentials): values and centres are sorted
+//         (cpu_row_sort.h); pairs with |d| > Saturation<T> contribute exactly 0 or 1 (sigma) and 0
+//         (sigma') and are counted by position; inside the window the exponential separates,
+//         exp(-(v_a - u_c) k) = E_a * X_c with E_a = exp(-(v_a - m) k) and X_c = exp((u_c - m) k)
+//         around a reference m shared by a block of nearby centres, so a pair costs a multiply, an
+//         add and a divide instead of an exp. The row rank (a row against itself: vsl_ext.sigmoid_rank,
+//         the row VSL) evaluates each pair inside the window once for both of its entries
+//         (row_pair_sums: sigma(-d) = 1 - sigma(d), sigma' is even); the rank against compared rows
+//         (the public-code variant) evaluates every centre's window (windowed_sums). Infinite values
+//         sort to the ends, outside every finite centre's window; an infinite centre's window is the
+//         run of values equal to it (ties: sigma = 1/2, sigma' = 0), the rest is counted by position.
 // Rows holding NaN take the dense path, which propagates NaN like the reference. Infinities follow
 // the rule of sigmoid_math.h on both paths. The fused VSL kernel (vsl_loss_cpu_impl.h) ranks its
-// rows with rank_row below.
+// rows with the row functions below.
 //
 // VSL_CPU_ISA names the namespace of this copy (baseline, avx2).
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-#if VSL_WITH_OPENMP
-#include <omp.h>
-#endif
-
+#include "cpu_parallel.h"
+#include "cpu_row_sort.h"
+#include "cpu_simd.h"
 #include "sigmoid_math.h"
 #include "sigmoid_rank.h"
 
@@ -35,11 +38,14 @@ namespace VSL_CPU_ISA {
 namespace {
 
 // Centres sharing one reference m lie within this many units of d = (u - m) k of it, which keeps
-// every E_a and X_c of the block inside exp(+-(Saturation + kBlockSpan)).
-constexpr double kBlockSpan = 16.0;
+// every E_a and X_c of the block inside exp(+-(Saturation + kBlockSpan)), e^+-70 for float: normal
+// floats (e^-87 .. e^88), so t = E_a X_c keeps float's relative precision. A longer span shares
+// each block's exponentials among more centres.
+constexpr double kBlockSpan = 40.0;
 
 template <typename T> struct RowParams {
   T k;         // sgn / tau: d = (compared - ranked) * k
+  double k64;  // the same in double, for separated_exp
   T clamp_at;  // +inf when not clamping
   T half_window;
   T block_span;  // kBlockSpan in units of the input
@@ -49,7 +55,8 @@ template <typename T> struct RowParams {
 template <typename T> RowParams<T> row_params(const RankArgs& a) {
   RowParams<T> p;
   p.descending = a.descending;
-  p.k = static_cast<T>((a.descending ? 1.0 : -1.0) / a.tau);
+  p.k64 = (a.descending ? 1.0 : -1.0) / a.tau;
+  p.k = static_cast<T>(p.k64);
   p.clamp_at = a.public_code_clamp ? static_cast<T>(kPublicCodeClamp) : static_cast<T>(INFINITY);
   p.half_window = length_in<T>(Saturation<T>::value * a.tau);
   p.block_span = length_in<T>(kBlockSpan * a.tau);
@@ -63,6 +70,34 @@ template <typename T> bool no_nan(const T* v, int64_t n) {
 }
 
 enum PairKind { kSigmoid, kGrad, kGradWeighted, kGradDiff };
+
+// exp((v - m) k) for the sorted algorithm's separated exponentials E_a = exp(-(v_a - m) k) and
+// X_c = exp((u_c - m) k), whose product stands for exp(-(v_a - u_c) k). For float input the exponent is
+// formed and reduced in double and only the polynomial runs in float, so each factor is within about
+// one float ulp however far v lies from the reference m: a float exponent (v - m) * k would carry an
+// absolute error of about |(v - m) k| 2^-23, i.e. a relative error that grows with the block's span
+// (46 * 2^-23 = 5.5e-6 at 30 + 16 tau). Arguments below -87 give 0, above 88 exp(88), like exp_bounded.
+VSL_INLINE float separated_exp(float v, float m, double k) {
+  double z = (static_cast<double>(v) - static_cast<double>(m)) * k;  // the difference is exact in double
+  const bool underflow = z < -87.0;
+  z = underflow ? -87.0 : (z > 88.0 ? 88.0 : z);
+  const double n = (z * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;  // round (1.5 * 2^52)
+  const float r = static_cast<float>((z - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10);
+  float q = 1.0f / 5040.0f;
+  q = q * r + 1.0f / 720.0f;
+  q = q * r + 1.0f / 120.0f;
+  q = q * r + 1.0f / 24.0f;
+  q = q * r + 1.0f / 6.0f;
+  q = q * r + 0.5f;
+  q = q * r + 1.0f;
+  q = q * r + 1.0f;
+  const int32_t bits = static_cast<int32_t>(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return underflow ? 0.0f : q * scale;
+}
+
+VSL_INLINE double separated_exp(double v, double m, double k) { return exp_bounded((v - m) * k); }
 
 // Long sums: SIMD float partial sums over chunks of kChunk terms, chunks added in double, so a
 // rank over thousands of equal terms (ties) keeps float32 rounding.
@@ -160,15 +195,14 @@ void windowed_sums(const T* v, const T* w, int64_t nv, const T* u, const T* wu, 
     while (lo < v_end && v[lo] < m - hw) ++lo;
     int64_t block_hi = std::max(hi, lo);
     while (block_hi < v_end && v[block_hi] <= u[b1 - 1] + hw) ++block_hi;
-    const T neg_k = -p.k;
 #pragma omp simd
-    for (int64_t a = lo; a < block_hi; ++a) E[a] = exp_bounded((v[a] - m) * neg_k);
+    for (int64_t a = lo; a < block_hi; ++a) E[a] = separated_exp(v[a], m, -p.k64);
     for (int64_t i = b0; i < b1; ++i) {
       const T ui = u[i];
       while (lo < v_end && v[lo] < ui - hw) ++lo;
       if (hi < lo) hi = lo;
       while (hi < v_end && v[hi] <= ui + hw) ++hi;
-      const T X = exp_bounded((ui - m) * p.k);
+      const T X = separated_exp(ui, m, p.k64);
       const T wc = wu ? wu[i] : T(0);
       const int64_t s = skip ? skip[i] : -1;
       T sum;
@@ -182,28 +216,34 @@ void windowed_sums(const T* v, const T* w, int64_t nv, const T* u, const T* wu, 
 }
 
 // Per-thread scratch for one row.
+// The arrays a pair loop reads by whole vectors (E, part, weights) have Simd<T>::width spare elements.
 template <typename T> struct Scratch {
-  std::vector<T> xs, xw, ys, yw, E, r1, r2;
-  std::vector<int64_t> xperm, yperm, xskip, yskip, tmp;
+  std::vector<T> xs, xw, ys, yw, E, X, r1, r2, g1, g2, part, out;
+  std::vector<double> partd;
+  std::vector<int64_t> xperm, yperm, xskip, yskip, tmp, hi_of;
+  std::vector<SortItem<T>> items, spare;
+  int64_t capacity = 0;  // columns the arrays hold
   void reserve(int64_t n) {
-    for (auto* v : {&xs, &xw, &ys, &yw, &E, &r1, &r2}) v->resize(n);
-    for (auto* v : {&xperm, &yperm, &xskip, &yskip, &tmp}) v->resize(n);
+    capacity = n;
+    for (auto* v : {&xs, &xw, &ys, &yw, &E, &X, &r1, &r2, &g1, &g2, &part, &out}) v->resize(n + Simd<T>::width);
+    partd.resize(n);
+    for (auto* v : {&xperm, &yperm, &xskip, &yskip, &tmp, &hi_of}) v->resize(n);
+    items.resize(n);
+    spare.resize(n);
   }
 };
 
 template <typename T> Scratch<T>& thread_scratch(int64_t n) {
   thread_local Scratch<T> s;
-  if (static_cast<int64_t>(s.E.size()) < n) s.reserve(n);
+  if (s.capacity < n) s.reserve(n);
   return s;
 }
 
-// Sorts x (carrying g along if given): sorted values, weights and the permutation (sorted -> original).
-template <typename T> void sort_row(const T* x, const T* g, int64_t n, T* xs, T* ws, int64_t* perm) {
-  std::iota(perm, perm + n, int64_t(0));
-  std::sort(perm, perm + n, [x](int64_t a, int64_t b) { return x[a] < x[b]; });
-  for (int64_t i = 0; i < n; ++i) xs[i] = x[perm[i]];
-  if (g)
-    for (int64_t i = 0; i < n; ++i) ws[i] = g[perm[i]];
+// Sorts x (carrying g along if given) into sorted values xs, weights ws and the permutation perm
+// (sorted -> original), with s's sort buffers.
+template <typename T>
+void sort_row(const T* x, const T* g, int64_t n, T* xs, T* ws, int64_t* perm, Scratch<T>& s) {
+  sort_row(x, g, n, xs, ws, perm, s.items.data(), s.spare.data());
 }
 
 // skip[i] = position in the other sort of the element whose original index is perm_centres[i].
@@ -225,6 +265,154 @@ template <typename T> T saturated_value_at(int64_t pos, int64_t lo, int64_t hi, 
   return T(0);  // inside the window: already left out of the pair sum
 }
 
+// The row rank's sums over a sorted, NaN-free row v[0..n) (sorted ranks, or sorted gradients with
+// sorted weights w), evaluating each pair (i, a), i < a, with v_a - v_i <= half_window once for
+// both of its entries:
+//   w == nullptr: out[i] = 1 + sum_{a != i} sigma((v_a - v_i) k)               (the rank)
+//   else:         out[i] = k sum_{a != i} sigma'((v_i - v_a) k) (w_a - w_i)   (its gradient)
+// The partner's term follows from the pair's: sigma((v_i - v_a) k) = 1 - sigma((v_a - v_i) k), and
+// sigma' is even, so the partner's gradient term is the pair's with the sign flipped. A pair beyond
+// the window counts 0 or 1 (sigma) and 0 (sigma') by position. Centres are taken in blocks of
+// kBlockSpan around a reference m (the block's first centre): the values a pair of the block can
+// reach, [b0, hi(b1 - 1)), get E_a = exp(-(v_a - m) k) once, a centre X_i = exp((v_i - m) k), and
+// sigma = 1 / (1 + E_a X_i), sigma' = t / (1 + t)^2 with t = E_a X_i.
+// Sums: a centre's own pairs in float chunks of kChunk added in double; the partners' terms in
+// `part`, flushed to double (`partd`) every kChunk centres, so no float partial sum holds more than
+// kChunk terms (as dense_sum and pair_sum).
+// The pairs of centre i with the values (i, hi): sigma (w == nullptr) or sigma' (w_a - w_i), with
+// t = E_a X. Adds each partner's term to part[a] and returns the centre's own sum, in float vectors
+// over chunks of kChunk values added in double. The last vector of the window is masked (E, part
+// and w have a vector's worth of spare elements; the masked lanes add 0 to part).
+template <bool kGradient, typename T>
+VSL_INLINE double centre_pairs(const T* E, const T* w, T* part, int64_t i, int64_t hi, T X) {
+  using S = Simd<T>;
+  using V = typename S::vec;
+  constexpr int W = S::width;
+  const V one = V{} + T(1);
+  const T wi = kGradient ? w[i] : T(0);
+  double own = 0;
+  for (int64_t c0 = i + 1; c0 < hi; c0 += kChunk) {
+    const int64_t c1 = std::min(hi, c0 + kChunk);
+    V acc = V{};
+    int64_t a = c0;
+    auto step = [&](int64_t at, auto lanes) {
+      const V t = load<V>(E + at) * X;
+      const V inv = one / (one + t);
+      V own_term, partner_term;
+      if constexpr (kGradient) {
+        own_term = t * inv * inv * (load<V>(w + at) - wi);
+        partner_term = -own_term;
+      } else {
+        own_term = inv;
+        partner_term = t * inv;  // = 1 - inv, without the cancellation of 1 - inv when t is small
+      }
+      own_term = lanes(own_term);
+      acc += own_term;
+      store(part + at, load<V>(part + at) + lanes(partner_term));
+    };
+    for (; a + W <= c1; a += W) step(a, [](V v) { return v; });
+    if (a < c1) {
+      const auto mask = S::lanes_below(c1 - a);
+      step(a, [mask](V v) { return keep(mask, v); });
+    }
+    own += static_cast<double>(S::sum(acc));
+  }
+  return own;
+}
+
+// The row rank's sums over a sorted, NaN-free row v[0..n) (sorted ranks, or sorted gradients with
+// sorted weights w), evaluating each pair (i, a), i < a, with v_a - v_i <= half_window once for
+// both of its entries:
+//   w == nullptr: out[i] = 1 + sum_{a != i} sigma((v_a - v_i) k)               (the rank)
+//   else:         out[i] = k sum_{a != i} sigma'((v_i - v_a) k) (w_a - w_i)   (its gradient)
+// The partner's term follows from the pair's: sigma((v_i - v_a) k) = 1 - sigma((v_a - v_i) k), and
+// sigma' is even, so the partner's gradient term is the pair's with the sign flipped. A pair beyond
+// the window counts 0 or 1 (sigma) and 0 (sigma') by position. Centres are taken in blocks of
+// kBlockSpan around a reference m (the block's first centre): the values a pair of the block can
+// reach, [b0, hi(b1 - 1)), get E_a = exp(-(v_a - m) k) once, a centre X_i = exp((v_i - m) k), and
+// sigma = 1 / (1 + E_a X_i), sigma' = t / (1 + t)^2 with t = E_a X_i.
+// Sums: a centre's own pairs as in centre_pairs; the partners' terms in `part`, flushed to double
+// (`partd`) every kChunk centres, so no float partial sum holds more than kChunk terms (as
+// dense_sum and pair_sum).
+template <typename T>
+void row_pair_sums(const T* v, const T* w, int64_t n, const RowParams<T>& p, Scratch<T>& s, T* out) {
+  constexpr bool kFloat = std::is_same<T, float>::value;
+  const bool grad = w != nullptr;
+  const auto [fb, fe] = finite_range(v, n);
+  // Infinite entries: ties among equal infinities (1/2, sigma' = 0), the rest saturated by position.
+  for (int64_t i = 0; i < fb; ++i)
+    out[i] = grad ? T(0) : static_cast<T>(1 + 0.5 * static_cast<double>(fb - 1) + (p.descending ? n - fb : 0));
+  for (int64_t i = fe; i < n; ++i)
+    out[i] = grad ? T(0) : static_cast<T>(1 + 0.5 * static_cast<double>(n - fe - 1) + (p.descending ? 0 : fe));
+  if (fb >= fe) return;
+  // A finite centre against the infinite values: +inf counts 1 descending, -inf 1 ascending.
+  const double infinite_count = p.descending ? static_cast<double>(n - fe) : static_cast<double>(fb);
+
+  T* E = s.E.data();
+  T* X = s.X.data();
+  T* part = s.part.data();
+  double* partd = s.partd.data();
+  int64_t* hi_of = s.hi_of.data();
+  std::fill(part + fb, part + fe, T(0));
+  if (kFloat) std::fill(partd + fb, partd + fe, 0.0);
+  const T hw = p.half_window;
+  int64_t hi = fb;       // the current centre's window end: first value beyond v_i + hw
+  int64_t below = fb;    // first value whose window reaches the current centre (ascending count)
+  int64_t touched = fb;  // part[] holds terms in [.., touched)
+  int64_t unflushed = 0;
+  for (int64_t b0 = fb; b0 < fe;) {
+    const T m = v[b0];
+    const int64_t b1 = advance_to_above(v, b0 + 1, fe, m + p.block_span);
+    const int64_t block_hi = advance_to_above(v, std::max(hi, b1), fe, v[b1 - 1] + hw);
+#pragma omp simd
+    for (int64_t a = b0; a < block_hi; ++a) E[a] = separated_exp(v[a], m, -p.k64);
+#pragma omp simd
+    for (int64_t i = b0; i < b1; ++i) X[i] = separated_exp(v[i], m, p.k64);
+    for (int64_t i = b0; i < b1; ++i) {
+      hi = advance_to_above(v, hi, fe, v[i] + hw);  // hi > i: v_i is within its own window
+      hi_of[i] = hi;
+      touched = std::max(touched, hi);
+      const double own = grad ? centre_pairs<true>(E, w, part, i, hi, X[i])
+                              : centre_pairs<false>(E, w, part, i, hi, X[i]);
+      // part[i] is complete: every centre below i has been taken.
+      const double partners = static_cast<double>(part[i]) + (kFloat ? partd[i] : 0.0);
+      if (!grad) {
+        if (!p.descending)
+          while (below < i && hi_of[below] <= i) ++below;
+        const double saturated = p.descending ? static_cast<double>(fe - hi) : static_cast<double>(below - fb);
+        out[i] = static_cast<T>(1 + infinite_count + saturated + own + partners);
+      } else {
+        out[i] = static_cast<T>(p.k64 * (own + partners));
+      }
+      if (kFloat && ++unflushed == kChunk) {
+        for (int64_t a = i + 1; a < touched; ++a) {
+          partd[a] += static_cast<double>(part[a]);
+          part[a] = T(0);
+        }
+        unflushed = 0;
+      }
+    }
+    b0 = b1;
+  }
+}
+
+// Row rank of a row, by the sorted algorithm: the row sorted into vals / perm, ranks[perm[i]].
+template <typename T>
+void sorted_row_rank(const T* row, T* ranks, int64_t n, const RowParams<T>& p, Scratch<T>& s, T* vals, int64_t* perm) {
+  sort_row<T>(row, nullptr, n, vals, nullptr, perm, s);
+  row_pair_sums<T>(vals, nullptr, n, p, s, s.out.data());
+  for (int64_t i = 0; i < n; ++i) ranks[perm[i]] = s.out[i];
+}
+
+// Its gradient, from the row already sorted into vals / perm: grad_row = k sum sigma' (g_j - g_l).
+template <typename T>
+void sorted_row_rank_backward(const T* vals, const int64_t* perm, const T* grad_ranks, T* grad_row, int64_t n,
+                              const RowParams<T>& p, Scratch<T>& s, T* weights) {
+  for (int64_t i = 0; i < n; ++i) weights[i] = grad_ranks[perm[i]];
+  row_pair_sums<T>(vals, weights, n, p, s, s.out.data());
+  for (int64_t i = 0; i < n; ++i) grad_row[perm[i]] = s.out[i];
+}
+
 // ranks[c] = 1 + sum_{a != c} sigma((compared[a] - ranked[c]) k); compared == ranked for the row rank.
 template <typename T>
 void rank_row(const T* ranked, const T* compared, T* ranks, int64_t n, const RowParams<T>& p, bool sorted,
@@ -238,14 +426,10 @@ void rank_row(const T* ranked, const T* compared, T* ranks, int64_t n, const Row
     }
     return;
   }
-  sort_row<T>(ranked, nullptr, n, s.xs.data(), nullptr, s.xperm.data());
-  if (compared == ranked) {
-    std::iota(s.xskip.begin(), s.xskip.begin() + n, int64_t(0));  // each centre's own sorted slot
-    std::copy(s.xs.begin(), s.xs.begin() + n, s.ys.begin());
-  } else {
-    sort_row<T>(compared, nullptr, n, s.ys.data(), nullptr, s.yperm.data());
-    skip_positions(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());
-  }
+  if (compared == ranked) return sorted_row_rank(ranked, ranks, n, p, s, s.xs.data(), s.xperm.data());
+  sort_row<T>(ranked, nullptr, n, s.xs.data(), nullptr, s.xperm.data(), s);
+  sort_row<T>(compared, nullptr, n, s.ys.data(), nullptr, s.yperm.data(), s);
+  skip_positions(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());
   const int64_t* skip = s.xskip.data();
   const int64_t* perm = s.xperm.data();
   windowed_sums<kSigmoid>(s.ys.data(), static_cast<const T*>(nullptr), n, s.xs.data(), static_cast<const T*>(nullptr),
@@ -265,10 +449,8 @@ void row_rank_backward(const T* ranked, const T* grad_ranks, T* grad_ranked, int
       grad_ranked[l] = p.k * dense_sum<kGradDiff>(ranked, grad_ranks, n, ranked[l], grad_ranks[l], p);
     return;
   }
-  sort_row(ranked, grad_ranks, n, s.xs.data(), s.xw.data(), s.xperm.data());
-  const int64_t* perm = s.xperm.data();
-  windowed_sums<kGradDiff>(s.xs.data(), s.xw.data(), n, s.xs.data(), s.xw.data(), n, nullptr, p, s.E.data(),
-                           [&](int64_t i, T sum, int64_t, int64_t) { grad_ranked[perm[i]] = p.k * sum; });
+  sort_row<T>(ranked, nullptr, n, s.xs.data(), nullptr, s.xperm.data(), s);
+  sorted_row_rank_backward(s.xs.data(), s.xperm.data(), grad_ranks, grad_ranked, n, p, s, s.xw.data());
 }
 
 // Rank against compared rows, with x = ranked, y = compared, g = grad_ranks, d_ca = (y_a - x_c) k:
@@ -291,8 +473,8 @@ void compared_rank_backward(const T* ranked, const T* compared, const T* grad_ra
     }
     return;
   }
-  sort_row(x, g, n, s.xs.data(), s.xw.data(), s.xperm.data());
-  sort_row<T>(y, nullptr, n, s.ys.data(), nullptr, s.yperm.data());
+  sort_row(x, g, n, s.xs.data(), s.xw.data(), s.xperm.data(), s);
+  sort_row<T>(y, nullptr, n, s.ys.data(), nullptr, s.yperm.data(), s);
   skip_positions(s.xperm.data(), s.yperm.data(), n, s.tmp.data(), s.xskip.data());  // for centres x
   skip_positions(s.yperm.data(), s.xperm.data(), n, s.tmp.data(), s.yskip.data());  // for centres y
   const int64_t* xperm = s.xperm.data();
@@ -316,22 +498,23 @@ inline bool use_sorted(const RankArgs& args, int64_t cols) {
   return cols >= kCpuSortedFromCols;
 }
 
-template <typename F> void parallel_rows(int64_t rows, int threads, F&& body) {
-#if VSL_WITH_OPENMP
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, rows)));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-  for (int64_t r = 0; r < rows; ++r) body(r);
-#else
-  (void)threads;
-  for (int64_t r = 0; r < rows; ++r) body(r);
-#endif
+// body(r) for every row, on kernel_threads(...) threads (cpu_parallel.h); `work` estimates the call's
+// pair evaluations.
+template <typename F> void for_each_row(int64_t rows, int threads, int64_t work, F&& body) {
+  const int nt = kernel_threads(threads, rows, work);
+  if (nt <= 1) {
+    for (int64_t r = 0; r < rows; ++r) body(r);
+    return;
+  }
+  using Body = typename std::remove_reference<F>::type;
+  parallel_rows(rows, nt, [](void* context, int64_t r) { (*static_cast<Body*>(context))(r); }, &body);
 }
 
 template <typename T>
 void forward_rows(const T* ranked, const T* compared, T* ranks, int64_t rows, int64_t cols, const RankArgs& args) {
   const RowParams<T> p = row_params<T>(args);
   const bool sorted = use_sorted(args, cols);
-  parallel_rows(rows, args.threads, [&](int64_t r) {
+  for_each_row(rows, args.threads, rows * cols * cols, [&](int64_t r) {
     const T* xr = ranked + r * cols;
     const T* yr = compared ? compared + r * cols : xr;
     const bool no_nans = no_nan(xr, cols) && (!compared || no_nan(yr, cols));
@@ -344,7 +527,7 @@ void backward_rows(const T* ranked, const T* compared, const T* grad_ranks, T* g
                    int64_t rows, int64_t cols, const RankArgs& args) {
   const RowParams<T> p = row_params<T>(args);
   const bool sorted = use_sorted(args, cols);
-  parallel_rows(rows, args.threads, [&](int64_t r) {
+  for_each_row(rows, args.threads, rows * cols * cols, [&](int64_t r) {
     const int64_t o = r * cols;
     const bool no_nans = no_nan(ranked + o, cols) && (!compared || no_nan(compared + o, cols));
     Scratch<T>& s = thread_scratch<T>(cols);

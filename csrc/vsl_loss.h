@@ -5,9 +5,9 @@
 // sigmoid ranks (sigmoid_rank.h; the public-code variant ranks S against S^T and C against C^T).
 // The fused kernels rank one row of S and C at a time and write, for rows x cols blocks:
 //   row_sums[i] = sum_j min(SR_ij, CR_ij) / max(SR_ij, CR_ij)    (float64)
-//   grad_sr = d sum(row_sums) / dSR,  grad_cr = d sum(row_sums) / dCR (if grad_cr != nullptr)
-// The loss is 1 - sum(row_sums) / n^2; the ops (vsl_ext/ops/vsl_loss.py) take the gradients through
-// the ranks with the sigmoid_rank backward kernels. Nothing here checks its arguments (see
+//   grad_sr = d sum(row_sums) / dSR,  grad_cr = d sum(row_sums) / dCR
+// and the CPU kernel also, where asked for, the gradients with respect to S and C through the ranks
+// (VslLossGrads). The loss is 1 - sum(row_sums) / n^2. Nothing here checks its arguments (see
 // sigmoid_rank.h).
 #pragma once
 #include <cstdint>
@@ -17,8 +17,20 @@
 
 namespace vsl {
 
+// The CPU kernel's gradient outputs (rows x cols each); a null pointer is not computed.
+struct VslLossGrads {
+  void* grad_sr = nullptr;  // d sum / dSR
+  void* grad_cr = nullptr;  // d sum / dCR
+  // d sum / dS through SR; the public-code variant's rank of S against S^T also has a part with
+  // respect to S^T (sims_compared), in S^T's layout: d sum / dS = grad_sims + grad_sims_compared^T.
+  void* grad_sims = nullptr;
+  void* grad_sims_compared = nullptr;  // with grad_sims, when sims_compared is given
+  void* grad_semantic = nullptr;       // the same for C
+  void* grad_semantic_compared = nullptr;
+};
+
 void vsl_loss_ratio_sum_cpu(DType dt, const void* sims, const void* sims_compared, const void* semantic,
-                            const void* semantic_compared, void* grad_sr, void* grad_cr, double* row_sums, int64_t rows,
+                            const void* semantic_compared, const VslLossGrads& grads, double* row_sums, int64_t rows,
                             int64_t cols, const RankArgs& args);
 
 #if VSL_WITH_CUDA

@@ -6,10 +6,10 @@
 namespace vsl {
 
 void vsl_loss_ratio_sum_cpu(DType dt, const void* sims, const void* sims_compared, const void* semantic,
-                            const void* semantic_compared, void* grad_sr, void* grad_cr, double* row_sums, int64_t rows,
+                            const void* semantic_compared, const VslLossGrads& grads, double* row_sums, int64_t rows,
                             int64_t cols, const RankArgs& args) {
-  VSL_CPU_DISPATCH(vsl_loss_ratio_sum, dt, sims, sims_compared, semantic, semantic_compared, grad_sr, grad_cr, row_sums,
-                   rows, cols, args);
+  VSL_CPU_DISPATCH(vsl_loss_ratio_sum, dt, sims, sims_compared, semantic, semantic_compared, grads, row_sums, rows,
+                   cols, args);
 }
 
 }  // namespace vsl

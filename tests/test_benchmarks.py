@@ -72,3 +72,33 @@ def test_report_renders_the_window_table_and_the_time_budget_note():
     assert "n = 1024: sorted ≤ dense up to 10% of pairs in the window" in md
     assert "not run (time budget)" in md
     assert "1 case(s) not run: the run's time budget (60 s) was spent" in md
+
+
+def _main_record(impl, seconds, check_error=1e-7, n=128):
+    case = {"suite": "rank", "section": "main", "op": "vsl_loss", "impl": impl, "variant": "row",
+            "algorithm": "auto" if impl == "vsl_ext" else None, "pass": "forward+backward", "n": n, "device": "cpu",
+            "window": None}
+    return dict(case, label=_cases.label(case), status="ok", time_s=seconds, peak_extra_bytes=1 << 20,
+                check_error=check_error, check_ok=check_error <= 1e-4)
+
+
+def test_every_peer_is_a_main_case_of_its_device():
+    cases = _cases.make_cases("cpu", quick=True, max_n=32, sections=["main"])
+    row = {c["impl"] for c in cases if c["op"] == "vsl_loss" and c["variant"] == "row"}
+    assert row == {"vsl_ext", "reference", "compile", "chunked", "numba"}
+    cuda = {c["impl"] for c in _cases.make_cases("cuda", quick=True, max_n=32, sections=["main"])}
+    assert {"numba-cuda", "cupy", "compile"} <= cuda and "numba" not in cuda
+
+
+def test_report_leads_with_the_ratio_to_the_fastest_peer():
+    # the fastest peer (numba, 40 ms) sets the ratio, not the reference; a failed check is marked
+    records = [_main_record("vsl_ext", 0.002), _main_record("reference", 0.150), _main_record("compile", 0.075),
+               _main_record("numba", 0.040, check_error=3e-3)]
+    report = {"stamp": {"slug": "cpu-test", "device": "cpu", "device_name": "test CPU", "threads": 2},
+              "settings": {}, "records": records}
+    md = report_mod.render_markdown(report, plots={})
+    header = next(line for line in md.splitlines() if line.startswith("| n | ratio to fastest peer"))
+    assert header.split(" | ")[1:3] == ["ratio to fastest peer", "fastest peer"]
+    row = next(line for line in md.splitlines() if line.startswith("| 128 | "))
+    assert row.startswith("| 128 | 20× | numba parallel | 2 ms |")
+    assert "40 ms ✗" in row and "3.0e-03" in row

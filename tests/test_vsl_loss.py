@@ -188,3 +188,39 @@ def test_cuda_matches_cpu_at_large_n():
 def test_cuda_mixed_devices_error():
     with pytest.raises(ValueError, match="semantic_sims is on cpu but sims is on cuda"):
         vsl_ext.vsl_loss(torch.rand(3, 3, device="cuda"), torch.rand(3, 3))
+
+
+class _NoOpFunctionMode(torch.overrides.TorchFunctionMode):
+    """Any active torch function mode makes vsl_loss take the registered op instead of its eager path."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("variant", ["row", "public-code"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("semantic_grad", [False, True])
+def test_eager_path_and_registered_op_agree(variant, dtype, semantic_grad):
+    s = make_input("random", (16, 16), dtype, seed=4)
+    c = make_input("tied", (16, 16), dtype, seed=5)
+
+    def run():
+        x, y = s.clone().requires_grad_(), c.clone().requires_grad_(semantic_grad)
+        loss = vsl_ext.vsl_loss(x, y, variant=variant)
+        loss.backward()
+        return loss.detach(), x.grad, y.grad
+
+    from vsl_ext.ops import _eager
+
+    assert _eager.plain(s, c)
+    eager = run()
+    with _NoOpFunctionMode():
+        assert not _eager.plain(s, c)
+        op = run()
+    tol = dict(rtol=1e-6, atol=1e-9) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-16)
+    torch.testing.assert_close(eager[0], op[0], **tol)
+    torch.testing.assert_close(eager[1], op[1], **tol)
+    if semantic_grad:
+        torch.testing.assert_close(eager[2], op[2], **tol)
+    else:
+        assert eager[2] is None and op[2] is None

@@ -148,7 +148,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
         local = (local_sims.sum() * 0 + local_semantic_sims.sum() * 0).to(torch.float64)
     else:
         dtype = s.dtype
-        local = ratio_sum(s, c, tau, False, local_semantic_sims.requires_grad, algo)
+        local = ratio_sum(s, c, tau, False, algo)
     total = local.detach().clone()
     collective(dist.all_reduce, total, group=group)
     # The value is the global sum; the gradient flows to this rank's rows only.

@@ -9,8 +9,12 @@ same-named function of the module :func:`for_tensor` picks: :mod:`vsl_ext.kernel
 * ``sigmoid_rank_forward(ranked, compared, ranks, tau, descending, public_code_clamp, algorithm)``
 * ``sigmoid_rank_backward(ranked, compared, grad_ranks, grad_ranked, grad_compared, tau, descending,
   public_code_clamp, algorithm)``
-* ``vsl_loss_ratio_sum(sims, sims_compared, semantic, semantic_compared, grad_sr, grad_cr, row_sums,
-  tau, public_code_clamp, algorithm)``
+* ``vsl_loss_ratio_sum(sims, sims_compared, semantic, semantic_compared, row_sums, grad_sims,
+  grad_sims_compared, grad_semantic, grad_semantic_compared, tau, public_code_clamp, algorithm)``:
+  ``row_sums[i] = sum_j min(SR, CR) / max(SR, CR)`` and, for each gradient output that is not None,
+  the gradient of ``sum(row_sums)`` with respect to sims (semantic) through its ranks; with
+  ``sims_compared`` (the public-code variant's S^T) its part with respect to sims_compared, in
+  sims_compared's layout, goes to ``grad_sims_compared``
 
 on contiguous, non-empty (rows, cols) tensors of one dtype (float32 or float64) on one device,
 ``compared`` None for a row rank (see ``csrc/sigmoid_rank.h`` and ``csrc/vsl_loss.h``).

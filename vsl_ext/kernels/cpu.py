@@ -1,6 +1,6 @@
-"""CPU kernels of the ops (see :mod:`vsl_ext.kernels`): native calls into ``csrc/*_cpu*`` with
-``torch.get_num_threads()`` threads. The native code picks dense or sorted per ``algorithm``
-(csrc/vsl_constants.h) and takes rows with NaN densely."""
+"""CPU kernels of the ops (see :mod:`vsl_ext.kernels`): native calls into ``csrc/*_cpu*`` with up to
+``torch.get_num_threads()`` threads (fewer for small calls, ``csrc/cpu_parallel.h``). The native code
+picks dense or sorted per ``algorithm`` (csrc/vsl_constants.h) and takes rows with NaN densely."""
 from typing import Optional
 
 import torch
@@ -30,9 +30,13 @@ def sigmoid_rank_backward(ranked: Tensor, compared: Optional[Tensor], grad_ranks
 
 
 def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: Tensor,
-                       semantic_compared: Optional[Tensor], grad_sr: Tensor, grad_cr: Optional[Tensor],
-                       row_sums: Tensor, tau: float, public_code_clamp: bool, algorithm: int) -> None:
+                       semantic_compared: Optional[Tensor], row_sums: Tensor, grad_sims: Optional[Tensor],
+                       grad_sims_compared: Optional[Tensor], grad_semantic: Optional[Tensor],
+                       grad_semantic_compared: Optional[Tensor], tau: float, public_code_clamp: bool,
+                       algorithm: int) -> None:
+    """One native call: the ratio sums and the asked-for gradients through the ranks, row by row."""
     rows, cols = sims.shape
     _C.vsl_loss_ratio_sum_cpu(sims.dtype == torch.float64, sims.data_ptr(), _ptr(sims_compared), semantic.data_ptr(),
-                              _ptr(semantic_compared), grad_sr.data_ptr(), _ptr(grad_cr), row_sums.data_ptr(), rows,
-                              cols, tau, public_code_clamp, algorithm, torch.get_num_threads())
+                              _ptr(semantic_compared), 0, 0, row_sums.data_ptr(), rows, cols, tau, public_code_clamp,
+                              algorithm, torch.get_num_threads(), _ptr(grad_sims), _ptr(grad_sims_compared),
+                              _ptr(grad_semantic), _ptr(grad_semantic_compared))

@@ -100,13 +100,18 @@ def sigmoid_rank_backward(ranked: Tensor, compared: Optional[Tensor], grad_ranks
 
 
 def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: Tensor,
-                       semantic_compared: Optional[Tensor], grad_sr: Tensor, grad_cr: Optional[Tensor],
-                       row_sums: Tensor, tau: float, public_code_clamp: bool, algorithm: int) -> None:
-    """Fused dense VSL rows; if S or C takes the sorted algorithm, SR and CR are ranked into buffers,
-    each by the algorithm that suits it, and the ratios are summed from them."""
+                       semantic_compared: Optional[Tensor], row_sums: Tensor, grad_sims: Optional[Tensor],
+                       grad_sims_compared: Optional[Tensor], grad_semantic: Optional[Tensor],
+                       grad_semantic_compared: Optional[Tensor], tau: float, public_code_clamp: bool,
+                       algorithm: int) -> None:
+    """Fused dense VSL rows (if S or C takes the sorted algorithm, SR and CR are ranked into buffers,
+    each by the algorithm that suits it, and the ratios are summed from them); then the asked-for
+    gradients through the ranks with the rank backward kernels."""
     launch = launch_args(sims.device)
     rows, cols = sims.shape
     float64 = sims.dtype == torch.float64
+    grad_sr = torch.empty_like(sims)
+    grad_cr = torch.empty_like(semantic) if grad_semantic is not None else None
     s_sorted = takes_sorted(algorithm, sims, sims_compared, tau)
     c_sorted = takes_sorted(algorithm, semantic, semantic_compared, tau)
     if s_sorted or c_sorted:
@@ -115,10 +120,16 @@ def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: 
         sigmoid_rank_forward(semantic, semantic_compared, cr, tau, True, public_code_clamp, algorithm, c_sorted)
         _C.vsl_loss_ratio_sum_from_ranks_cuda(float64, sr.data_ptr(), cr.data_ptr(), grad_sr.data_ptr(),
                                               _ptr(grad_cr), row_sums.data_ptr(), rows, cols, *launch)
-        return
-    _C.vsl_loss_ratio_sum_cuda(float64, sims.data_ptr(), _ptr(sims_compared), semantic.data_ptr(),
-                               _ptr(semantic_compared), grad_sr.data_ptr(), _ptr(grad_cr), row_sums.data_ptr(), rows,
-                               cols, tau, public_code_clamp, *launch)
+    else:
+        _C.vsl_loss_ratio_sum_cuda(float64, sims.data_ptr(), _ptr(sims_compared), semantic.data_ptr(),
+                                   _ptr(semantic_compared), grad_sr.data_ptr(), _ptr(grad_cr), row_sums.data_ptr(),
+                                   rows, cols, tau, public_code_clamp, *launch)
+    if grad_sims is not None:
+        sigmoid_rank_backward(sims, sims_compared, grad_sr, grad_sims, grad_sims_compared, tau, True,
+                              public_code_clamp, algorithm)
+    if grad_semantic is not None:
+        sigmoid_rank_backward(semantic, semantic_compared, grad_cr, grad_semantic, grad_semantic_compared, tau, True,
+                              public_code_clamp, algorithm)
 
 
 # ------------------------------------------------------------------------------ sorted algorithm
