@@ -139,6 +139,9 @@ def _child(name, rank, world, port, data, out, log):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    # Python raises KeyboardInterrupt on SIGINT only if SIGINT was not ignored when it started, and a
+    # shell starts background jobs (nohup ..., cmd &) with SIGINT ignored: restore what a terminal gives.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     scenario(name, rank, world, data, os.path.join(out, "run"))
     sys.exit(0)
 
