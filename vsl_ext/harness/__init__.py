@@ -9,5 +9,5 @@ library never imports it, and ``import vsl_ext`` loads none of it.
 * :mod:`.evaluate` (``vsl-eval``, also ensembles), :mod:`.prepare_images` (``vsl-prepare-images``)
 * :mod:`.data` (SCAN precomp splits, segmentation inputs, vocabulary and WordPiece, synthetic data,
   hand-crafted image features), :mod:`.models` (``vse``, ``sgr``, ``saf``, ``3shnet``)
-* :mod:`.time_kernels` (``vsl-demo``: the fused kernels timed against the reference)
+* :mod:`.time_kernels` (``vsl-time-kernels``, formerly ``vsl-demo``: the fused kernels timed against the reference)
 """

@@ -1,4 +1,4 @@
-"""``vsl-demo``: VSL on random training-like batches, fused kernels vs the pure-PyTorch reference.
+"""``vsl-time-kernels`` (formerly ``vsl-demo``): fused kernels vs the PyTorch reference on random batches.
 
 Prints, per device and batch size n, the forward+backward time of :func:`vsl_ext.vsl_loss` and of
 :func:`vsl_ext.reference.public_code_vsl_loss` (only where its n^3 tensors fit) and their loss
@@ -76,7 +76,7 @@ def run(sizes, devices) -> list:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="vsl-demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="vsl-time-kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args(argv)
