@@ -44,9 +44,11 @@ export UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 cd "$venv"
 python -c "import vsl_ext, sys; info = vsl_ext.build_info(); \
 sys.exit(0 if info.get('sanitize') else 'the venv holds an unsanitized vsl_ext: ' + repr(info))"
-tests=(test_bad_input_tensors.py test_bad_input_files.py test_bad_input_cli.py test_op_checks.py
+# VSL_SANITIZE_TESTS (test files under tests/, space-separated) runs a subset instead: CI's.
+default_tests="test_bad_input_tensors.py test_bad_input_files.py test_bad_input_cli.py test_op_checks.py
        test_infinities.py test_sigmoid_rank.py test_sigmoid_rank_sorted.py test_vsl_loss.py test_criterion.py
-       test_caption_index.py test_caption_files.py test_metrics.py)
+       test_caption_index.py test_caption_files.py test_metrics.py"
+read -r -a tests <<< "$(echo ${VSL_SANITIZE_TESTS:-$default_tests})"
 # The CUDA emulator is a separate library with a sanitized build of its own (test_cuda_emulated.py):
 # its device cases are left out here (-k), the CPU kernels run every case.
 exec python -m pytest -q -p no:cacheprovider -k "not cuda-emulated" "${tests[@]/#/$repo/tests/}" "$@"
