@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..._atomic import atomic_open
+from ..._atomic import atomic_open, atomic_write
 
 NOUNS = ("dog", "cat", "horse", "bird", "car", "bus", "boat", "bicycle", "man", "woman", "child", "train",
          "plane", "cow", "sheep", "elephant", "bear", "zebra", "giraffe", "truck", "motorcycle", "kite",
@@ -174,14 +174,12 @@ def generate(out_dir: Optional[str] = None, config: SyntheticConfig = SyntheticC
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         for split, (feats, caps, meta) in splits.items():
-            np.save(os.path.join(out_dir, f"{split}_ims.npy"), feats)
-            with open(os.path.join(out_dir, f"{split}_caps.txt"), "w", encoding="utf-8") as f:
-                f.write("\n".join(caps) + "\n")
-            with open(os.path.join(out_dir, f"{split}_meta.json"), "w", encoding="utf-8") as f:
-                json.dump(meta, f)
+            with atomic_open(os.path.join(out_dir, f"{split}_ims.npy")) as f:
+                np.save(f, feats)
+            atomic_write(os.path.join(out_dir, f"{split}_caps.txt"), "\n".join(caps) + "\n")
+            atomic_write(os.path.join(out_dir, f"{split}_meta.json"), json.dumps(meta))
         write_segmentation(out_dir, {split: meta for split, (_, _, meta) in splits.items()}, config)
-        with open(os.path.join(out_dir, "synthetic_config.json"), "w", encoding="utf-8") as f:
-            json.dump(asdict(config), f, indent=1)
+        atomic_write(os.path.join(out_dir, "synthetic_config.json"), json.dumps(asdict(config), indent=1))
     return splits
 
 
