@@ -27,6 +27,24 @@
 
 namespace vsl {
 
+// exp(n ln 2 + r) = 2^n e^r for a reduced argument |r| <= ln(2)/2 and -126 <= n <= 127: a degree-7
+// polynomial times 2^n built from its exponent bits. The second half of exp_bounded and of the CPU
+// sorted algorithm's separated exponentials (sigmoid_rank_cpu_impl.h).
+inline float exp_reduced(float r, int32_t n) {
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = static_cast<int32_t>(static_cast<uint32_t>(n + 127) << 23);
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
 // exp(x), branch-free so that GCC vectorises the loops calling it (no libmvec, which needs
 // -ffast-math and with it the loss of NaN propagation). Max error about 1 ulp on [-87, 88];
 // below -87 it returns 0 (exp(-87) ~ 1.6e-38 only ever ends up rounded away in a sum, and
@@ -41,18 +59,7 @@ VSL_HD float exp_bounded(float x) {
   const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
   float r = x - n * 0.693145751953125f;              // Cody-Waite split of ln 2
   r = r - n * 1.428606765330187e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = static_cast<int32_t>(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return underflow ? 0.0f : p * scale;
+  return underflow ? 0.0f : exp_reduced(r, static_cast<int32_t>(n));
 #endif
 }
 

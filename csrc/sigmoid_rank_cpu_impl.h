@@ -83,18 +83,7 @@ VSL_INLINE float separated_exp(float v, float m, double k) {
   z = underflow ? -87.0 : (z > 88.0 ? 88.0 : z);
   const double n = (z * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;  // round (1.5 * 2^52)
   const float r = static_cast<float>((z - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10);
-  float q = 1.0f / 5040.0f;
-  q = q * r + 1.0f / 720.0f;
-  q = q * r + 1.0f / 120.0f;
-  q = q * r + 1.0f / 24.0f;
-  q = q * r + 1.0f / 6.0f;
-  q = q * r + 0.5f;
-  q = q * r + 1.0f;
-  q = q * r + 1.0f;
-  const int32_t bits = static_cast<int32_t>(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return underflow ? 0.0f : q * scale;
+  return underflow ? 0.0f : exp_reduced(r, static_cast<int32_t>(n));
 }
 
 VSL_INLINE double separated_exp(double v, double m, double k) { return exp_bounded((v - m) * k); }
