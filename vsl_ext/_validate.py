@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from ._native import _C
+from .ops import _eager
 
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _LARGEST = {dtype: torch.finfo(dtype).max for dtype in (torch.float32, torch.float64)}
@@ -67,12 +68,43 @@ def tau_error(value, dtype: torch.dtype = torch.float32) -> Optional[Exception]:
     return None
 
 
-def tau(value, dtype: torch.dtype = torch.float32) -> float:
-    """``value`` as a float if :func:`tau_error` finds nothing wrong with it; raises its error otherwise."""
+def tau(value, dtype: torch.dtype = torch.float32) -> Union[float, torch.Tensor]:
+    """A public function's tau (a real number or a 0-d floating-point tensor, on any device) for the
+    computation dtype ``dtype``: checked and returned as a float in plain eager code (a CUDA tensor's
+    value is read on the host: one device sync), raising :func:`tau_error`'s error; inside a traced
+    region (torch.compile, torch.export, functorch transforms, fake tensors) returned unread, as a
+    number that may be symbolic or as a tensor, so that a graph carries it as data instead of
+    freezing or guarding on its value: the registered ops check the value when they run
+    (:func:`tau_tensor` makes the tensor they take)."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"tau must be a real number or a floating-point tensor, got a {value.dtype} tensor")
+        if value.dim() != 0:
+            raise ValueError(f"tau must be a number or a 0-d tensor, got a tensor of shape {tuple(value.shape)}")
+        if not _eager.plain(value):
+            return value.detach()
+        value = value.item()
+    elif torch.compiler.is_compiling():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"tau must be a real number, got {type(value).__name__}")
+        return value
     error = tau_error(value, dtype)
     if error is not None:
         raise error
     return float(value)
+
+
+def tau_tensor(value: Union[float, torch.Tensor]) -> torch.Tensor:
+    """:func:`tau`'s result as the registered ops take it: a 0-d float64 CPU tensor (a graph input or
+    node under tracing, whatever ``torch.device`` context is active)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device="cpu", dtype=torch.float64)
+    if torch.compiler.is_compiling():
+        # A product with the (symbolic) number, which the graph computes from its input: torch.full
+        # or torch.tensor of a symbolic float would make inductor's scalar pass guard on its value
+        # (one recompile per tau).
+        return torch.ones((), dtype=torch.float64, device="cpu") * value
+    return torch.tensor(value, dtype=torch.float64, device="cpu")
 
 
 def choice(name: str, value, allowed) -> str:

@@ -4,8 +4,17 @@ The ops are public: ``torch.ops``, ``torch.compile`` graphs, ``torch.export`` an
 call them without the public functions' argument handling, and their native kernels trust raw
 pointers. So every op checks its own tensors here: dtype float32 or float64 (the public functions
 compute float16/bfloat16 in float32), all tensors of one call of one dtype and on one device (CPU or
-CUDA; meta in fake kernels), 2-D with matching shapes (square for the public-code variant); and its
-scalars: tau usable in the dtype (:func:`vsl_ext._validate.tau_error`), a known algorithm code.
+CUDA; meta in fake kernels), (..., rows, cols) with at least 2 dimensions and matching shapes
+(leading dimensions are a batch of matrices, e.g. from ``torch.func.vmap``; square matrices for the
+public-code variant); and its scalars: tau a 0-d float64 CPU tensor whose value is usable in the
+dtype (:func:`vsl_ext._validate.tau_error`), a known algorithm code.
+
+tau is a tensor so that compiled graphs and exported programs carry its value as data: a Python
+float argument of a custom op can be frozen into an inductor graph as a constant (pytorch/pytorch
+#197889), and a tau schedule would then silently keep an old value. It lives on the CPU because the
+kernels read it on the host (a CUDA tau would cost a device sync per call); its value is checked in
+the real kernels only, since fake kernels see no values.
+
 Layouts need no check: the ops make their inputs contiguous (a view's strides are never read by the
 native code). Empty matrices are valid and skip the native call.
 
@@ -15,9 +24,10 @@ assertion of the traced graph), so torch.compile and torch.export with fake tens
 real kernels reject, with the same error types and messages naming the op, the argument and what
 was expected. In the real kernels a fast path first tests everything at once (a few attribute
 reads: the ops are called on every training step, many at small n) and returns if all is well;
-anything else goes through the full checks, which raise or accept.
+anything else goes through the full checks, which raise or accept. The real kernels' checks return
+tau's value as a Python float, which the kernels take.
 """
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -45,15 +55,16 @@ def torch_check(error: type, ok, message: Callable[[], str]) -> None:
 
 
 def matrix(op: str, name: str, t: Tensor, require: Require) -> None:
-    """A 2-D float32/float64 tensor on CPU or CUDA."""
+    """A (..., rows, cols) float32/float64 tensor (at least 2-D) on CPU or CUDA."""
     require(TypeError, isinstance(t, Tensor), lambda: f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     require(TypeError, t.dtype in _DTYPES, lambda: (
         f"{op}: {name} must be float32 or float64, got {t.dtype} (vsl_ext.sigmoid_rank and vsl_ext.vsl_loss "
         "compute float16/bfloat16 in float32)"))
     require(ValueError, t.device.type in _DEVICE_TYPES,
             lambda: f"{op}: {name} must be on a CPU or CUDA device, got {t.device}")
-    require(ValueError, t.dim() == 2,
-            lambda: f"{op}: {name} must be a 2-D (rows, cols) matrix, got {t.dim()}-D shape {tuple(t.shape)}")
+    require(ValueError, t.dim() >= 2, lambda: (
+        f"{op}: {name} must be a 2-D (rows, cols) matrix or a (..., rows, cols) batch of them, got {t.dim()}-D "
+        f"shape {tuple(t.shape)}"))
 
 
 def like(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require: Require) -> None:
@@ -63,29 +74,52 @@ def like(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require: Req
             f"got {t.dtype}")
     require(ValueError, t.device == ref.device,
             lambda: f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
-    for dim in (0, 1):
+    require(ValueError, t.dim() == ref.dim(),
+            lambda: f"{op}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+    for dim in range(ref.dim()):
         require(ValueError, t.shape[dim] == ref.shape[dim],
                 lambda: f"{op}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
 
 
 def square(op: str, name: str, t: Tensor, require: Require) -> None:
-    require(ValueError, t.shape[0] == t.shape[1], lambda: (
+    require(ValueError, t.shape[-2] == t.shape[-1], lambda: (
         f"{op}: {name} must be a square (n, n) matrix for the public-code variant (it ranks {name} against its "
         f"transpose), got shape {tuple(t.shape)}"))
 
 
-def scalars(op: str, tau: float, dtype: torch.dtype, algorithm: int, require: Require) -> None:
-    """tau usable in the computation dtype, a known algorithm code."""
-    error = _validate.tau_error(tau, dtype)
-    require(type(error) if error is not None else ValueError, error is None, lambda: f"{op}: {error}")
+def tau_tensor(op: str, tau: Tensor, require: Require) -> None:
+    """A 0-d float64 tensor on the CPU (meta only in fake kernels); its value is checked by :func:`scalars`."""
+    require(TypeError, isinstance(tau, Tensor), lambda: (
+        f"{op}: tau must be a 0-d float64 CPU tensor, got {type(tau).__name__} (vsl_ext.sigmoid_rank and "
+        "vsl_ext.vsl_loss take a Python float too)"))
+    require(TypeError, tau.dtype == torch.float64, lambda: f"{op}: tau must be a 0-d float64 CPU tensor, got {tau.dtype}")
+    require(ValueError, tau.dim() == 0,
+            lambda: f"{op}: tau must be a 0-d float64 CPU tensor, got {tau.dim()}-D shape {tuple(tau.shape)}")
+    require(ValueError, tau.device.type in ("cpu", "meta"), lambda: (
+        f"{op}: tau must be a 0-d float64 CPU tensor, got one on {tau.device} (the kernels read tau on the host; "
+        "vsl_ext.sigmoid_rank and vsl_ext.vsl_loss move it there)"))
+
+
+def scalars(op: str, tau: Tensor, dtype: torch.dtype, algorithm: int, require: Require) -> Optional[float]:
+    """tau a 0-d float64 CPU tensor whose value is usable in the computation dtype (real kernels only: fake
+    kernels see no values), a known algorithm code. Returns tau's value in the real kernels, else None."""
+    if type(tau) is not float:  # a float only from the eager path (vsl_ext.ops._eager), checked already
+        tau_tensor(op, tau, require)
     require(ValueError, algorithm in _ALGORITHM_CODES, lambda: (
         f"{op}: algorithm must be one of the codes {dict(_C.ALGORITHMS)}, got {algorithm!r}"))
+    if require is not raise_unless:
+        return None
+    value = tau if type(tau) is float else tau.item()
+    error = _validate.tau_error(value, dtype)
+    require(type(error) if error is not None else ValueError, error is None, lambda: f"{op}: {error}")
+    return value
 
 
 # ---------------------------------------------------------------------------------- fast path
 def _fast_matrix(t) -> bool:
-    """A real 2-D float32/float64 CPU or CUDA tensor (the real kernels never see meta tensors)."""
-    return isinstance(t, Tensor) and t.dtype in _DTYPES and t.dim() == 2 and (t.is_cpu or t.is_cuda)
+    """A real float32/float64 CPU or CUDA tensor of at least 2 dimensions (the real kernels never see meta
+    tensors)."""
+    return isinstance(t, Tensor) and t.dtype in _DTYPES and t.dim() >= 2 and (t.is_cpu or t.is_cuda)
 
 
 def _fast_like(t, ref: Tensor) -> bool:
@@ -93,41 +127,62 @@ def _fast_like(t, ref: Tensor) -> bool:
             and t.get_device() == ref.get_device() and t.shape == ref.shape)
 
 
-def _fast_scalars(tau, dtype: torch.dtype, algorithm) -> bool:
+def _fast_tau(tau, dtype: torch.dtype, algorithm) -> Optional[float]:
+    """tau's value if tau and algorithm are surely fine, else None. tau is a float on the eager path
+    (:mod:`vsl_ext.ops._eager`), a tensor otherwise."""
+    if type(tau) is float:
+        value = tau
+        if algorithm not in _ALGORITHM_CODES:
+            return None
+    elif not (type(tau) is Tensor and tau.dtype == torch.float64 and tau.dim() == 0 and tau.is_cpu
+            and algorithm in _ALGORITHM_CODES):
+        return None
+    else:
+        value = tau.item()
     lo, hi = _FAST_TAU[dtype]
-    return type(tau) is float and lo <= tau <= hi and algorithm in _ALGORITHM_CODES
+    return value if lo <= value <= hi else None
+
+
+def _square(t: Tensor) -> bool:
+    return t.shape[-1] == t.shape[-2]
 
 
 # ---------------------------------------------------------------------------------- one per op
-def sigmoid_rank(m: Tensor, tau: float, algorithm: int, require: Require = raise_unless) -> None:
-    if require is raise_unless and _fast_matrix(m) and _fast_scalars(tau, m.dtype, algorithm):
-        return
+def sigmoid_rank(m: Tensor, tau: Tensor, algorithm: int, require: Require = raise_unless) -> Optional[float]:
+    """Returns tau's value in the real kernels (None in fake ones)."""
+    if require is raise_unless and _fast_matrix(m):
+        value = _fast_tau(tau, m.dtype, algorithm)
+        if value is not None:
+            return value
     op = "vsl_ext::sigmoid_rank"
     matrix(op, "m", m, require)
-    scalars(op, tau, m.dtype, algorithm, require)
+    return scalars(op, tau, m.dtype, algorithm, require)
 
 
-def sigmoid_rank_backward(m: Tensor, grad: Tensor, tau: float, public_code: bool, algorithm: int,
-                          require: Require = raise_unless) -> None:
-    if (require is raise_unless and _fast_matrix(m) and _fast_like(grad, m) and _fast_scalars(tau, m.dtype, algorithm)
-            and (not public_code or m.shape[0] == m.shape[1])):
-        return
+def sigmoid_rank_backward(m: Tensor, grad: Tensor, tau: Tensor, public_code: bool, algorithm: int,
+                          require: Require = raise_unless) -> Optional[float]:
+    if require is raise_unless and _fast_matrix(m) and _fast_like(grad, m) and (not public_code or _square(m)):
+        value = _fast_tau(tau, m.dtype, algorithm)
+        if value is not None:
+            return value
     op = "vsl_ext::sigmoid_rank_backward"
     matrix(op, "m", m, require)
     like(op, "grad", grad, "m", m, require)
     if public_code:
         square(op, "m", m, require)
-    scalars(op, tau, m.dtype, algorithm, require)
+    return scalars(op, tau, m.dtype, algorithm, require)
 
 
-def vsl_loss_ratio_sum(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, algorithm: int,
-                       require: Require = raise_unless) -> None:
+def vsl_loss_ratio_sum(sims: Tensor, semantic: Tensor, tau: Tensor, public_code: bool, algorithm: int,
+                       require: Require = raise_unless) -> Optional[float]:
     if (require is raise_unless and _fast_matrix(sims) and _fast_like(semantic, sims)
-            and _fast_scalars(tau, sims.dtype, algorithm) and (not public_code or sims.shape[0] == sims.shape[1])):
-        return
+            and (not public_code or _square(sims))):
+        value = _fast_tau(tau, sims.dtype, algorithm)
+        if value is not None:
+            return value
     op = "vsl_ext::vsl_loss_ratio_sum"
     matrix(op, "sims", sims, require)
     like(op, "semantic", semantic, "sims", sims, require)
     if public_code:
         square(op, "sims", sims, require)
-    scalars(op, tau, sims.dtype, algorithm, require)
+    return scalars(op, tau, sims.dtype, algorithm, require)

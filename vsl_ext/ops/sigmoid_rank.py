@@ -6,12 +6,20 @@
 Backward, with g = dL/dR and s = +1 (descending) or -1 (ascending), every row independent:
 ``dL/dM[i, l] = (s / tau) * sum_{j != l} sigmoid'((M[i, l] - M[i, j]) / tau) * (g[i, j] - g[i, l])``
 
-Registered ops (schemas below): ``vsl_ext::sigmoid_rank(Tensor m, float tau, bool descending, int
-algorithm) -> Tensor`` and ``vsl_ext::sigmoid_rank_backward(Tensor m, Tensor grad, float tau, bool
-descending, bool public_code, int algorithm) -> Tensor``. ``algorithm`` is a code of
-``vsl_ext._C.ALGORITHMS``; ``public_code`` makes the backward one of the public-code variant's rank
-(m ranked against m^T, the sigmoid's argument clamped to +-``_C.PUBLIC_CODE_CLAMP``), which
-:mod:`vsl_ext.ops.vsl_loss` uses.
+Registered ops (schemas below): ``vsl_ext::sigmoid_rank(Tensor m, Tensor tau, bool descending, int
+algorithm) -> Tensor`` and ``vsl_ext::sigmoid_rank_backward(Tensor m, Tensor grad, Tensor tau, bool
+descending, bool public_code, int algorithm) -> Tensor``. ``m`` is (rows, cols) or a (..., rows, cols)
+batch (rows of every matrix are ranked alike; a public-code rank transposes each matrix); ``tau`` is
+a 0-d float64 CPU tensor (data a compiled graph carries, see :mod:`vsl_ext.ops._checks`);
+``algorithm`` is a code of ``vsl_ext._C.ALGORITHMS``; ``public_code`` makes the backward one of the
+public-code variant's rank (m ranked against m^T, the sigmoid's argument clamped to
++-``_C.PUBLIC_CODE_CLAMP``), which :mod:`vsl_ext.ops.vsl_loss` uses.
+
+Transforms: each op has a batching rule (``torch.library.register_vmap``: a vmapped call is one
+kernel call on the stacked batch) and the forward op an autograd formula. ``torch.func`` transforms
+cannot use an op's ``register_autograd`` formula in torch <= 2.13 (pytorch/pytorch#168393), so the
+public function differentiates through :class:`SigmoidRankFunction`, an ``autograd.Function`` with
+``setup_context`` that calls the same ops; see docs/transforms.md.
 """
 # No `from __future__ import annotations`: torch 2.4 infers the custom ops' schemas from the
 # annotations and rejects string ones ("unsupported type Tensor").
@@ -22,14 +30,20 @@ from .. import _validate, kernels
 from . import _checks
 
 
+def _rows(t: Tensor) -> Tensor:
+    """A contiguous (..., rows, cols) tensor as its (rows of all matrices, cols) view."""
+    return t.view(-1, t.shape[-1])
+
+
 @torch.library.custom_op("vsl_ext::sigmoid_rank", mutates_args=())
-def sigmoid_rank_op(m: Tensor, tau: float, descending: bool, algorithm: int) -> Tensor:
-    """(rows, cols) ranks of m's rows; float32/float64, any layout, CPU or CUDA."""
-    _checks.sigmoid_rank(m, tau, algorithm)
+def sigmoid_rank_op(m: Tensor, tau: Tensor, descending: bool, algorithm: int) -> Tensor:
+    """(..., rows, cols) ranks of m's rows; float32/float64, any layout, CPU or CUDA."""
+    tau_value = _checks.sigmoid_rank(m, tau, algorithm)
     m = m.contiguous()
-    ranks = torch.empty_like(m)
+    ranks = torch.empty_like(m, memory_format=torch.contiguous_format)
     if m.numel():
-        kernels.for_tensor(m).sigmoid_rank_forward(m, None, ranks, tau, descending, False, algorithm)
+        kernels.for_tensor(m).sigmoid_rank_forward(_rows(m), None, _rows(ranks), tau_value, descending, False,
+                                                   algorithm)
     return ranks
 
 
@@ -40,21 +54,24 @@ def _(m, tau, descending, algorithm):
 
 
 @torch.library.custom_op("vsl_ext::sigmoid_rank_backward", mutates_args=())
-def sigmoid_rank_backward_op(m: Tensor, grad: Tensor, tau: float, descending: bool, public_code: bool,
+def sigmoid_rank_backward_op(m: Tensor, grad: Tensor, tau: Tensor, descending: bool, public_code: bool,
                              algorithm: int) -> Tensor:
     """dL/dm for L = sum(grad * R(m)); R is the public-code variant's rank if ``public_code``."""
-    _checks.sigmoid_rank_backward(m, grad, tau, public_code, algorithm)
+    tau_value = _checks.sigmoid_rank_backward(m, grad, tau, public_code, algorithm)
     m, grad = m.contiguous(), grad.contiguous()
-    grad_m = torch.empty_like(m)
+    grad_m = torch.empty_like(m, memory_format=torch.contiguous_format)
     if not m.numel():
         return grad_m
     kernel = kernels.for_tensor(m)
     if not public_code:
-        kernel.sigmoid_rank_backward(m, None, grad, grad_m, None, tau, descending, False, algorithm)
+        kernel.sigmoid_rank_backward(_rows(m), None, _rows(grad), _rows(grad_m), None, tau_value, descending, False,
+                                     algorithm)
         return grad_m
-    grad_m_t = torch.empty_like(m)
-    kernel.sigmoid_rank_backward(m, m.t().contiguous(), grad, grad_m, grad_m_t, tau, descending, True, algorithm)
-    return grad_m + grad_m_t.t()
+    m_t = m.transpose(-1, -2).contiguous()  # each matrix's transpose: row b of m is ranked against column b
+    grad_m_t = torch.empty_like(m_t)
+    kernel.sigmoid_rank_backward(_rows(m), _rows(m_t), _rows(grad), _rows(grad_m), _rows(grad_m_t), tau_value,
+                                 descending, True, algorithm)
+    return grad_m + grad_m_t.transpose(-1, -2)
 
 
 @sigmoid_rank_backward_op.register_fake
@@ -63,19 +80,100 @@ def _(m, grad, tau, descending, public_code, algorithm):
     return m.new_empty(m.shape)
 
 
+# ------------------------------------------------------------------------------------ batching rules
+def batched(args, in_dims, size: int):
+    """The tensors of ``args`` whose in_dims is not None with their batch dimension first, the
+    others broadcast to it (``expand``: no copy until the op makes them contiguous); non-tensors as
+    they are."""
+    out = []
+    for arg, dim in zip(args, in_dims):
+        if isinstance(arg, Tensor):
+            arg = arg.movedim(dim, 0) if dim is not None else arg.expand(size, *arg.shape)
+        out.append(arg)
+    return out
+
+
+def per_sample(op, info, in_dims, args):
+    """Fallback of a batching rule when tau itself is batched (e.g. vmap over a tau schedule): one
+    call per sample, each with its own tau, stacked."""
+    results = []
+    for i in range(info.batch_size):
+        sample = [a.select(d, i) if isinstance(a, Tensor) and d is not None else a for a, d in zip(args, in_dims)]
+        results.append(op(*sample))
+    if isinstance(results[0], tuple):
+        return tuple(torch.stack(parts) for parts in zip(*results)), tuple(0 for _ in results[0])
+    return torch.stack(results), 0
+
+
+def _sigmoid_rank_vmap(info, in_dims, m, tau, descending, algorithm):
+    if in_dims[1] is not None:
+        return per_sample(sigmoid_rank_op, info, in_dims, (m, tau, descending, algorithm))
+    return sigmoid_rank_op(m.movedim(in_dims[0], 0), tau, descending, algorithm), 0
+
+
+def _sigmoid_rank_backward_vmap(info, in_dims, m, grad, tau, descending, public_code, algorithm):
+    args = (m, grad, tau, descending, public_code, algorithm)
+    if in_dims[2] is not None:
+        return per_sample(sigmoid_rank_backward_op, info, in_dims, args)
+    m, grad = batched((m, grad), in_dims[:2], info.batch_size)
+    return sigmoid_rank_backward_op(m, grad, tau, descending, public_code, algorithm), 0
+
+
+torch.library.register_vmap(sigmoid_rank_op, _sigmoid_rank_vmap)
+torch.library.register_vmap(sigmoid_rank_backward_op, _sigmoid_rank_backward_vmap)
+
+
+# ------------------------------------------------------------------------------------------ autograd
 def _setup_context(ctx, inputs, output):
     m, tau, descending, algorithm = inputs
-    ctx.save_for_backward(m)
-    ctx.args = (tau, descending, algorithm)
+    ctx.save_for_backward(m if ctx.needs_input_grad[0] else None, tau)
+    ctx.args = (descending, algorithm)
+
+
+class _RankBackward(torch.autograd.Function):
+    """:func:`sigmoid_rank_backward_op` as the backward calls it: an inner autograd node whose own
+    backward raises (the op has no derivative), in a form ``torch.func`` accepts (under
+    ``torch.func.grad`` the saved m is tracked, and the op's generated autograd node would raise
+    pytorch/pytorch#168393's error instead)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(m, grad, tau, descending, public_code, algorithm):
+        return sigmoid_rank_backward_op(m, grad, tau, descending, public_code, algorithm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("vsl_ext: sigmoid_rank has no second derivative (double backward is not supported)")
 
 
 def _backward(ctx, grad):
-    (m,) = ctx.saved_tensors
-    tau, descending, algorithm = ctx.args
-    return sigmoid_rank_backward_op(m, grad, tau, descending, False, algorithm), None, None, None
+    m, tau = ctx.saved_tensors
+    descending, algorithm = ctx.args
+    grad_m = _RankBackward.apply(m, grad, tau, descending, False, algorithm) if ctx.needs_input_grad[0] else None
+    return grad_m, None, None, None
 
 
 sigmoid_rank_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class SigmoidRankFunction(torch.autograd.Function):
+    """The public function's autograd: the same formula as the op's (``_backward``), in the form
+    ``torch.func`` transforms accept (``setup_context``; the vmap rule is generated from the ops'
+    batching rules). No double backward: the backward op has no derivative."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(m, tau, descending, algorithm):
+        return sigmoid_rank_op(m, tau, descending, algorithm)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward)
 
 
 def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algorithm: str = "auto") -> Tensor:
@@ -106,4 +204,5 @@ def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algor
     tau = _validate.tau(tau, dtype)
     if not isinstance(descending, bool):
         raise TypeError(f"descending must be a bool, got {type(descending).__name__}")
-    return sigmoid_rank_op(M.to(dtype), tau, descending, _validate.algorithm(algorithm))
+    return SigmoidRankFunction.apply(M.to(dtype), _validate.tau_tensor(tau), descending,
+                                     _validate.algorithm(algorithm))

@@ -8,15 +8,20 @@ only scales it: memory is O(n^2) instead of the reference's O(n^3), and nothing 
 returns the float64 sum of the ratios; the loss is ``1 - sum / n^2``, and a row-sharded batch
 (:mod:`vsl_ext.distributed`) adds the ranks' sums.
 
-Registered op: ``vsl_ext::vsl_loss_ratio_sum(Tensor sims, Tensor semantic, float tau, bool
+Registered op: ``vsl_ext::vsl_loss_ratio_sum(Tensor sims, Tensor semantic, Tensor tau, bool
 public_code, bool semantic_grad, int algorithm) -> (Tensor ratio_sum, Tensor grad_sims, Tensor
 grad_semantic)``: for (r, c) row blocks of S and C, ``sum_ij min(SR, CR) / max(SR, CR)`` (0-dim
 float64) and its gradients with respect to sims and (empty unless ``semantic_grad``) semantic; both
-are not differentiable. ``public_code`` ranks S against S^T and C against C^T with the
-published code's clamp (square blocks only). Its backward scales the gradients by the incoming one; a
-gradient the forward was not asked for (semantic's, without ``semantic_grad``) is computed there.
+are not differentiable. A (..., r, c) batch of blocks gives one sum per block (shape ``...``), in one
+kernel call (``torch.func.vmap`` uses that). ``tau`` is a 0-d float64 CPU tensor
+(:mod:`vsl_ext.ops._checks` says why). ``public_code`` ranks S against S^T and C against C^T with
+the published code's clamp (square blocks only). Its backward scales the gradients by the incoming
+one; a gradient the forward was not asked for (semantic's, without ``semantic_grad``) is computed
+there, and only then are the inputs saved for backward.
 
-In plain eager code :func:`vsl_loss` calls the same kernels without the dispatcher
+The public function differentiates through :class:`RatioSumFunction` (an ``autograd.Function`` that
+``torch.func`` transforms accept, calling the same op; see :mod:`vsl_ext.ops.sigmoid_rank`). In
+plain eager code :func:`vsl_loss` calls the same kernels without the dispatcher
 (:mod:`vsl_ext.ops._eager`).
 """
 # No `from __future__ import annotations`: torch 2.4 infers the custom ops' schemas from the
@@ -29,41 +34,50 @@ from torch.autograd.function import once_differentiable
 
 from .. import _validate, kernels
 from . import _checks, _eager
+from .sigmoid_rank import batched, per_sample
 
 VARIANTS = ("row", "public-code")
 
 
 def _ratio_sum_and_grads(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, sims_grad: bool,
                          semantic_grad: bool, algorithm: int) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """The kernels' call of both paths, on checked inputs: (float64 ratio sum, d sum / d sims or None,
-    d sum / d semantic or None)."""
+    """The kernels' call of both paths, on checked (..., r, c) inputs: (float64 ratio sum of each (r, c)
+    block, d sum / d sims or None, d sum / d semantic or None)."""
     sims, semantic = sims.contiguous(), semantic.contiguous()
+    batch = sims.shape[:-2]
     if not sims.numel():
-        return (sims.new_zeros((), dtype=torch.float64), torch.zeros_like(sims) if sims_grad else None,
+        return (sims.new_zeros(batch, dtype=torch.float64), torch.zeros_like(sims) if sims_grad else None,
                 torch.zeros_like(semantic) if semantic_grad else None)
-    row_sums = torch.empty(sims.shape[0], dtype=torch.float64, device=sims.device)
+    rows, cols = sims.shape[-2:]
+    row_sums = torch.empty(sims.shape[:-1], dtype=torch.float64, device=sims.device)
     grad_sims = torch.empty_like(sims) if sims_grad else None
     grad_semantic = torch.empty_like(semantic) if semantic_grad else None
     sims_t = semantic_t = grad_sims_t = grad_semantic_t = None
-    if public_code:
-        sims_t, semantic_t = sims.t().contiguous(), semantic.t().contiguous()
+    if public_code:  # each block's transpose: row b of S is ranked against column b
+        sims_t, semantic_t = sims.transpose(-1, -2).contiguous(), semantic.transpose(-1, -2).contiguous()
         grad_sims_t = torch.empty_like(sims) if sims_grad else None
         grad_semantic_t = torch.empty_like(semantic) if semantic_grad else None
-    kernels.for_tensor(sims).vsl_loss_ratio_sum(sims, sims_t, semantic, semantic_t, row_sums, grad_sims, grad_sims_t,
-                                                grad_semantic, grad_semantic_t, tau, public_code, algorithm)
+
+    def rows_of(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.view(-1, cols)
+
+    kernels.for_tensor(sims).vsl_loss_ratio_sum(rows_of(sims), rows_of(sims_t), rows_of(semantic), rows_of(semantic_t),
+                                                row_sums.view(-1), rows_of(grad_sims), rows_of(grad_sims_t),
+                                                rows_of(grad_semantic), rows_of(grad_semantic_t), tau, public_code,
+                                                algorithm)
     if grad_sims_t is not None:
-        grad_sims += grad_sims_t.t()
+        grad_sims += grad_sims_t.transpose(-1, -2)
     if grad_semantic_t is not None:
-        grad_semantic += grad_semantic_t.t()
-    return row_sums.sum(), grad_sims, grad_semantic
+        grad_semantic += grad_semantic_t.transpose(-1, -2)
+    return row_sums.sum(-1), grad_sims, grad_semantic
 
 
 @torch.library.custom_op("vsl_ext::vsl_loss_ratio_sum", mutates_args=())
-def vsl_loss_ratio_sum_op(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, semantic_grad: bool,
+def vsl_loss_ratio_sum_op(sims: Tensor, semantic: Tensor, tau: Tensor, public_code: bool, semantic_grad: bool,
                           algorithm: int) -> Tuple[Tensor, Tensor, Tensor]:
-    _checks.vsl_loss_ratio_sum(sims, semantic, tau, public_code, algorithm)
-    total, grad_sims, grad_semantic = _ratio_sum_and_grads(sims, semantic, tau, public_code, True, semantic_grad,
-                                                           algorithm)
+    tau_value = _checks.vsl_loss_ratio_sum(sims, semantic, tau, public_code, algorithm)
+    total, grad_sims, grad_semantic = _ratio_sum_and_grads(sims, semantic, tau_value, public_code, True,
+                                                           semantic_grad, algorithm)
     return total, grad_sims, grad_semantic if grad_semantic is not None else semantic.new_empty(0)
 
 
@@ -72,29 +86,64 @@ def _(sims, semantic, tau, public_code, semantic_grad, algorithm):
     _checks.vsl_loss_ratio_sum(sims, semantic, tau, public_code, algorithm, _checks.torch_check)
     grad_sims = sims.new_empty(sims.shape)
     grad_semantic = semantic.new_empty(semantic.shape) if semantic_grad else semantic.new_empty(0)
-    return sims.new_empty((), dtype=torch.float64), grad_sims, grad_semantic
+    return sims.new_empty(sims.shape[:-2], dtype=torch.float64), grad_sims, grad_semantic
+
+
+def _ratio_sum_vmap(info, in_dims, sims, semantic, tau, public_code, semantic_grad, algorithm):
+    args = (sims, semantic, tau, public_code, semantic_grad, algorithm)
+    if in_dims[2] is not None:
+        return per_sample(vsl_loss_ratio_sum_op, info, in_dims, args)
+    sims, semantic = batched((sims, semantic), in_dims[:2], info.batch_size)
+    total, grad_sims, grad_semantic = vsl_loss_ratio_sum_op(sims, semantic, tau, public_code, semantic_grad, algorithm)
+    return (total, grad_sims, grad_semantic), (0, 0, 0 if semantic_grad else None)
+
+
+torch.library.register_vmap(vsl_loss_ratio_sum_op, _ratio_sum_vmap)
 
 
 def _setup_context(ctx, inputs, output):
     sims, semantic, tau, public_code, semantic_grad, algorithm = inputs
     _, grad_sims, grad_semantic = output
-    ctx.save_for_backward(sims, semantic, grad_sims, grad_semantic)
-    ctx.args = (tau, public_code, semantic_grad, algorithm)
     ctx.mark_non_differentiable(grad_sims, grad_semantic)
+    want_sims, want_semantic = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    recompute = want_semantic and not semantic_grad  # semantic's gradient was not asked of the forward
+    # Only what the backward reads: an input that needs no gradient may be an inference tensor.
+    ctx.save_for_backward(grad_sims if want_sims else None, grad_semantic if want_semantic and semantic_grad else None,
+                          sims if recompute else None, semantic if recompute else None, tau if recompute else None)
+    ctx.args = (public_code, algorithm)
+
+
+def _scale(grad: Tensor, grad_sum: Tensor) -> Tensor:
+    """d sum / d input (..., r, c) times the incoming gradient of each block's sum (...)."""
+    return grad * grad_sum.to(grad.dtype)[..., None, None]
 
 
 def _backward(ctx, grad_sum, _grad_sims, _grad_semantic):
-    sims, semantic, grad_sims, grad_semantic = ctx.saved_tensors
-    tau, public_code, semantic_grad, algorithm = ctx.args
-    want_sims, want_semantic = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if want_semantic and not semantic_grad:
+    grad_sims, grad_semantic, sims, semantic, tau = ctx.saved_tensors
+    public_code, algorithm = ctx.args
+    if sims is not None:
         _, grad_sims, grad_semantic = vsl_loss_ratio_sum_op(sims, semantic, tau, public_code, True, algorithm)
-    d_sims = grad_sims * grad_sum.to(grad_sims.dtype) if want_sims else None
-    d_semantic = grad_semantic * grad_sum.to(grad_semantic.dtype) if want_semantic else None
+    d_sims = _scale(grad_sims, grad_sum) if ctx.needs_input_grad[0] else None
+    d_semantic = _scale(grad_semantic, grad_sum) if ctx.needs_input_grad[1] else None
     return d_sims, d_semantic, None, None, None, None
 
 
 vsl_loss_ratio_sum_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class RatioSumFunction(torch.autograd.Function):
+    """The public functions' autograd of :func:`vsl_loss_ratio_sum_op`: the op's formula in the form
+    ``torch.func`` transforms accept (``setup_context``; the vmap rule is generated from the op's
+    batching rule). No double backward: the op's gradients have no derivative."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(sims, semantic, tau, public_code, semantic_grad, algorithm):
+        return vsl_loss_ratio_sum_op(sims, semantic, tau, public_code, semantic_grad, algorithm)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward)
 
 
 class _EagerLoss(torch.autograd.Function):
@@ -132,9 +181,11 @@ def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: s
     return sims.to(dtype), semantic_sims.to(dtype), tau, algo
 
 
-def ratio_sum(s: Tensor, c: Tensor, tau: float, public_code: bool, algo: int) -> Tensor:
-    """Differentiable float64 ``sum_ij min(SR, CR) / max(SR, CR)`` over prepared row blocks."""
-    total, _, _ = vsl_loss_ratio_sum_op(s, c, tau, public_code, torch.is_grad_enabled() and c.requires_grad, algo)
+def ratio_sum(s: Tensor, c: Tensor, tau, public_code: bool, algo: int) -> Tensor:
+    """Differentiable float64 ``sum_ij min(SR, CR) / max(SR, CR)`` over prepared row blocks (tau as
+    :func:`vsl_ext._validate.tau` returns it)."""
+    semantic_grad = torch.is_grad_enabled() and c.requires_grad
+    total, _, _ = RatioSumFunction.apply(s, c, _validate.tau_tensor(tau), public_code, semantic_grad, algo)
     return total
 
 
@@ -162,10 +213,10 @@ def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: st
     _validate.square("sims", _validate.matrix("sims", sims))
     s, c, tau, algo = prepare(sims, semantic_sims, tau, variant, algorithm)
     public_code = variant == "public-code"
-    if _eager.plain(s, c):
+    if type(tau) is float and _eager.plain(s, c):
         _checks.vsl_loss_ratio_sum(s, c, tau, public_code, algo)  # the op's own checks
         grad = torch.is_grad_enabled()  # (forward() runs with it off)
         return _EagerLoss.apply(s, c, tau, public_code, algo, grad and s.requires_grad, grad and c.requires_grad)
-    n = s.shape[0]
+    n = s.shape[0]  # a symbolic size under tracing: no Python arithmetic that would specialise it
     total = ratio_sum(s, c, tau, public_code, algo)
-    return (1.0 - total / float(n * n)).to(s.dtype)
+    return (1.0 - total / (n * n)).to(s.dtype)
