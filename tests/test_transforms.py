@@ -87,7 +87,8 @@ _DATA_DEPENDENT = (Exception, "data-dependent")
 _NO_BATCHED_COLLECTIVE = (RuntimeError, "Batching rule not implemented for c10d::")
 
 ROWS = [
-    Row("sigmoid_rank", lambda x, c, tau: vsl_ext.sigmoid_rank(x, tau), lambda x, c, tau: reference.sigmoid_rank(x, tau)),
+    Row("sigmoid_rank", lambda x, c, tau: vsl_ext.sigmoid_rank(x, tau),
+        lambda x, c, tau: reference.sigmoid_rank(x, tau)),
     Row("vsl_loss", lambda x, c, tau: vsl_ext.vsl_loss(x, c, tau), reference.vsl_loss),
     Row("vsl_loss public-code", lambda x, c, tau: vsl_ext.vsl_loss(x, c, tau, "public-code"),
         reference.public_code_vsl_loss),
