@@ -402,3 +402,27 @@ def test_cell(row: Row, column: str):
             COLUMNS[column](row)
     finally:
         row.set_tau(TAU)
+
+
+def test_the_issues_temperature_schedule_under_inductor():
+    """Issue 20, item 1: ``vsl_loss(S / t, C, tau=0.05 / t)`` and ``sigmoid_rank(S / t, 0.05 / t)`` in
+    one compiled step for t = 1, 0.5, 0.25, 0.1, ... used the second call's tau from the third call on
+    (at t = 0.1 the loss was 0.448312, the formula's 0.399470). Every call must give the formula's
+    loss, ranks and gradient (the matrix's compile columns do the same for every entry point)."""
+    x, c = _inputs(8, seed=3)
+
+    @torch.compile
+    def step(s, c, t):
+        return vsl_ext.vsl_loss(s / t, c, tau=0.05 / t), vsl_ext.sigmoid_rank(s / t, 0.05 / t)
+
+    for t in (1.0, 0.5, 0.25, 0.1):
+        s = x.clone().requires_grad_()
+        loss, ranks = step(s, c, t)
+        (grad,) = torch.autograd.grad(loss + _objective(ranks), s)
+        s64 = x.clone().requires_grad_()
+        want_loss = reference.vsl_loss(s64 / t, c, 0.05 / t)
+        want_ranks = reference.sigmoid_rank(s64 / t, 0.05 / t)
+        (want_grad,) = torch.autograd.grad(want_loss + _objective(want_ranks), s64)
+        torch.testing.assert_close(loss, want_loss, rtol=1e-9, atol=1e-12, msg=f"t = {t}")
+        torch.testing.assert_close(ranks, want_ranks, rtol=1e-9, atol=1e-9, msg=f"t = {t}")
+        torch.testing.assert_close(grad, want_grad, rtol=1e-9, atol=1e-9 * want_grad.abs().max().item())
