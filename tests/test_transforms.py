@@ -127,10 +127,15 @@ def fresh_dynamo():
 
 
 # ----------------------------------------------------------------------------------------- the cells
-def _inputs(n: int, seed: int = 0, dtype=torch.float64, batch: Tuple[int, ...] = ()):
+def _inputs(n: int, seed: int = 0, dtype=torch.float64, batch: Tuple[int, ...] = (), frozen_c: bool = False):
+    """x and c; ``frozen_c``: c made under torch.inference_mode (a cached C), as the compile and
+    torch.func columns take it too."""
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(*batch, n, n, generator=g, dtype=torch.float64) * SCALE).to(dtype)
     c = (torch.randint(0, 4, (*batch, n, n), generator=g).double() * SCALE).to(dtype)  # ties, as in tf-idf C
+    if frozen_c:
+        with torch.inference_mode():
+            c = c.clone()
     return x, c
 
 
@@ -194,7 +199,7 @@ def _compiled_schedule(row: Row, backend: str, max_frames: int, tensor_tau: bool
     (never an earlier call's tau or size), in at most ``max_frames`` compiles."""
     compiled = torch.compile(row.call, backend=backend, **options)
     for n, tau in SCHEDULE:
-        x, c = _inputs(n, seed=n)
+        x, c = _inputs(n, seed=n, frozen_c=True)
         tau_arg = _t(tau) if tensor_tau else tau
         out, grad = _value_and_grad(row, x, c, tau_arg, wrap=lambda f, *a: compiled(*a))
         want, want_grad = _formula(row, x, c, tau)
@@ -248,7 +253,7 @@ def cell_export(row: Row):
 
 
 def cell_func_grad(row: Row):
-    x, c = _inputs(6)
+    x, c = _inputs(6, frozen_c=True)
     row.set_tau(TAU)
     grad = torch.func.grad(lambda x: _objective(row.call(x, c, _tau_arg(row, TAU))))(x)
     want, want_grad = _formula(row, x, c, TAU)
@@ -308,7 +313,7 @@ def _kernel_calls():
 def cell_func_vmap(row: Row):
     """vmap over a batch of 4 matrices (and of 4 gradients): values and per-sample gradients equal the
     formula's, and the forward is one kernel call for the whole batch."""
-    xs, cs = _inputs(6, batch=(4,))
+    xs, cs = _inputs(6, batch=(4,), frozen_c=True)
     row.set_tau(TAU)
     tau = _tau_arg(row, TAU)
     with _kernel_calls() as calls:
