@@ -431,3 +431,18 @@ def test_the_issues_temperature_schedule_under_inductor():
         torch.testing.assert_close(loss, want_loss, rtol=1e-9, atol=1e-12, msg=f"t = {t}")
         torch.testing.assert_close(ranks, want_ranks, rtol=1e-9, atol=1e-9, msg=f"t = {t}")
         torch.testing.assert_close(grad, want_grad, rtol=1e-9, atol=1e-9 * want_grad.abs().max().item())
+
+
+def test_vmap_over_a_tau_schedule():
+    """vmap over tau itself (one tau per sample): the batching rules fall back to one call per tau,
+    and each sample is the formula at its tau (ranks, loss, per-tau gradient)."""
+    x, c = _inputs(5)
+    taus = torch.tensor([0.02, 0.05, 0.2], dtype=torch.float64)
+    ranks = torch.func.vmap(lambda tau: vsl_ext.sigmoid_rank(x, tau))(taus)
+    losses = torch.func.vmap(lambda tau: vsl_ext.vsl_loss(x, c, tau))(taus)
+    grads = torch.func.vmap(torch.func.grad(lambda x, tau: vsl_ext.vsl_loss(x, c, tau)), in_dims=(None, 0))(x, taus)
+    for i, tau in enumerate(taus.tolist()):
+        torch.testing.assert_close(ranks[i], reference.sigmoid_rank(x, tau), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(losses[i], reference.vsl_loss(x, c, tau), rtol=1e-12, atol=1e-12)
+        want = torch.func.grad(reference.vsl_loss)(x, c, tau)
+        torch.testing.assert_close(grads[i], want, rtol=1e-9, atol=1e-12)
