@@ -6,5 +6,8 @@ kernel (:mod:`vsl_ext.kernels`) -> native call (``vsl_ext._C``).
 * :mod:`vsl_ext.ops.vsl_loss`: ``vsl_ext.vsl_loss``; ``torch.ops.vsl_ext.vsl_loss_ratio_sum``.
 
 Every registered op checks its own inputs (:mod:`vsl_ext.ops._checks`) before any native call, and
-its fake kernel checks the same with ``torch._check``.
+its fake kernel checks the same with ``torch._check``. The ops take tau as a 0-d float64 CPU tensor
+and matrices as (rows, cols) or (..., rows, cols) batches, and have batching rules for
+``torch.func.vmap``; the public functions differentiate through ``autograd.Function``s that
+``torch.func`` accepts (docs/transforms.md).
 """
