@@ -72,11 +72,7 @@ class _Temperature:
 
     @tau.setter
     def tau(self, value) -> None:
-        if isinstance(value, Tensor):
-            if value.dim() != 0 or not value.is_floating_point():
-                raise ValueError(f"tau must be a number or a 0-d floating-point tensor, got {value.dtype} shape "
-                                 f"{tuple(value.shape)}")
-            value = value.item()
+        """A number or a 0-d floating-point tensor (its value is copied), checked as vsl_ext.vsl_loss checks it."""
         with torch.no_grad():  # also inside torch.inference_mode: the same tensor, a new value
             self._tau.fill_(_validate.tau(value, torch.float64))  # float32 input checks tau again in forward
 
