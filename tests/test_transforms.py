@@ -12,9 +12,10 @@ registered ops called directly. A new op joins the matrix with one :class:`Row`.
 Columns (:data:`COLUMNS`): eager; ``torch.compile`` default (inductor), ``dynamic=True`` and
 ``fullgraph=True``, each over a schedule that changes n and tau (counting compiles: a new tau or a
 new n must not recompile once the graph is dynamic, and a value must never come from an earlier
-call); ``torch.export`` with a dynamic n and tau as an input; ``torch.func`` grad / vjp / jacrev /
-vmap (vmap over a batch of matrices is one kernel call); autocast bfloat16 / float16;
-``torch.utils.checkpoint``; inputs made under ``torch.inference_mode``; a ``torch.device`` context.
+call); ``torch.export`` with a dynamic n and tau as an input; ``torch.func`` grad (also inside
+``torch.compile(fullgraph=True)``) / vjp / jacrev / vmap (vmap over a batch of matrices is one
+kernel call); autocast bfloat16 / float16; ``torch.utils.checkpoint``; inputs made under
+``torch.inference_mode``; a ``torch.device`` context.
 
 Kept small for CI (n <= 8, float64 where the dtype is ours to choose, inductor only in the default
 compile column).
@@ -95,14 +96,15 @@ ROWS = [
     Row("VSLLoss", lambda x, c, tau: _vsl_loss_module(x, c), reference.vsl_loss, module=_vsl_loss_module),
     Row("VSLCriterion", lambda x, c, tau: _criterion(x, c)["loss"], _criterion_formula, module=_criterion),
     Row("distributed.vsl_loss", lambda x, c, tau: vsl_ext.distributed.vsl_loss(x, c, tau), reference.vsl_loss,
-        errors={"compile_fullgraph": _DATA_DEPENDENT, "export": _DATA_DEPENDENT, "func_vmap": _NO_BATCHED_COLLECTIVE}),
+        errors={"compile_fullgraph": _DATA_DEPENDENT, "export": _DATA_DEPENDENT, "compiled_func_grad": _DATA_DEPENDENT,
+                "func_vmap": _NO_BATCHED_COLLECTIVE}),
     Row("torch.ops.vsl_ext.sigmoid_rank", lambda x, c, tau: OPS.sigmoid_rank(x, tau, True, AUTO),
         lambda x, c, tau: reference.sigmoid_rank(x, tau), tensor_tau=True,
-        errors={"func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES, "func_jacrev": _FUNC_RAISES,
-                "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
+        errors={"func_grad": _FUNC_RAISES, "compiled_func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES,
+                "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
     Row("torch.ops.vsl_ext.vsl_loss_ratio_sum", _op_loss, reference.vsl_loss, tensor_tau=True,
-        errors={"func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES, "func_jacrev": _FUNC_RAISES,
-                "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
+        errors={"func_grad": _FUNC_RAISES, "compiled_func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES,
+                "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
 ]
 
 
@@ -266,6 +268,18 @@ def cell_func_grad(row: Row):
     torch.testing.assert_close(g["weight"].squeeze(), (want_grad * x).sum(), rtol=1e-9, atol=1e-12)
 
 
+def cell_compiled_func_grad(row: Row):
+    """torch.func.grad inside torch.compile(fullgraph=True) (the only gradient API a full graph can hold)."""
+    x, c = _inputs(6, frozen_c=True)
+    row.set_tau(TAU)
+    tau = _tau_arg(row, TAU)
+    compiled = torch.compile(lambda x: torch.func.grad(lambda x: _objective(row.call(x, c, tau)))(x),
+                             fullgraph=True, backend="aot_eager")
+    grad = compiled(x)
+    _, want_grad = _formula(row, x, c, TAU)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-9, atol=1e-9 * want_grad.abs().max().item() + 1e-12)
+
+
 def cell_func_vjp(row: Row):
     x, c = _inputs(6)
     row.set_tau(TAU)
@@ -389,7 +403,8 @@ def cell_device_context(row: Row):
 COLUMNS = {
     "eager": cell_eager, "compile_default": cell_compile_default, "compile_dynamic": cell_compile_dynamic,
     "compile_fullgraph": cell_compile_fullgraph, "export": cell_export, "func_grad": cell_func_grad,
-    "func_vjp": cell_func_vjp, "func_jacrev": cell_func_jacrev, "func_vmap": cell_func_vmap,
+    "compiled_func_grad": cell_compiled_func_grad, "func_vjp": cell_func_vjp, "func_jacrev": cell_func_jacrev,
+    "func_vmap": cell_func_vmap,
     "autocast_bf16": cell_autocast_bf16, "autocast_fp16": cell_autocast_fp16, "checkpoint": cell_checkpoint,
     "inference_inputs": cell_inference_inputs, "device_context": cell_device_context,
 }
