@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from typing import Dict, Iterable, List, Sequence
+
+from ..._atomic import atomic_write
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -63,17 +64,9 @@ class Vocabulary:
                 "idx": len(self.idx2word)}
 
     def save(self, path: str) -> None:
-        """SCAN's vocab json layout (``word2idx``, ``idx2word``, ``idx``), written atomically."""
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vocab-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_json_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """SCAN's vocab json layout (``word2idx``, ``idx2word``, ``idx``), written atomically with the
+        umask's mode (a replaced file keeps its own): :func:`vsl_ext._atomic.atomic_write`."""
+        atomic_write(path, json.dumps(self.to_json_dict()))
 
     @classmethod
     def from_words(cls, idx2word: Sequence[str]) -> "Vocabulary":
