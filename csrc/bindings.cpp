@@ -411,7 +411,7 @@ PYBIND11_MODULE(_C, m) {
         py::dict d;
         d["cuda"] = vsl::cuda_compiled();
         d["cuda_arch"] = vsl::cuda_compiled() ? split_archs(VSL_CUDA_ARCHS) : std::vector<std::string>{};
-        d["openmp"] = VSL_WITH_OPENMP != 0;
+        d["openmp"] = false;  // no OpenMP runtime: parallel loops run on the package's pool (cpu_parallel.h)
         d["cpu_isa"] = std::string(vsl::cpu_isa());
 #if defined(VSL_SANITIZE)
         d["sanitize"] = true;  // VSL_EXT_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer
