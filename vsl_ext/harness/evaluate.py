@@ -31,7 +31,6 @@ from .models import SEGMENTATION_MODELS, build_model
 from .phrase_training import caption_extras
 
 
-
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -21,17 +21,17 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from .._atomic import atomic_open, atomic_write
+from .._atomic import atomic_write
 from ..caption_files import read_scan_captions
 from ..criterion import VSLCriterion
 from ..metrics import format_metrics
+from .checkpoint_io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_checkpoint, set_rng_state
 from .config import RESUME_MUTABLE, SEMANTICS, VARIANTS, TrainConfig
 from .data import PrecompSplit, Vocabulary, resolve_data_dir
 from .data.phrase_units import phrase_cache_path
 from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import WordPieceVocabulary, tokenizer_spec, vocabulary_from_checkpoint
-from .checkpoint_io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_checkpoint, set_rng_state
 from .evaluate import (
     RESUME_KEYS,
     default_protocols,
@@ -43,6 +43,7 @@ from .evaluate import (
 from .models import MODELS, PAIRWISE_HEADS, SEGMENTATION_MODELS, build_model
 from .models.dropout import sample_seeds
 from .phrase_training import PhraseStep, needs_phrase_units, phrase_vocabulary, validate_phrase_options
+
 
 class CheckpointMismatch(ValueError):
     pass

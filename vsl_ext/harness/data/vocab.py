@@ -84,11 +84,16 @@ class Vocabulary:
         """A SCAN vocab json (``{"word2idx": .., "idx2word": {"0": "<pad>", ..}, "idx": n}``)."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"vocabulary file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            try:
-                d = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        with open(path, "rb") as f:
+            data = f.read()
+        try:      # JSON is UTF-8 (RFC 8259); a byte order mark, as some editors write, is dropped
+            d = json.loads(data.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise ValueError(f"{path}, line {line}: not valid UTF-8 ({exc.reason}); expected a UTF-8 JSON "
+                             f"file") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(d, dict) or "idx2word" not in d:
             raise ValueError(f"{path} is not a SCAN vocab json (expected keys word2idx, idx2word, idx)")
         i2w = d["idx2word"]
