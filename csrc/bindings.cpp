@@ -338,6 +338,17 @@ PYBIND11_MODULE(_C, m) {
           .c_str(),
       no_gil);
 
+  m.def(
+      "scale_cpu",
+      [](bool float64, uintptr_t data, uintptr_t result, int64_t count, double factor, int threads) {
+        vsl::scale_cpu(dtype(float64), in(data), out(result), count, factor, threads);
+      },
+      py::arg("float64"), py::arg("data"), py::arg("out"), py::arg("count"), py::arg("factor"), py::arg("threads"),
+      private_doc("out[i] = data[i] * factor (float32: factor rounded to float32 first), on the package's pool.",
+                  "vsl_loss.h")
+          .c_str(),
+      no_gil);
+
 #if VSL_WITH_CUDA
   m.def(
       "sigmoid_rank_forward_cuda",
