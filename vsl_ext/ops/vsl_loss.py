@@ -31,6 +31,7 @@ from .. import _validate, kernels
 from . import _checks, _eager
 
 VARIANTS = ("row", "public-code")
+_TORCH_GRAIN_SIZE = 32768   # at::internal::GRAIN_SIZE: torch runs smaller element-wise ops on one thread
 
 
 def _ratio_sum_and_grads(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, sims_grad: bool,
@@ -119,9 +120,10 @@ class _EagerLoss(torch.autograd.Function):
             if grad is None:
                 return None
             factor = scale.to(grad.dtype)
-            if grad.is_cpu and factor.is_cpu and grad.dtype in (torch.float32, torch.float64):
+            if grad.is_cpu and grad.numel() >= _TORCH_GRAIN_SIZE and grad.dtype in (torch.float32, torch.float64):
                 # the same product on the package's pool: no torch OpenMP region (whose workers then
-                # spin) between this backward and the next forward's kernel (docs/benchmarks.md)
+                # spin) between this backward and the next forward's kernel (docs/benchmarks.md).
+                # Below torch's grain size torch's product runs on the calling thread anyway.
                 return kernels.cpu.scale(grad, float(factor))
             return grad * factor
         return scaled(grad_sims), scaled(grad_semantic), None, None, None, None, None
