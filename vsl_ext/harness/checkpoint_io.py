@@ -129,7 +129,8 @@ def load_weights_only(path: str, allow: Iterable = ()) -> Any:
         if names is None:
             raise UnsafeCheckpoint(f"{path} holds objects that torch.load(weights_only=True) refuses, because "
                                    f"reading them would run code from the file ({exc}); vsl_ext does not load "
-                                   f"such files") from None
+                                   f"such files. A vsl-train checkpoint of the earlier format (version 1) is "
+                                   f"converted by `{CONVERT_COMMAND} {path}` (torch >= 2.5)") from None
         if names and set(names) <= NUMPY_ARRAY_GLOBALS:
             raise EarlierCheckpointFormat(
                 f"{path} is a checkpoint of vsl_ext's earlier format (version 1: its random state is a pickled "
