@@ -71,3 +71,34 @@ def test_results_do_not_depend_on_the_thread_count():
         torch.set_num_threads(before)
     for threads in (2, 4):
         assert all(np.array_equal(a, b) for a, b in zip(got[1], got[threads])), threads
+
+
+_CONCURRENT = """
+import sys, threading
+import numpy as np, torch
+sys.path.insert(0, {here!r})
+import fork_scenarios as fs
+torch.set_num_threads(4)
+index = fs.CaptionIndex.from_captions(fs.groups())
+ids = np.random.default_rng(1).integers(0, fs.IMAGES, 512)
+want = (fs.run_rank(), index.image_similarity(ids).numpy())
+bad = []
+def work():
+    for _ in range(15):
+        got = (fs.run_rank(), index.image_similarity(ids).numpy())
+        if not all(np.array_equal(a, b) for a, b in zip(got, want)):
+            bad.append(1)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("bad", len(bad))
+"""
+
+
+def test_the_pool_under_concurrent_callers():
+    """4 Python threads call the rank kernel and the caption index at once (the GIL is released), 15
+    times each, on 4 threads: a second concurrent caller runs its rows alone, every result equals
+    the serial one, and nothing hangs (the script is killed after TIMEOUT)."""
+    done = subprocess.run([sys.executable, "-c", _CONCURRENT.format(here=HERE)], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 0 and done.stdout.strip().endswith("bad 0"), done.stdout + done.stderr[-3000:]
