@@ -90,6 +90,7 @@ def test_a_failed_write_leaves_the_old_file_and_its_mode(tmp_path):
 def test_library_writers_vocab_index_checkpoint(tmp_path, mask):
     pytest.importorskip("vsl_ext.caption_index")
     from vsl_ext.caption_index import CaptionIndex
+    from vsl_ext.phrases import _write_cache
 
     with umask(mask):
         expect = open_mode(tmp_path)
@@ -98,13 +99,16 @@ def test_library_writers_vocab_index_checkpoint(tmp_path, mask):
         index = CaptionIndex.from_captions([["a dog runs", "a dog"], ["a cat sits", "a cat"]], mode="tfidf")
         index.save(tmp_path / "index.vsl")
         save_checkpoint({"x": torch.ones(2)}, str(tmp_path / "c.pth"))
-        for name in ("vocab.json", "index.vsl", "c.pth"):
+        _write_cache(str(tmp_path / "caps.phrases"), {"k": 1}, [])        # the phrase-parse cache
+        names = ("vocab.json", "index.vsl", "c.pth", "caps.phrases")
+        for name in names:
             assert mode(tmp_path / name) == expect, name
             os.chmod(tmp_path / name, 0o640)
         vocab.save(str(tmp_path / "vocab.json"))
         index.save(tmp_path / "index.vsl")
         save_checkpoint({"x": torch.ones(2)}, str(tmp_path / "c.pth"))
-        for name in ("vocab.json", "index.vsl", "c.pth"):
+        _write_cache(str(tmp_path / "caps.phrases"), {"k": 2}, [])
+        for name in names:
             assert mode(tmp_path / name) == 0o640, name
 
 
