@@ -54,8 +54,11 @@ def atomic_open(path, mode: str = "wb", encoding=None, newline=None):
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
             yield f
             f.flush()
-            os.fchmod(f.fileno(), new_file_mode(path))
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), new_file_mode(path))
             os.fsync(f.fileno())
+        if not hasattr(os, "fchmod"):   # Windows before Python 3.13
+            os.chmod(tmp, new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
