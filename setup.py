@@ -6,7 +6,6 @@ Build switches (environment variables, read at ``pip install .`` time):
 * ``VSL_EXT_CUDA_ARCHS``  CUDA architectures in CMake's form, e.g. ``80-real;90`` (SASS for sm_80, SASS and PTX
                           for sm_90); default: SASS for every architecture from sm_75 up that the found nvcc
                           compiles for, plus PTX for the newest of them
-* ``VSL_EXT_OPENMP``      ``1`` (default) or ``0``
 * ``VSL_EXT_BUILD_TYPE``  CMake build type, default ``Release``
 * ``VSL_EXT_SANITIZE``    ``0`` (default) or ``1``: build the CPU code with AddressSanitizer and
                           UndefinedBehaviorSanitizer (``-fsanitize=address,undefined``, any UB ends the
@@ -237,7 +236,6 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_BUILD_TYPE={os.environ.get('VSL_EXT_BUILD_TYPE', 'Release')}",
             f"-DVSL_EXT_CUDA={'AUTO' if cuda == 'auto' else ('ON' if cuda == '1' else 'OFF')}",
             f"-DVSL_EXT_CUDA_ARCHS={os.environ.get('VSL_EXT_CUDA_ARCHS', '')}",
-            f"-DVSL_EXT_OPENMP={'ON' if os.environ.get('VSL_EXT_OPENMP', '1') != '0' else 'OFF'}",
             f"-DVSL_EXT_SANITIZE={'ON' if sanitize == '1' else 'OFF'}",
             *shlex.split(os.environ.get("CMAKE_ARGS", "")),
         ]

@@ -30,7 +30,7 @@ def _status(key: str) -> int:
 def _child(request: dict, wfd: int) -> None:
     try:
         torch.set_num_threads(int(request["threads"]))
-        inputs = torch.load(request["inputs"])
+        inputs = torch.load(request["inputs"], weights_only=True)
         call = _cases.make_call(request["case"], inputs)
         if request["case"]["impl"] in _peers.JIT_PEERS:
             call()  # compiles (numba: starts its thread pool), which is not the call's cost

@@ -338,6 +338,17 @@ PYBIND11_MODULE(_C, m) {
           .c_str(),
       no_gil);
 
+  m.def(
+      "scale_cpu",
+      [](bool float64, uintptr_t data, uintptr_t result, int64_t count, double factor, int threads) {
+        vsl::scale_cpu(dtype(float64), in(data), out(result), count, factor, threads);
+      },
+      py::arg("float64"), py::arg("data"), py::arg("out"), py::arg("count"), py::arg("factor"), py::arg("threads"),
+      private_doc("out[i] = data[i] * factor (float32: factor rounded to float32 first), on the package's pool.",
+                  "vsl_loss.h")
+          .c_str(),
+      no_gil);
+
 #if VSL_WITH_CUDA
   m.def(
       "sigmoid_rank_forward_cuda",
@@ -411,7 +422,7 @@ PYBIND11_MODULE(_C, m) {
         py::dict d;
         d["cuda"] = vsl::cuda_compiled();
         d["cuda_arch"] = vsl::cuda_compiled() ? split_archs(VSL_CUDA_ARCHS) : std::vector<std::string>{};
-        d["openmp"] = VSL_WITH_OPENMP != 0;
+        d["openmp"] = false;  // no OpenMP runtime: parallel loops run on the package's pool (cpu_parallel.h)
         d["cpu_isa"] = std::string(vsl::cpu_isa());
 #if defined(VSL_SANITIZE)
         d["sanitize"] = true;  // VSL_EXT_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer

@@ -1,32 +1,76 @@
-// Helpers shared by the caption index's CPU sources: OpenMP loops, the sort of short key runs and
-// the check of offset arrays.
+// Helpers shared by the caption index's CPU sources: parallel loops on the package's pool
+// (cpu_parallel.h), the sort of short key runs and the check of offset arrays.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
-
-#if VSL_WITH_OPENMP
-#include <omp.h>
-#endif
+#include <type_traits>
 
 #include "caption_index.h"
+#include "cpu_parallel.h"
 
 namespace vsl {
 namespace caption_index {
 
+// Runs `worker` on up to `threads` threads of the package's pool (cpu_parallel.h: no OpenMP, so a
+// forked child that calls the index does not wait for its parent's threads). Each worker calls
+// take(i) to claim the next item (false: none left), so the items go one at a time to whichever
+// thread asks first and a worker that starts late finds none and leaves. An exception in a worker
+// (std::bad_alloc) is rethrown on the calling thread once every worker is done.
+class Items {
+ public:
+  explicit Items(int64_t n) : n_(n) {}
+  bool take(int64_t& i) {
+    if (failed_.load(std::memory_order_relaxed)) return false;
+    i = next_.fetch_add(1);
+    return i < n_;
+  }
+  template <typename W> void run(int threads, W& worker) {
+    const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_)));
+    using Worker = typename std::remove_reference<W>::type;
+    struct Context {
+      Items* items;
+      Worker* worker;
+    } context{this, &worker};
+    parallel_rows(
+        nt, nt,
+        [](void* c, int64_t) {
+          Context& ctx = *static_cast<Context*>(c);
+          try {
+            (*ctx.worker)(*ctx.items);
+          } catch (...) {
+            std::lock_guard<std::mutex> lock(ctx.items->error_mutex_);
+            if (!ctx.items->error_) ctx.items->error_ = std::current_exception();
+            ctx.items->failed_.store(true);
+          }
+        },
+        &context);
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  int64_t n_;
+  std::atomic<int64_t> next_{0};
+  std::atomic<bool> failed_{false};
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+};
+
+// body(i) for every i in [0, n), on at most `threads` threads.
 template <typename F> void parallel_for(int64_t n, int threads, F&& body) {
-#if VSL_WITH_OPENMP
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
-  if (nt > 1) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  if (threads <= 1 || n <= 1) {
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
   }
-#else
-  (void)threads;
-#endif
-  for (int64_t i = 0; i < n; ++i) body(i);
+  Items items(n);
+  auto worker = [&](Items& q) {
+    for (int64_t i; q.take(i);) body(i);
+  };
+  items.run(threads, worker);
 }
 
 // Runs body(begin, end) over [0, n) in contiguous chunks, at most `threads` at a time.

@@ -71,18 +71,13 @@ void gram_cpu(Span<int64_t> indptr, Span<int32_t> indices, Span<float> data, int
   const int64_t R = rows.n;
   Local L;
   gather_local(indptr, indices, data, F, rows.p, R, L);
-#if VSL_WITH_OPENMP
-  const int nt = threads_for(L.ptr[R] * R / 2, threads);
-#pragma omp parallel num_threads(nt)
-#else
-  (void)threads;
-#endif
-  {
+  // rows a in any order, each by one thread: the result does not depend on the thread count
+  Items items(R);
+  auto worker = [&](Items& q) {
+    int64_t a;
+    if (!q.take(a)) return;
     std::vector<double> acc(static_cast<size_t>(L.U) + 1, 0.0);
-#if VSL_WITH_OPENMP
-#pragma omp for schedule(dynamic, 4)
-#endif
-    for (int64_t a = 0; a < R; ++a) {
+    do {
       for (int64_t e = L.ptr[a]; e < L.ptr[a + 1]; ++e) acc[L.idx[e]] = L.val[e];
       for (int64_t b = a; b < R; ++b) {
         double s = 0;
@@ -90,8 +85,9 @@ void gram_cpu(Span<int64_t> indptr, Span<int32_t> indices, Span<float> data, int
         out[a * R + b] = out[b * R + a] = static_cast<float>(s);
       }
       for (int64_t e = L.ptr[a]; e < L.ptr[a + 1]; ++e) acc[L.idx[e]] = 0.0;
-    }
-  }
+    } while (q.take(a));
+  };
+  items.run(threads_for(L.ptr[R] * R / 2, threads), worker);
 }
 
 namespace {
@@ -148,13 +144,12 @@ void cider_groups(const Local& L, const std::vector<uint8_t>& order, const std::
     for (int64_t q = gptr[g]; q < gptr[g + 1]; ++q) qgroup[q] = g;
   const int64_t nitems = static_cast<int64_t>(items.size());
   const double scale = 10.0 / static_cast<double>(nn);
-#if VSL_WITH_OPENMP
   const int nt = static_cast<int>(std::min<int64_t>(nitems, threads_for(nitems * (L.ptr[Pb] + Pb * nn), threads)));
-#pragma omp parallel num_threads(nt)
-#else
-  (void)threads;
-#endif
-  {
+  // items in any order, each by one thread with its own scratch: the result does not depend on nt
+  Items work(nitems);
+  auto worker = [&](Items& q) {
+    int64_t it;
+    if (!q.take(it)) return;
     using Block = LaneBlock<CB>;
     std::vector<Block> acc(static_cast<size_t>(U) + 1), S(static_cast<size_t>(Pb) * nn), lane_inv(nn);
     std::memset(static_cast<void*>(acc.data()), 0, acc.size() * sizeof(Block));
@@ -166,10 +161,7 @@ void cider_groups(const Local& L, const std::vector<uint8_t>& order, const std::
     int64_t lane_group[CB];
     int32_t lane_len[CB];
     std::vector<double> t(static_cast<size_t>(G) * CB);
-#if VSL_WITH_OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (int64_t it = 0; it < nitems; ++it) {
+    do {
       const int64_t g0 = items[it].first, g1 = items[it].second;
       for (int64_t g = g0; g < g1; ++g) std::fill(out + g * G, out + (g + 1) * G, 0.0f);
       for (int64_t c0 = gptr[g0]; c0 < gptr[g1]; c0 += CB) {
@@ -242,8 +234,9 @@ void cider_groups(const Local& L, const std::vector<uint8_t>& order, const std::
           }
         }
       }
-    }
-  }
+    } while (q.take(it));
+  };
+  work.run(nt, worker);
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 //
 // A job is published under the mutex with a new generation number and opened (open_generation_).
 // The caller takes rows from an atomic counter like any helper. When the rows run out it closes the
-// job (open_generation_ = 0) and waits only for the helpers inside it (inside_ > 0): a helper
+// job (open_generation_ = 0) and waits only for the helpers inside it (inside_ > 0; a short spin,
+// then sleeping on left_, which the last helper out notifies under the mutex): a helper
 // counts itself in, then checks that its generation is still open, and only then takes rows; with
 // sequentially consistent atomics, a helper that counted itself in after the close sees the job
 // closed and leaves without reading it, and one that counted itself in before is waited for.
@@ -51,8 +52,14 @@ class Pool {
     wake_.notify_all();
     job.take_rows();
     open_generation_.store(0);
-    for (int spins = 0; inside_.load() != 0; ++spins) {
-      if (spins > 64) std::this_thread::yield();  // a helper is finishing its last row
+    // Wait for the helpers still inside the job (each is finishing a row it took): a short spin,
+    // then sleep until the last one leaves, so that a helper preempted mid-row on a busy machine
+    // does not have the caller spinning on the core it needs.
+    for (int spins = 0; spins < 256 && inside_.load() != 0; ++spins) {
+    }
+    if (inside_.load() != 0) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      left_.wait(lock, [&] { return inside_.load() == 0; });
     }
     return true;
   }
@@ -71,13 +78,19 @@ class Pool {
       if (open_generation_.load() != seen) continue;  // woke too late: the job is done
       inside_.fetch_add(1);
       if (open_generation_.load() == seen && seats_.fetch_sub(1) > 0) job->take_rows();
-      inside_.fetch_sub(1);
+      if (inside_.fetch_sub(1) == 1) {
+        // the last helper out: wake a caller that sleeps in run() (taking the mutex first, so the
+        // caller either sees inside_ == 0 before it waits or is already waiting)
+        std::lock_guard<std::mutex> lock(mutex_);
+        left_.notify_all();
+      }
     }
   }
 
   std::mutex busy_;    // one job at a time
   std::mutex mutex_;   // guards generation_ and job_
   std::condition_variable wake_;
+  std::condition_variable left_;  // the last helper left a job (run() waits on it)
   uint64_t generation_ = 0;
   Job* job_ = nullptr;
   std::atomic<uint64_t> open_generation_{0};  // the generation whose rows may be taken, 0: none

@@ -33,6 +33,13 @@ void vsl_loss_ratio_sum_cpu(DType dt, const void* sims, const void* sims_compare
                             const void* semantic_compared, const VslLossGrads& grads, double* row_sums, int64_t rows,
                             int64_t cols, const RankArgs& args);
 
+// out[i] = data[i] * factor for i < count (out may be data; float32: the factor rounded to float32
+// first, as torch's product of a tensor and a 0-d tensor rounds it), on up to `threads` threads of the package's pool
+// (cpu_parallel.h): the backward's scaling of dL/dS by the incoming gradient, run on the pool that
+// the kernel's helpers sleep in, so no OpenMP region of torch's starts between two kernel calls
+// (its workers would spin on the cores the pool's helpers need next; docs/benchmarks.md).
+void scale_cpu(DType dt, const void* data, void* out, int64_t count, double factor, int threads);
+
 #if VSL_WITH_CUDA
 // The dense algorithm, fused (args.algorithm is not read).
 void vsl_loss_ratio_sum_cuda(DType dt, const void* sims, const void* sims_compared, const void* semantic,

@@ -167,7 +167,7 @@ def test_resume_from_a_truncated_checkpoint(run, capsys):
 
 
 def _checkpoint_variants(good):
-    ckpt = torch.load(__import__("io").BytesIO(good), weights_only=False)
+    ckpt = torch.load(__import__("io").BytesIO(good), weights_only=True)
 
     def variant(change):
         c = {**ckpt, "model": dict(ckpt["model"]), "config": dict(ckpt["config"])}
@@ -205,7 +205,7 @@ def test_resume_from_a_foreign_checkpoint(run, capsys):
 def test_eval_of_a_checkpoint_of_another_model(run, tmp_path, capsys):
     data, out, good = run
     variants = _checkpoint_variants(good)
-    ckpt = torch.load(__import__("io").BytesIO(good), weights_only=False)
+    ckpt = torch.load(__import__("io").BytesIO(good), weights_only=True)
     sgr = {**ckpt, "model": {**ckpt["model"], "name": "sgr"}}          # says sgr, holds vse weights
     cases = {"sgr spec with vse weights": (sgr, "holds the weights of another model than its SGRAF"),
              "unknown model": ({**ckpt, "model": {**ckpt["model"], "name": "resnet"}}, "model must be one of"),

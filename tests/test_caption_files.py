@@ -164,3 +164,132 @@ def test_one_reader_everywhere(tmp_path):
     path = _write(tmp_path, ("\r\n".join(caps) + "\r\n").encode())
     vocab = Vocabulary.build(read_captions(path))
     assert "dog" in vocab and "runs" in vocab
+
+
+# ------------------------------------------------------------------------------------------------
+# Files as other tools write them (issue 21, item 4): the same groups as the plain file, or an error
+# naming the file, the line and what was expected. Oracle: Python's csv.DictReader on the file
+# opened with utf-8-sig and newline="" (what a csv user reads), and SCAN's loop above for caption files.
+
+CSV_ROWS = [("1.jpg", "a dog runs"), ("1.jpg", "a brown dog, running"), ("2.jpg", 'a "red" car'),
+            ("2.jpg", "caf\xe9 au lait"), ("3.jpg", "two birds")]
+
+
+def _csv_text(newline="\n", quote_all=False):
+    def field(x):
+        return '"' + x.replace('"', '""') + '"' if quote_all or any(c in x for c in ',"') else x
+    return "image,caption" + newline + "".join(field(i) + "," + field(c) + newline for i, c in CSV_ROWS)
+
+
+def _csv_oracle(path):
+    import csv
+
+    groups = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for row in csv.DictReader(f):
+            groups.setdefault(row["image"], []).append(row["caption"])
+    return groups
+
+
+ODD_CSV = {
+    "byte order mark": lambda: b"\xef\xbb\xbf" + _csv_text().encode(),
+    "CRLF line ends": lambda: _csv_text("\r\n").encode(),
+    "trailing blank line": lambda: (_csv_text() + "\n").encode(),
+    "trailing blank lines, CRLF": lambda: (_csv_text("\r\n") + "\r\n\r\n").encode(),
+    "blank and whitespace lines between rows": lambda: _csv_text().replace("\n2.jpg", "\n\n   \n2.jpg").encode(),
+    "every field quoted": lambda: _csv_text(quote_all=True).encode(),
+    "no newline at the end": lambda: _csv_text().rstrip("\n").encode(),
+    "stray whitespace in header and names": lambda: _csv_text().replace("image,caption", " image , caption ")
+    .replace("1.jpg,", "1.jpg ,").encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_CSV))
+def test_odd_csv_files_give_the_plain_files_groups(tmp_path, case):
+    from vsl_ext.harness.prepare_images import read_caption_csv
+
+    plain = _write(tmp_path, _csv_text().encode(), "plain.csv")
+    odd = _write(tmp_path, ODD_CSV[case](), "odd.csv")
+    expected = _csv_oracle(plain)
+    assert expected == {"1.jpg": ["a dog runs", "a brown dog, running"], "2.jpg": ['a "red" car', "caf\xe9 au lait"],
+                        "3.jpg": ["two birds"]}
+    assert dict(read_caption_csv(str(odd))) == dict(read_caption_csv(str(plain))) == expected
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "utf-16"])
+def test_csv_in_another_encoding_reads_with_its_encoding_and_is_named_without(tmp_path, encoding):
+    from vsl_ext.harness.prepare_images import read_caption_csv
+
+    path = _write(tmp_path, _csv_text("\r\n").encode(encoding), "enc.csv")
+    assert dict(read_caption_csv(str(path), encoding)) == _csv_oracle(_write(tmp_path, _csv_text().encode(), "p.csv"))
+    expect = r"enc\.csv, line 1: a UTF-16 file" if encoding == "utf-16" else r"enc\.csv, line 5: not valid utf-8"
+    with pytest.raises(ValueError, match=expect):
+        read_caption_csv(str(path))
+
+
+BAD_CSV = {
+    "unquoted comma": ("image,caption\n1.jpg,a dog\n1.jpg,a dog, running\n", r"line 3: 3 fields, expected 2"),
+    "missing caption": ("image,caption\n1.jpg,a dog\n2.jpg\n", r"line 3: 1 fields, expected 2"),
+    "empty image name": ("image,caption\n1.jpg,a dog\n  ,a cat\n", r"line 3: empty image name"),
+    "no header": ("1.jpg,a dog\n1.jpg,a cat\n", r"line 1: expected a CSV header holding 'image' and 'caption'"),
+    "header after blank lines, wrong": ("\n\nfile,text\n1.jpg,a dog\n", r"line 3: expected a CSV header"),
+    "header only": ("image,caption\r\n\r\n", r"holds no captions"),
+    "empty file": ("", r"line 1: expected a CSV header"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSV))
+def test_bad_csv_files_name_the_file_line_and_expectation(tmp_path, case):
+    from vsl_ext.harness.prepare_images import main as prepare_main
+    from vsl_ext.harness.prepare_images import read_caption_csv
+
+    text, message = BAD_CSV[case]
+    path = _write(tmp_path, text.encode(), "bad.csv")
+    with pytest.raises(ValueError, match=r"bad\.csv.*" + message):
+        read_caption_csv(str(path))
+    assert prepare_main(["--images", str(tmp_path), "--captions", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_utf16_caption_file_is_named(tmp_path):
+    path = _write(tmp_path, ("\n".join(BASE) + "\n").encode("utf-16"))
+    with pytest.raises(ValueError, match=r"test_caps\.txt, line 1: a UTF-16 file"):
+        read_scan_captions(path)
+
+
+def test_odd_caption_files_give_the_plain_files_groups(tmp_path):
+    """BOM, CRLF, stray ASCII whitespace at the line ends, latin-1: the same captions, so the same
+    image groups, through read_scan_captions and CaptionIndex.from_scan_file as the plain file."""
+    plain = _write(tmp_path, ("\n".join(BASE) + "\n").encode(), "plain_caps.txt")
+    variants = {"bom crlf": b"\xef\xbb\xbf" + ("\r\n".join(BASE) + "\r\n").encode(),
+                "whitespace": ("\n".join(" \t" + c + "  \x0c" for c in BASE) + "\n").encode()}
+    want = _scan_oracle(plain)
+    ref = CaptionIndex.from_scan_file(plain).image_similarity(list(range(3))).numpy()
+    for name, data in variants.items():
+        path = _write(tmp_path, data, name.replace(" ", "_") + "_caps.txt")
+        assert read_scan_captions(path) == want, name
+        assert np.array_equal(CaptionIndex.from_scan_file(path).image_similarity(list(range(3))).numpy(), ref), name
+    latin = _write(tmp_path, ("\n".join(BASE) + "\n").encode("latin-1"), "latin_caps.txt")
+    assert read_scan_captions(latin, encoding="latin-1") == want
+
+
+def test_vocabulary_files_with_a_bom_or_crlf_read_like_plain_ones(tmp_path):
+    vocab = Vocabulary.build(BASE)
+    vocab.save(str(tmp_path / "v.json"))
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "v.json").read_bytes())
+    assert Vocabulary.load(str(tmp_path / "bom.json")).idx2word == vocab.idx2word
+    (tmp_path / "bad.json").write_bytes((tmp_path / "v.json").read_bytes().replace(b"dog", b"d\xffg"))
+    with pytest.raises(ValueError, match=r"bad\.json, line 1: not valid UTF-8"):
+        Vocabulary.load(str(tmp_path / "bad.json"))
+
+    from vsl_ext.harness.data.wordpiece import WordPieceVocabulary
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "##s"]
+    files = {"plain": "\n".join(tokens) + "\n", "bom crlf": "\ufeff" + "\r\n".join(tokens) + "\r\n\r\n"}
+    for name, data in files.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        (folder / "vocab.txt").write_bytes(data.encode())
+        (folder / "tokenizer_config.json").write_bytes(b'\xef\xbb\xbf{"do_lower_case": false}')
+        v = WordPieceVocabulary.from_pretrained_dir(str(folder))
+        assert v.idx2word == tokens and v.do_lower_case is False, name

@@ -33,8 +33,8 @@ def test_global_batch_matches_single_process(tiny_data, tmp_path, world):
     with tempfile.TemporaryDirectory() as d:
         mp.spawn(gloo_worker.run, args=(world, os.path.join(d, "init"), _train_shard, tiny_data, sharded), nprocs=world,
                  join=True)
-    a = torch.load(os.path.join(single, "checkpoint.pth"), weights_only=False)
-    b = torch.load(os.path.join(sharded, "checkpoint.pth"), weights_only=False)
+    a = torch.load(os.path.join(single, "checkpoint.pth"), weights_only=True)
+    b = torch.load(os.path.join(sharded, "checkpoint.pth"), weights_only=True)
     assert a["global_step"] == b["global_step"] == 4
     for name, value in a["model"]["state_dict"].items():
         torch.testing.assert_close(b["model"]["state_dict"][name], value, rtol=1e-5, atol=1e-6, msg=name)
@@ -49,7 +49,7 @@ def test_global_batch_matches_single_process(tiny_data, tmp_path, world):
     assert TrainConfig().dropout == a["config"]["dropout"] == b["config"]["dropout"] == 0.4
     no_dropout = str(tmp_path / "no_dropout")
     train(_cfg(tiny_data, no_dropout, dropout=0.0), log=lambda m: None)
-    c = torch.load(os.path.join(no_dropout, "checkpoint.pth"), weights_only=False)
+    c = torch.load(os.path.join(no_dropout, "checkpoint.pth"), weights_only=True)
     assert not torch.allclose(c["model"]["state_dict"]["txt_enc.embed.weight"],
                               a["model"]["state_dict"]["txt_enc.embed.weight"], rtol=1e-4, atol=1e-5)
 

@@ -83,7 +83,7 @@ def test_vsl_train_and_eval_on_release_shaped_files(tmp_path):
                        "--no-progress", "--no-tensorboard"]) == 0
     results = json.load(open(out / "results.json"))
     assert results["test"]["full"]["rsum"] >= 0
-    ckpt = torch.load(out / "model_best.pth", weights_only=False)
+    ckpt = torch.load(out / "model_best.pth", weights_only=True)
     assert ckpt["data"]["segmentation"] == {"classes": 133, "score_maps": [7, 7], "label_map": [64, 64]}
     assert eval_main([str(out / "model_best.pth"), "--data", str(tmp_path / "data")]) == 0
 

@@ -210,8 +210,8 @@ def test_resume_after_kill_reaches_the_uninterrupted_state(tiny_data, tmp_path):
         train(tiny_cfg(tiny_data, tmp_path / "run", epochs=2, batch_size=16, checkpoint_every=1),
               crash_after_steps=3, **quiet)
     train(TrainConfig(output=str(tmp_path / "run"), resume=True, epochs=0, progress=False, tensorboard=False), **quiet)
-    ref = torch.load(tmp_path / "ref" / "checkpoint.pth", weights_only=False)
-    got = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=False)
+    ref = torch.load(tmp_path / "ref" / "checkpoint.pth", weights_only=True)
+    got = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
     assert got["global_step"] == ref["global_step"]
     for k, v in ref["model"]["state_dict"].items():
         assert torch.equal(v, got["model"]["state_dict"][k]), k
@@ -259,7 +259,7 @@ def test_demo_with_3shnet_writes_the_comparison(tmp_path, monkeypatch):
     for m in ("vse", "3shnet"):
         assert len(summary["results"][m]["vsl"]) == 1 and len(summary["results"][m]["baseline"]) == 1
     assert (tmp_path / "3shnet_vsl_seed0" / "model_best.pth").is_file()
-    assert torch.load(tmp_path / "3shnet_vsl_seed0" / "model_best.pth", weights_only=False)["model"]["name"] == "3shnet"
+    assert torch.load(tmp_path / "3shnet_vsl_seed0" / "model_best.pth", weights_only=True)["model"]["name"] == "3shnet"
     md = (tmp_path / "results.md").read_text()
     assert "| vse triplet | vse + 10 VSL | 3shnet triplet | 3shnet + 10 VSL |" in md and "| i2t R@1 |" in md
     assert "Fig.-1 kind" in md

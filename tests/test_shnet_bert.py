@@ -125,8 +125,8 @@ def test_train_evaluate_and_resume_without_the_bert_folder(tiny_data, bert_dir, 
         [vocab.word2idx[w] for w in ("an", "ele", "##phant")]
     # the uninterrupted run reaches the same weights
     train(cfg(tiny_data, tmp_path / "ref", bert_dir, epochs=2), **quiet)
-    ref = torch.load(tmp_path / "ref" / "checkpoint.pth", weights_only=False)["model"]["state_dict"]
-    got = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=False)["model"]["state_dict"]
+    ref = torch.load(tmp_path / "ref" / "checkpoint.pth", weights_only=True)["model"]["state_dict"]
+    got = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["model"]["state_dict"]
     for k, v in ref.items():
         assert torch.equal(v, got[k]), k
     out = tmp_path / "sims.npy"

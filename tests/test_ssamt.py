@@ -138,7 +138,7 @@ def test_save_load_round_trip(tmp_path, phrases, vocab):
     model = small_ssamt(vocab).eval()
     path = tmp_path / "m.pth"
     torch.save({"name": model.name, "config": model.config, "state_dict": model.state_dict()}, path)
-    spec = torch.load(path, weights_only=False)
+    spec = torch.load(path, weights_only=True)
     again = build_model(spec["name"], **spec["config"]).eval()
     again.load_state_dict(spec["state_dict"])
     images = torch.randn(2, 5, 12)

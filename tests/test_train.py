@@ -68,7 +68,7 @@ def test_baseline_has_no_vsl_term(tiny_data, tmp_path):
 
 
 def _state(out):
-    ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=False)
+    ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
     lines = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     for line in lines:
         line.pop("train_seconds"), line.pop("val_seconds")

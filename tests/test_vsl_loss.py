@@ -224,3 +224,27 @@ def test_eager_path_and_registered_op_agree(variant, dtype, semantic_grad):
         torch.testing.assert_close(eager[2], op[2], **tol)
     else:
         assert eager[2] is None and op[2] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_backward_scaling_on_the_pool_is_torchs_product_bit_for_bit(dtype):
+    """The eager CPU backward scales dL/dS on the package's pool (kernels.cpu.scale) instead of a torch
+    product; it must give the product's bits: the factor rounded to the dtype, one multiply each,
+    any thread count (3 x 2^18 elements: blocks on 2 threads), inf and NaN propagated."""
+    from vsl_ext.kernels import cpu
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(3 << 18, generator=g, dtype=dtype) * 1e3
+    t[:4] = torch.tensor([math.inf, -math.inf, math.nan, 0.0], dtype=dtype)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for factor in (-1.0 / 9, 0.37, 3.0e-7):
+                want = t * torch.tensor(factor, dtype=torch.float32).to(dtype)
+                got = cpu.scale(t, float(torch.tensor(factor, dtype=torch.float32).to(dtype)))
+                assert torch.equal(got.view(torch.int64 if dtype == torch.float64 else torch.int32)[3:],
+                                   want.view(torch.int64 if dtype == torch.float64 else torch.int32)[3:])
+                assert got[:3].isnan().tolist() == [False, False, True] and got[0] == want[0]
+    finally:
+        torch.set_num_threads(before)

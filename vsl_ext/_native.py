@@ -35,7 +35,8 @@ def build_info() -> dict:
 
     Returns ``{"version", "cuda", "cuda_arch", "openmp", "cpu_isa", "compiler", "sanitize",
     "cuda_devices", "cuda_runtime", "cuda_driver", "cuda_error"}``: ``sanitize`` whether this is a
-    ``VSL_EXT_SANITIZE=1`` build (AddressSanitizer + UndefinedBehaviorSanitizer), ``cuda`` whether
+    ``VSL_EXT_SANITIZE=1`` build (AddressSanitizer + UndefinedBehaviorSanitizer), ``openmp`` always
+    False (every native parallel loop runs on the package's own fork-safe pool), ``cuda`` whether
     CUDA kernels were compiled in, ``cuda_arch`` the GPU code built (``"sm_90"``: machine code for that architecture,
     ``"compute_90"``: PTX, which the driver compiles for newer GPUs), ``cuda_devices`` how many GPUs the
     kernels can see, ``cuda_runtime`` / ``cuda_driver`` the CUDA versions of the kernels' runtime

@@ -58,6 +58,9 @@ def read_scan_captions(path: Union[str, "os.PathLike[str]"], encoding: str = "ut
     with open(path, "rb") as f:
         data = f.read()
     name = "utf-8" if codec.name == "utf-8-sig" else codec.name
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{path}, line 1: a UTF-16 file (byte order mark {data[:2].hex(' ').upper()}), expected "
+                         f"{encoding}, one caption per line; SCAN caption files are UTF-8: save it as UTF-8")
     if name == "utf-8" and data.startswith(_BOM):
         data = data[len(_BOM):]
     pieces = data.split(b"\n")

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_write
+from .._atomic import atomic_open, atomic_write
 from ..metrics import format_metrics
 from .config import TrainConfig
 from .demo_variants import COMPARED_WITH_VSE, apply_overrides, arm_labels, describe, header_note
@@ -96,7 +96,8 @@ def demo_chart(results: Dict[str, List[dict]], path: str,
     ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {len(results['vsl'])} seeds")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as f:      # the one atomic writer: umask's mode, a replaced file's mode kept
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
     return True
 

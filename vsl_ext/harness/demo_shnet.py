@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .._atomic import atomic_open
 from .config import TrainConfig
 from .demo import DEMO_METRICS, _mean_std, write_results
 from .demo_variants import MODEL_RECIPES
@@ -92,7 +93,8 @@ def comparison_chart(results: Results, path: str) -> bool:
                  f"{len(results['vse'][0]['vsl'])} seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as f:      # the one atomic writer: umask's mode, a replaced file's mode kept
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
     return True
 

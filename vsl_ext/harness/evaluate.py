@@ -22,14 +22,13 @@ import torch
 
 from .._atomic import atomic_open, atomic_write
 from ..metrics import evaluate_protocol, format_metrics
+from .checkpoint_io import CHECKPOINT_FORMAT, UnsafeCheckpoint, load_weights_only
 from .data import PrecompSplit, resolve_data_dir
 from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import vocabulary_from_checkpoint
 from .models import SEGMENTATION_MODELS, build_model
 from .phrase_training import caption_extras
-
-CHECKPOINT_FORMAT = "vsl_ext.checkpoint"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -120,12 +119,17 @@ RESUME_KEYS = {**EVAL_KEYS, "config": dict, "optimizer": dict, "epoch": int, "st
 
 def read_checkpoint(path: str, keys: dict = EVAL_KEYS) -> dict:
     """The dict of a ``vsl-train`` checkpoint file, checked to hold ``keys`` (entry -> type) and a model
-    spec (name, config, state_dict). Raises FileNotFoundError, or ValueError naming the file for a
-    truncated or corrupt file, a file of something else, or a checkpoint that lacks what is needed."""
+    spec (name, config, state_dict). Read with ``torch.load(weights_only=True)``: nothing in the file
+    runs (:mod:`.checkpoint_io`). Raises FileNotFoundError, or ValueError naming the file for a
+    truncated or corrupt file, a file of something else, a pickle that would run code
+    (:class:`~.checkpoint_io.UnsafeCheckpoint`; a checkpoint of the earlier format names its conversion
+    command), or a checkpoint that lacks what is needed."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_weights_only(path)
+    except UnsafeCheckpoint:
+        raise
     except Exception as exc:  # truncated/corrupt files raise various errors from zipfile/pickle
         raise ValueError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:

@@ -14,7 +14,9 @@ images x 17 x 114), ``{split}_caps.txt`` (``--captions-per-image`` lines per ima
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
+import io
 import json
 import os
 import sys
@@ -27,21 +29,74 @@ import numpy as np
 from .._atomic import atomic_open, atomic_write
 from .data.images import FEATURE_DIM, image_features
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
-def read_caption_csv(path: str) -> "OrderedDict[str, List[str]]":
+
+def read_caption_csv(path: str, encoding: str = "utf-8") -> "OrderedDict[str, List[str]]":
+    """The captions of a CSV with a header naming ``image`` and ``caption`` columns, grouped by image
+    name in file order (Flickr8k's ``captions.txt``; other columns are ignored).
+
+    Reads what Python's ``csv`` module reads from the file opened with ``encoding="utf-8-sig"`` and
+    ``newline=""`` (https://docs.python.org/3/library/csv.html), as spreadsheets and editors write it:
+    a UTF-8 byte order mark, CRLF or LF line ends, quoted fields (commas, quotes and line breaks
+    inside a caption), blank lines and lines of whitespace (skipped, as ``csv.DictReader`` skips
+    empty rows), whitespace around header names and image names (stripped) and inside captions
+    (runs collapsed to one space, so a caption is one line of a SCAN caption file).
+    ``encoding``: another text encoding (``"cp1252"``, ``"utf-16"``, ...).
+
+    Raises FileNotFoundError, or ValueError naming the file, the 1-based line and what was expected
+    for: bytes that are not valid in ``encoding`` (a UTF-16 file read as UTF-8 is named as such), a
+    header without ``image`` and ``caption``, a row with more or fewer fields than the header (where
+    ``csv.DictReader`` would silently drop the text after an unquoted comma, or fill in None), an
+    empty image name, or a file without captions. One deliberate difference from ``csv``: those
+    field-count mismatches are errors, not silent truncations.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"captions file not found: {path}")
-    groups: "OrderedDict[str, List[str]]" = OrderedDict()
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"image", "caption"} <= set(reader.fieldnames):
-            raise ValueError(f"{path} must be a CSV with a header holding 'image' and 'caption' columns, "
-                             f"got {reader.fieldnames}")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        codec = codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise ValueError(f"encoding: unknown text encoding {encoding!r}") from None
+    if codec == "utf-8":
+        codec = "utf-8-sig"        # a byte order mark is dropped, as csv users open such files
+    if data.startswith(_UTF16_BOMS) and not codec.startswith("utf-16"):
+        raise ValueError(f"{path}, line 1: a UTF-16 file (byte order mark {data[:2].hex(' ').upper()}), expected "
+                         f"{encoding}: save it as UTF-8 CSV, or pass encoding='utf-16'")
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
+        raise ValueError(f"{path}, line {line}: not valid {encoding} at byte {column} of the line ({exc.reason}: "
+                         f"{data[exc.start:exc.start + 4]!r}); expected a {encoding} CSV (or pass its "
+                         f"encoding)") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+
+    def rows():
         for row in reader:
-            caption = " ".join((row["caption"] or "").split())
-            groups.setdefault(row["image"].strip(), []).append(caption)
+            if any(field.strip() for field in row):     # blank lines and lines of whitespace are not rows
+                yield reader.line_num, row
+
+    rows = rows()
+    header_line, header = next(rows, (1, None))
+    names = [h.strip() for h in header] if header is not None else None
+    if names is None or "image" not in names or "caption" not in names:
+        raise ValueError(f"{path}, line {header_line}: expected a CSV header holding 'image' and 'caption' columns, "
+                         f"got {names}")
+    image_col, caption_col = names.index("image"), names.index("caption")
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    for line, row in rows:
+        if len(row) != len(names):
+            raise ValueError(f"{path}, line {line}: {len(row)} fields, expected {len(names)} ({','.join(names)}); "
+                             f"a caption that holds a comma must be quoted (\"a dog, running\")")
+        image = row[image_col].strip()
+        if not image:
+            raise ValueError(f"{path}, line {line}: empty image name, expected a file name in column 'image'")
+        groups.setdefault(image, []).append(" ".join(row[caption_col].split()))
     if not groups:
-        raise ValueError(f"{path} holds no captions")
+        raise ValueError(f"{path} holds no captions (expected rows image,caption after the header)")
     return groups
 
 
@@ -56,8 +111,9 @@ def _features(path: str, grid: int, size: int) -> np.ndarray:
 
 
 def prepare(images: str, captions: str, out: str, split: Sequence[int] = (800, 100, 100), seed: int = 0,
-            captions_per_image: int = 5, grid: int = 4, size: int = 192, log=print) -> Dict[str, int]:
-    groups = read_caption_csv(captions)
+            captions_per_image: int = 5, grid: int = 4, size: int = 192, log=print,
+            encoding: str = "utf-8") -> Dict[str, int]:
+    groups = read_caption_csv(captions, encoding)
     names = sorted(groups)
     missing = [n for n in names if not os.path.isfile(os.path.join(images, n))]
     if missing:
@@ -109,12 +165,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--captions-per-image", type=int, default=5)
     p.add_argument("--grid", type=int, default=4, help="grid x grid regions (+1 whole-image region)")
     p.add_argument("--size", type=int, default=192, help="images are resized to size x size")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the captions CSV (default utf-8, with or "
+                   "without a byte order mark; e.g. cp1252, utf-16)")
     args = p.parse_args(argv)
     try:
         split = [int(x) for x in args.split.split(",")]
         if len(split) != 3 or min(split) < 0:
             raise ValueError(f"--split must be three counts train,dev,test, got {args.split!r}")
-        prepare(args.images, args.captions, args.out, split, args.seed, args.captions_per_image, args.grid, args.size)
+        prepare(args.images, args.captions, args.out, split, args.seed, args.captions_per_image, args.grid, args.size,
+                encoding=args.encoding)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"vsl-prepare-images: error: {exc}", file=sys.stderr)
         return 2

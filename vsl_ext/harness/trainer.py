@@ -21,10 +21,11 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from .._atomic import atomic_open, atomic_write
+from .._atomic import atomic_write
 from ..caption_files import read_scan_captions
 from ..criterion import VSLCriterion
 from ..metrics import format_metrics
+from .checkpoint_io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_checkpoint, set_rng_state
 from .config import RESUME_MUTABLE, SEMANTICS, VARIANTS, TrainConfig
 from .data import PrecompSplit, Vocabulary, resolve_data_dir
 from .data.phrase_units import phrase_cache_path
@@ -32,7 +33,6 @@ from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import WordPieceVocabulary, tokenizer_spec, vocabulary_from_checkpoint
 from .evaluate import (
-    CHECKPOINT_FORMAT,
     RESUME_KEYS,
     default_protocols,
     evaluate_model,
@@ -44,32 +44,15 @@ from .models import MODELS, PAIRWISE_HEADS, SEGMENTATION_MODELS, build_model
 from .models.dropout import sample_seeds
 from .phrase_training import PhraseStep, needs_phrase_units, phrase_vocabulary, validate_phrase_options
 
-CHECKPOINT_VERSION = 1
-
 
 class CheckpointMismatch(ValueError):
     pass
 
 
 def atomic_save(obj, path: str) -> None:
-    """torch.save via a temporary file and os.replace: a kill leaves the old or the new file."""
-    with atomic_open(path) as f:
-        torch.save(obj, f)
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """The checkpoint dict ``obj`` to ``path`` in plain types and tensors (read back with
+    ``weights_only=True``), via a temporary file and os.replace: a kill leaves the old or the new file."""
+    save_checkpoint(obj, path)
 
 
 def seed_everything(seed: int) -> None:
@@ -478,7 +461,7 @@ class Trainer:
             if not os.path.isfile(split_paths(self.data_dir, split)[1]):
                 split = None
         if split and os.path.isfile(self.best_path):
-            best = torch.load(self.best_path, map_location="cpu", weights_only=False)
+            best = read_checkpoint(self.best_path)
             model = build_model(cfg.model, **best["model"]["config"]).to(self.device)
             model.load_state_dict(best["model"]["state_dict"])
             data = PrecompSplit(self.data_dir, split, self.vocab, cfg.captions_per_image)

@@ -40,3 +40,13 @@ def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: 
                               _ptr(semantic_compared), 0, 0, row_sums.data_ptr(), rows, cols, tau, public_code_clamp,
                               algorithm, torch.get_num_threads(), _ptr(grad_sims), _ptr(grad_sims_compared),
                               _ptr(grad_semantic), _ptr(grad_semantic_compared))
+
+
+def scale(t: Tensor, factor: float) -> Tensor:
+    """``t * factor`` (a new contiguous tensor of t's dtype; float32: factor rounded to float32, as
+    torch's product with a 0-d tensor rounds it) on the package's pool (csrc/vsl_loss.h: scale_cpu),
+    so that no torch OpenMP region runs between two kernel calls."""
+    t = t.contiguous()
+    out = torch.empty_like(t)
+    _C.scale_cpu(t.dtype == torch.float64, t.data_ptr(), out.data_ptr(), t.numel(), factor, torch.get_num_threads())
+    return out

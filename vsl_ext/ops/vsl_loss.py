@@ -37,6 +37,7 @@ from . import _checks, _eager
 from .sigmoid_rank import batched, per_sample
 
 VARIANTS = ("row", "public-code")
+_TORCH_GRAIN_SIZE = 32768   # at::internal::GRAIN_SIZE: torch runs smaller element-wise ops on one thread
 
 
 def _ratio_sum_and_grads(sims: Tensor, semantic: Tensor, tau: float, public_code: bool, sims_grad: bool,
@@ -182,9 +183,18 @@ class _EagerLoss(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_sims, grad_semantic = ctx.saved_tensors
         scale = grad_loss * ctx.scale
-        return (grad_sims * scale.to(grad_sims.dtype) if grad_sims is not None else None,
-                grad_semantic * scale.to(grad_semantic.dtype) if grad_semantic is not None else None,
-                None, None, None, None, None)
+
+        def scaled(grad):
+            if grad is None:
+                return None
+            factor = scale.to(grad.dtype)
+            if grad.is_cpu and grad.numel() >= _TORCH_GRAIN_SIZE and grad.dtype in (torch.float32, torch.float64):
+                # the same product on the package's pool: no torch OpenMP region (whose workers then
+                # spin) between this backward and the next forward's kernel (docs/benchmarks.md).
+                # Below torch's grain size torch's product runs on the calling thread anyway.
+                return kernels.cpu.scale(grad, float(factor))
+            return grad * factor
+        return scaled(grad_sims), scaled(grad_semantic), None, None, None, None, None
 
 
 def prepare(sims: Tensor, semantic_sims: Tensor, tau, variant: str, algorithm: str):

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from typing import Dict, Iterable, List, Sequence
+
+from ..._atomic import atomic_write
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -63,17 +64,9 @@ class Vocabulary:
                 "idx": len(self.idx2word)}
 
     def save(self, path: str) -> None:
-        """SCAN's vocab json layout (``word2idx``, ``idx2word``, ``idx``), written atomically."""
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vocab-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_json_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """SCAN's vocab json layout (``word2idx``, ``idx2word``, ``idx``), written atomically with the
+        umask's mode (a replaced file keeps its own): :func:`vsl_ext._atomic.atomic_write`."""
+        atomic_write(path, json.dumps(self.to_json_dict()))
 
     @classmethod
     def from_words(cls, idx2word: Sequence[str]) -> "Vocabulary":
@@ -91,11 +84,16 @@ class Vocabulary:
         """A SCAN vocab json (``{"word2idx": .., "idx2word": {"0": "<pad>", ..}, "idx": n}``)."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"vocabulary file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            try:
-                d = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        with open(path, "rb") as f:
+            data = f.read()
+        try:      # JSON is UTF-8 (RFC 8259); a byte order mark, as some editors write, is dropped
+            d = json.loads(data.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise ValueError(f"{path}, line {line}: not valid UTF-8 ({exc.reason}); expected a UTF-8 JSON "
+                             f"file") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(d, dict) or "idx2word" not in d:
             raise ValueError(f"{path} is not a SCAN vocab json (expected keys word2idx, idx2word, idx)")
         i2w = d["idx2word"]

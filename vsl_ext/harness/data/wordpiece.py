@@ -18,6 +18,7 @@ there is, and checkpoints store both.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import unicodedata
@@ -79,6 +80,18 @@ def basic_tokenize(text: str, do_lower_case: bool = True) -> List[str]:
     return words
 
 
+def _read_utf8(path: str) -> str:
+    """A UTF-8 text file (a byte order mark dropped); a byte that is not UTF-8 raises ValueError
+    naming the file and line."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({exc.reason}); expected a UTF-8 text file") from None
+
+
 class WordPieceVocabulary:
     """A BERT WordPiece vocabulary (ids = positions in ``vocab.txt``).
 
@@ -110,15 +123,21 @@ class WordPieceVocabulary:
         vocab_file = os.path.join(path, "vocab.txt")
         if not os.path.isfile(vocab_file):
             raise FileNotFoundError(f"--bert-path {path}: no vocab.txt (the WordPiece vocabulary of the checkpoint)")
-        with open(vocab_file, encoding="utf-8") as f:
-            words = [line.rstrip("\n").rstrip("\r") for line in f]
+        # one token per line as transformers' load_vocab reads it (text mode: lines end at LF, CRLF or
+        # CR), with a UTF-8 byte order mark dropped
+        words = [line.rstrip("\n") for line in io.StringIO(_read_utf8(vocab_file), newline=None)]
         while words and not words[-1]:
             words.pop()
         lower = True
         config_file = os.path.join(path, "tokenizer_config.json")
         if os.path.isfile(config_file):
-            with open(config_file, encoding="utf-8") as f:
-                lower = bool(json.load(f).get("do_lower_case", True))
+            try:
+                config = json.loads(_read_utf8(config_file))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{config_file} is not valid JSON: {exc}") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+            lower = bool(config.get("do_lower_case", True))
         return cls(words, lower)
 
     def __len__(self) -> int:
