@@ -16,11 +16,11 @@
 #   memcheck-*, racecheck-*  compute-sanitizer on small workloads (benchmarks/_profile_target.py at
 #               n = 300: vsl_loss dense and public-code sorted, sigmoid_rank sorted) and the caption
 #               index's CUDA tests
-#   bench       python -m benchmarks.report --device cuda --quick --sections main large-n: vsl_loss row
-#               and public-code forward+backward at n = 128, 1,024, 4,096, 16,384 against the
-#               reference, torch.compile (Triton), the chunked formula, numba.cuda and the cupy
-#               RawKernel, with peak memory; the row loss at n = 65,536 (dense and sorted); the caption
-#               index against cupyx (benchmarks/_cases.py: the quick selection on CUDA)
+#   large-n     one vsl_loss (row) forward+backward at n = 65,536: its time and peak memory
+#   bench       python -m benchmarks.report --device cuda --quick --sections main: vsl_loss row and
+#               public-code forward+backward at n = 128, 1,024, 4,096, 16,384 against the reference,
+#               torch.compile (Triton), the chunked formula, numba.cuda and the cupy RawKernel, with
+#               peak memory; the caption index against cupyx (benchmarks/_cases.py: --quick on CUDA)
 #
 # It writes at most 8 files into $OUT (default /tmp/vsl_gpu_session): summary.md (read it first: the
 # device, every step's outcome, the self-check's verdict, the benchmark table), the report's JSON and
@@ -29,7 +29,8 @@
 #
 # GPU_SESSION_REHEARSAL=1 runs the same script on a CPU machine in under 5 minutes: the GPU-only steps
 # are replaced by their CPU or emulated counterparts (self-check on the CPU; the CUDA kernels' source
-# on the CUDA emulator, tests/test_cuda_emulated.py; a CPU report at n <= 128) or listed in summary.md
+# on the CUDA emulator, tests/test_cuda_emulated.py; a CPU report at n <= 128; the large loss at
+# n = 2,048) or listed in summary.md
 # as skipped with the reason (the sm_90 build, compute-sanitizer). GPU_SESSION_SECONDS sets the
 # budget (default 540); GPU_SESSION_CAP_PERCENT scales every step's cap (default 100; the tests use
 # it). Exit code: 0 if every step that ran passed, 1 otherwise.
@@ -136,6 +137,53 @@ report() {  # report ARGS...: the benchmark report, finishing inside the step's 
   return "${PIPESTATUS[0]}"
 }
 
+large_loss() {  # large_loss N DEVICE: one vsl_loss (row) forward+backward at n, its time and peak memory
+  python - "$@" <<'PY'
+import resource
+import sys
+import time
+
+import torch
+
+import vsl_ext
+
+n, device = int(sys.argv[1]), sys.argv[2]
+cuda = device == "cuda"
+
+
+def sync():
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def call(n):
+    # training-like S (cosines of random 1,024-d embeddings: spread ~0.03 = 30 tau, matching pairs
+    # boosted) and C with ties (16 levels), made on the device: n^2 floats each
+    g = torch.Generator(device=device).manual_seed(n)
+    s = torch.randn(n, n, generator=g, device=device).mul_(1 / 32)
+    s.diagonal().add_(0.5)
+    c = torch.randint(0, 16, (n, n), generator=g, device=device, dtype=torch.float32).div_(16)
+    s.requires_grad_(True)
+    sync()
+    start = time.perf_counter()
+    loss = vsl_ext.vsl_loss(s, c)
+    loss.backward()
+    sync()
+    return time.perf_counter() - start, float(loss), bool(torch.isfinite(s.grad).all())
+
+
+call(256)  # the first call's one-time costs
+if cuda:
+    torch.cuda.reset_peak_memory_stats()
+seconds, loss, finite = call(n)
+peak = (f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB peak allocated" if cuda else
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB peak RSS")
+print(f"vsl_loss row forward+backward, n = {n:,} on {device}: {seconds:.3f} s, {peak}; loss {loss:.6f}, "
+      f"gradient {'finite' if finite else 'NOT FINITE'}")
+sys.exit(0 if finite and 0 <= loss < 1 else 1)
+PY
+}
+
 logged() {  # logged LOG COMMAND...: COMMAND's output to LOG (appended), its last lines to the console
   local log="$1" rc
   shift
@@ -146,7 +194,7 @@ logged() {  # logged LOG COMMAND...: COMMAND's output to LOG (appended), its las
 }
 
 export out work
-export -f install sanitize report logged
+export -f install sanitize report logged large_loss
 
 # ------------------------------------------------------------------------------- the one command
 summary() {  # summary.md from the steps and the logs
@@ -197,6 +245,7 @@ summary() {  # summary.md from the steps and the logs
     echo
     echo "## Benchmarks"
     echo
+    grep -h "^vsl_loss row forward+backward, n = " "$out/bench.log" 2>/dev/null && echo
     md="$(ls -t "$out"/*-quick.md 2>/dev/null | head -1)"
     if [[ -n "$md" ]]; then
       echo "From $(basename "$md") (the whole report; JSON next to it):"
@@ -227,6 +276,7 @@ session() {
     done
     step bench 150 report --device cpu --quick --sections main --max-n 128 \
       --out "$work/report" --note "GPU session rehearsal on a CPU: n <= 128"
+    step large-n 60 logged "$out/bench.log" large_loss 2048 cpu  # n = 65,536 on the GPU
   else
     device="$(timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
     step device 15 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv"
@@ -245,7 +295,8 @@ session() {
       --op sigmoid_rank --algorithm sorted
     step memcheck-caption-index 30 sanitize memcheck "caption index tests" "$out/sanitizer.log" \
       python -m pytest -q -p no:cacheprovider tests/test_caption_index.py -k "cuda and not emulated"
-    step bench 600 report --device cuda --quick --sections main large-n --out "$work/report" \
+    step large-n 90 logged "$out/bench.log" large_loss 65536 cuda
+    step bench 600 report --device cuda --quick --sections main --out "$work/report" \
       --note "benchmarks/gpu_session.sh: one command on a fresh machine"
   fi
   cp "$work"/report/*-quick.md "$work"/report/*-quick.json "$out/" 2>/dev/null

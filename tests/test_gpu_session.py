@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_session.sh"
 
 STAND_IN_PYTHON = r"""#!/usr/bin/env bash
-# stands in for python: -m vsl_ext fails, -m pytest hangs, -m benchmarks.report writes a report
-case "$2" in
-  vsl_ext)
+# stands in for python: -m vsl_ext fails, -m pytest hangs, -m benchmarks.report writes a report, a
+# script on stdin (the large loss) prints its line
+case "$1 $2" in
+  "-m vsl_ext")
     echo "vsl_ext 0.0 self-check"
     echo "  FAIL cpu sigmoid_rank dense descending forward       worst error 3x the tolerance"
     echo "vsl_ext self-check: FAIL (cpu sigmoid_rank dense descending forward)"
     exit 1 ;;
-  pytest) sleep 60 ;;
-  benchmarks.report)
+  "-m pytest") sleep 60 ;;
+  "- "*) cat > /dev/null; echo "vsl_loss row forward+backward, n = 2,048 on cpu: 1.000 s, 0.1 GiB peak RSS" ;;
+  "-m benchmarks.report")
     while [[ $# -gt 0 && "$1" != --out ]]; do shift; done
     mkdir -p "$2"
     echo "# report" > "$2/cpu-test-quick.md"
@@ -46,7 +49,7 @@ def test_rehearsal_caps_steps_keeps_going_and_writes_summary(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OUT=str(out),
                GPU_SESSION_REHEARSAL="1", GPU_SESSION_CAP_PERCENT="2",  # cuda-tests: 150 s -> 3 s
-               REAL_PYTHON=shutil.which("python3") or "python3")
+               REAL_PYTHON=sys.executable)
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # a step failed
     files = sorted(p.name for p in out.iterdir())
@@ -57,11 +60,12 @@ def test_rehearsal_caps_steps_keeps_going_and_writes_summary(tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines() if line.startswith("| ")}
     assert "FAILED (exit code 1)" in rows["self-check"]
     assert "TIMED OUT after 3 s" in rows["cuda-tests"]
-    assert "| ok |" in rows["bench"]  # ran after the failure and the time-out
+    assert "| ok |" in rows["bench"] and "| ok |" in rows["large-n"]  # ran after the failure and the time-out
     for skipped in ("device", "build", "memcheck", "racecheck"):
         assert "| skipped |" in rows[skipped] and "rehearsal" in rows[skipped]
     assert "vsl_ext self-check: FAIL (cpu sigmoid_rank dense descending forward)" in summary
     assert "SOME STEPS FAILED" in summary and "| n | time |" in summary
+    assert "vsl_loss row forward+backward, n = 2,048 on cpu: 1.000 s" in summary
 
 
 def test_a_spent_budget_lists_the_remaining_steps_as_not_run(tmp_path):
