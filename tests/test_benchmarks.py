@@ -83,7 +83,7 @@ def _main_record(impl, seconds, check_error=1e-7, n=128):
 
 
 def test_every_peer_is_a_main_case_of_its_device():
-    cases = _cases.make_cases("cpu", quick=True, max_n=32, sections=["main"])
+    cases = _cases.make_cases("cpu", quick=True, max_n=128, sections=["main"])
     row = {c["impl"] for c in cases if c["op"] == "vsl_loss" and c["variant"] == "row"}
     assert row == {"vsl_ext", "reference", "compile", "chunked", "numba"}
     cuda = {c["impl"] for c in _cases.make_cases("cuda", quick=True, max_n=128, sections=["main"])}
