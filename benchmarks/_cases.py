@@ -28,7 +28,7 @@ QUICK_MAIN_OPS = {"cpu": MAIN_OPS, "cuda": MAIN_OPS[1:]}
 # Issue 6's large-n section: dense vs sorted paths of our kernels, on CPU and on CUDA.
 N_LARGE_FULL = {"cpu": [32, 64, 128, 256, 512, 1024, 2048, 4096],
                 "cuda": [256, 512, 1024, 2048, 4096, 8192, 16384]}
-N_LARGE_QUICK = {"cpu": [128, 256], "cuda": [256, 1024]}
+N_LARGE_QUICK = {"cpu": [64, 128], "cuda": [256, 1024]}
 # The window section: dense vs sorted on rows whose share of pairs inside the +-30 tau window is set,
 # at a few n: where the sorted algorithm stops paying off (sets the CUDA auto rule, csrc/vsl_constants.h).
 N_WINDOW_FULL = {"cpu": [256, 1024], "cuda": [1024, 2048, 4096, 8192]}
