@@ -169,7 +169,7 @@ def call(n):
     loss = vsl_ext.vsl_loss(s, c)
     loss.backward()
     sync()
-    return time.perf_counter() - start, float(loss), bool(torch.isfinite(s.grad).all())
+    return time.perf_counter() - start, float(loss.detach()), bool(torch.isfinite(s.grad).all())
 
 
 call(256)  # the first call's one-time costs

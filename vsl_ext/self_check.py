@@ -374,6 +374,18 @@ def cuda_devices() -> Tuple[List[str], str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())], ""
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe(out: TextIO) -> None:
     """The versions, the build, the devices and the threads."""
     from ._native import build_info
@@ -387,7 +399,7 @@ def describe(out: TextIO) -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     out.write(f"threads: torch {torch.get_num_threads()} intra-op, {cpus} CPUs usable "
               f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})\n")
-    out.write(f"device cpu: {platform.processor() or platform.machine()}\n")
+    out.write(f"device cpu: {_cpu_model()}\n")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
