@@ -128,6 +128,22 @@ def test_compare_fails_on_nan_and_on_a_wrong_shape():
     assert not other.passed
 
 
+def test_the_gpu_checks_pass_on_the_emulated_cuda_kernels(monkeypatch, emulator):
+    """The checks a GPU gets, on the CUDA kernels' source compiled for the CPU (tests/cuda_emu): each
+    kernel family against the float64 formula at the self-check's sizes (rows past the 1,024-column
+    tile and CUDA's 2,048-column switch; the loss to n = 130), and the comparison with the CPU kernels
+    runs (here against the emulator itself: both calls take CPU tensors)."""
+    from conftest import route_to_emulator
+
+    route_to_emulator(monkeypatch, emulator)
+    checks = {}
+    self_check._rank_checks("cpu", checks, seed=11, versus_cpu=True)
+    self_check._loss_checks("cpu", checks, seed=23, versus_cpu=True)
+    self_check._caption_checks("cpu", checks, versus_cpu=True)
+    assert len(checks) == 18
+    assert [c.name for c in checks.values() if not c.passed] == []
+
+
 # -------------------------------------------------------------------------------- the oracles themselves
 @pytest.mark.parametrize("variant", ["row", "public-code"])
 def test_loss_formula_by_row_blocks_equals_the_whole_matrix_reference(monkeypatch, variant):

@@ -255,9 +255,12 @@ CAPTIONS = [
 
 
 # ------------------------------------------------------------------------------------------- checks
-def _rank_checks(device: str, checks: Dict[str, Check], seed: int) -> None:
+def _rank_checks(device: str, checks: Dict[str, Check], seed: int, versus_cpu: Optional[bool] = None) -> None:
+    """Records the rank checks on ``device`` in ``checks``; ``versus_cpu`` (default: on a GPU) also
+    compares with the CPU kernels' results."""
     import vsl_ext
 
+    versus_cpu = device != "cpu" if versus_cpu is None else versus_cpu
     for shape_no, shape in enumerate(RANK_SHAPES):
         m = rank_input(shape, seed + shape_no)
         grad = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100 + shape_no))
@@ -275,8 +278,8 @@ def _rank_checks(device: str, checks: Dict[str, Check], seed: int) -> None:
                 size = f"{shape[0]}x{shape[1]}"
                 fwd.compare(f"ranks {size}", r, want_r, RTOL, 0.0)
                 bwd.compare(f"gradient {size}", gx, want_g, 0.0, GRAD_RTOL * float(want_g.abs().max()) + 1e-10)
-                if device != "cpu":
-                    xc = m.requires_grad_(False).clone().requires_grad_(True)
+                if versus_cpu:
+                    xc = m.clone().requires_grad_(True)
                     rc = vsl_ext.sigmoid_rank(xc, TAU, descending, algorithm=algorithm)
                     (gc,) = torch.autograd.grad(rc, xc, grad)
                     fwd.compare(f"ranks {size} vs CPU kernels", r, rc, RTOL, 0.0)
@@ -284,20 +287,21 @@ def _rank_checks(device: str, checks: Dict[str, Check], seed: int) -> None:
                                 GRAD_RTOL * float(gc.abs().max()) + 1e-10)
 
 
-def _loss_checks(device: str, checks: Dict[str, Check], seed: int) -> None:
+def _loss_checks(device: str, checks: Dict[str, Check], seed: int, versus_cpu: Optional[bool] = None) -> None:
+    """Records the loss checks on ``device`` in ``checks`` (``versus_cpu`` as for the rank checks)."""
     import vsl_ext
 
+    versus_cpu = device != "cpu" if versus_cpu is None else versus_cpu
     for n in (LOSS_SIZES if device == "cpu" else LOSS_SIZES_CUDA):
         s, c = loss_inputs(n, seed + n)
         for variant in ("row", "public-code"):
             want, want_ds, want_dc = loss_formula(s.to(device), c.to(device), variant)
-            cpu_result = None
             for algorithm in ("dense", "sorted"):
                 name = f"{device} vsl_loss {variant} {algorithm}"
                 fwd = checks.setdefault(f"{name} forward", Check(f"{name} forward"))
                 bwd = checks.setdefault(f"{name} backward", Check(f"{name} backward"))
                 results = []
-                for on in ([device] if device == "cpu" else [device, "cpu"]):
+                for on in ([device, "cpu"] if versus_cpu else [device]):
                     x, y = s.to(on).requires_grad_(True), c.to(on).requires_grad_(True)
                     loss = vsl_ext.vsl_loss(x, y, TAU, variant, algorithm=algorithm)
                     results.append((loss, *torch.autograd.grad(loss, (x, y))))
@@ -305,7 +309,7 @@ def _loss_checks(device: str, checks: Dict[str, Check], seed: int) -> None:
                 fwd.compare(f"loss n={n}", loss, torch.tensor(want), RTOL, LOSS_ATOL)
                 for label, got, expected in (("dS", ds, want_ds), ("dC", dc, want_dc)):
                     bwd.compare(f"{label} n={n}", got, expected, 0.0, GRAD_RTOL * float(expected.abs().max()) + 1e-10)
-                if device != "cpu":
+                if versus_cpu:
                     cpu_result = results[1]
                     fwd.compare(f"loss n={n} vs CPU kernels", loss, cpu_result[0], RTOL, LOSS_ATOL)
                     for label, got, expected in (("dS", ds, cpu_result[1]), ("dC", dc, cpu_result[2])):
@@ -313,9 +317,11 @@ def _loss_checks(device: str, checks: Dict[str, Check], seed: int) -> None:
                                     GRAD_RTOL * float(expected.abs().max()) + 1e-10)
 
 
-def _caption_checks(device: str, checks: Dict[str, Check]) -> None:
+def _caption_checks(device: str, checks: Dict[str, Check], versus_cpu: Optional[bool] = None) -> None:
+    """Records the caption index checks on ``device`` in ``checks`` (``versus_cpu`` as for the rank checks)."""
     from .caption_index import CaptionIndex
 
+    versus_cpu = device != "cpu" if versus_cpu is None else versus_cpu
     image_ids = [0, 3, 1, 4, 2, 3]  # repeats, as training batches may hold
     caption_ids = [0, 5, 1, 9, 12, 3, 14, 7]
     for mode, formula in (("tfidf", tfidf_similarity), ("cider-d", cider_d_similarity)):
@@ -326,7 +332,7 @@ def _caption_checks(device: str, checks: Dict[str, Check]) -> None:
         got_caps = index.caption_similarity(caption_ids, device=device)
         check.compare("image similarity", got_images, torch.from_numpy(want_images), SIM_TOL, SIM_TOL)
         check.compare("caption similarity", got_caps, torch.from_numpy(want_caps), SIM_TOL, SIM_TOL)
-        if device != "cpu":
+        if versus_cpu:
             check.compare("image similarity vs CPU kernels", got_images, index.image_similarity(image_ids),
                           SIM_TOL, SIM_TOL)
             check.compare("caption similarity vs CPU kernels", got_caps, index.caption_similarity(caption_ids),
