@@ -76,3 +76,50 @@ def test_a_spent_budget_lists_the_remaining_steps_as_not_run(tmp_path):
     summary = (out / "summary.md").read_text()
     for name in ("self-check", "cuda-tests", "bench"):
         assert f"| {name} | NOT RUN |" in summary
+
+
+GPU_STAND_INS = {
+    "nvidia-smi": 'echo "NVIDIA H200, 143771 MiB, 580.65, 9.0"',
+    "pip": 'echo "pip $*"',
+    "compute-sanitizer": 'echo "========= COMPUTE-SANITIZER"; echo "========= ERROR SUMMARY: 0 errors"',
+    "python": r"""case "$1 $2" in
+  "-c "*) echo '{"cuda": true, "cuda_arch": ["sm_90", "compute_90"]}' ;;
+  "-m vsl_ext") echo "vsl_ext self-check: PASS" ;;
+  "-m pytest") echo "12 passed, 3 skipped in 1.00s" ;;
+  "-m benchmarks._profile_target") echo "profiled 1 call(s)" ;;
+  "-m benchmarks.report")
+    while [[ $# -gt 0 && "$1" != --out ]]; do shift; done
+    mkdir -p "$2"; echo "# GPU report" > "$2/cuda-nvidia-h200-quick.md"; echo '{}' > "$2/cuda-nvidia-h200-quick.json" ;;
+  "- "*) cat > /dev/null; echo "vsl_loss row forward+backward, n = 65,536 on cuda: 0.500 s, 80.0 GiB peak allocated" ;;
+  *) echo "unexpected: python $*" >&2; exit 3 ;;
+esac""",
+}
+
+
+def test_gpu_mode_runs_every_step_in_order(tmp_path):
+    """The GPU branch, which CI cannot run, with stand-ins for the GPU's programs: every step is
+    reached and passes, and the outputs are the documented ones."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in GPU_STAND_INS.items():
+        path = bin_dir / name
+        path.write_text("#!/usr/bin/env bash\n" + body + "\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "out"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OUT=str(out))
+    env.pop("GPU_SESSION_REHEARSAL", None)
+    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(["summary.md", "build.log", "self-check.log", "cuda-tests.log", "sanitizer.log",
+                            "bench.log", "cuda-nvidia-h200-quick.md", "cuda-nvidia-h200-quick.json"])
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("# GPU session: NVIDIA H200, 143771 MiB, 580.65")
+    steps = [line.split(" | ")[0].strip("| ") for line in summary.splitlines() if line.startswith("| ")][1:]
+    assert steps == ["device", "build", "self-check", "cuda-tests", "memcheck-vsl-dense", "racecheck-vsl-dense",
+                     "memcheck-sorted", "racecheck-rank-sorted", "memcheck-caption-index", "large-n", "bench"]
+    assert summary.count("| ok |") == len(steps) and "every step passed" in summary
+    assert summary.count("ERROR SUMMARY: 0 errors") == 5
+    assert "n = 65,536 on cuda: 0.500 s" in summary and "# GPU report" in summary
+    build = (out / "build.log").read_text()  # pip's output (the stand-in's: its arguments), then build_info
+    assert "pip install --no-build-isolation --no-deps --no-index ." in build and '"sm_90"' in build
