@@ -18,17 +18,23 @@ from . import _peers
 from ._env import COCO_CAPTIONS
 
 N_FULL = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
-N_QUICK = [32, 64, 128, 256]
+# --quick: on CPU under 3 minutes on 2 cores (every op, implementation and peer once, at n = 128,
+# forward+backward only: each torch.compile case costs ~10 s of compiling there); on CUDA the rows of
+# the one-command GPU session (benchmarks/gpu_session.sh): vsl_loss forward+backward, n = 128 to 16,384.
+N_QUICK = {"cpu": [128], "cuda": [128, 1024, 4096, 16384]}
+QUICK_PASSES = ("forward+backward",)
+MAIN_OPS = (("sigmoid_rank", None), ("vsl_loss", "row"), ("vsl_loss", "public-code"))
+QUICK_MAIN_OPS = {"cpu": MAIN_OPS, "cuda": MAIN_OPS[1:]}
 # Issue 6's large-n section: dense vs sorted paths of our kernels, on CPU and on CUDA.
 N_LARGE_FULL = {"cpu": [32, 64, 128, 256, 512, 1024, 2048, 4096],
                 "cuda": [256, 512, 1024, 2048, 4096, 8192, 16384]}
-N_LARGE_QUICK = {"cpu": [64, 256, 512], "cuda": [256, 1024]}
+N_LARGE_QUICK = {"cpu": [64, 128], "cuda": [256, 1024]}
 # The window section: dense vs sorted on rows whose share of pairs inside the +-30 tau window is set,
 # at a few n: where the sorted algorithm stops paying off (sets the CUDA auto rule, csrc/vsl_constants.h).
 N_WINDOW_FULL = {"cpu": [256, 1024], "cuda": [1024, 2048, 4096, 8192]}
 N_WINDOW_QUICK = {"cpu": [256], "cuda": [1024]}
 WINDOW_FRACTIONS = (0.01, 0.03, 0.1, 0.25, 0.5, 0.75, 1.0)
-WINDOW_FRACTIONS_QUICK = (0.01, 0.25, 1.0)
+WINDOW_FRACTIONS_QUICK = (0.01, 1.0)
 SECTIONS = ("main", "large-n", "window")
 
 PASSES = ("forward", "forward+backward")
@@ -76,9 +82,10 @@ def make_cases(device: str, quick: bool, max_n: Optional[int] = None,
                 "algorithm": algorithm, "pass": pas, "n": n, "device": device, "window": window}
 
     def main():
-        for n in (N_QUICK if quick else N_FULL):
-            for pas in PASSES:
-                for op, variant in (("sigmoid_rank", None), ("vsl_loss", "row"), ("vsl_loss", "public-code")):
+        ops = QUICK_MAIN_OPS[device] if quick else MAIN_OPS
+        for n in (N_QUICK[device] if quick else N_FULL):
+            for pas in (QUICK_PASSES if quick else PASSES):
+                for op, variant in ops:
                     yield case("main", op, "vsl_ext", variant, "auto", pas, n)
                     yield case("main", op, "reference", variant, None, pas, n)
                     for peer in _peers.PEERS_OF[(op, variant)]:

@@ -83,11 +83,20 @@ def _main_record(impl, seconds, check_error=1e-7, n=128):
 
 
 def test_every_peer_is_a_main_case_of_its_device():
-    cases = _cases.make_cases("cpu", quick=True, max_n=32, sections=["main"])
+    cases = _cases.make_cases("cpu", quick=True, max_n=128, sections=["main"])
     row = {c["impl"] for c in cases if c["op"] == "vsl_loss" and c["variant"] == "row"}
     assert row == {"vsl_ext", "reference", "compile", "chunked", "numba"}
-    cuda = {c["impl"] for c in _cases.make_cases("cuda", quick=True, max_n=32, sections=["main"])}
+    cuda = {c["impl"] for c in _cases.make_cases("cuda", quick=True, max_n=128, sections=["main"])}
     assert {"numba-cuda", "cupy", "compile"} <= cuda and "numba" not in cuda
+
+
+def test_quick_main_section_on_cuda_is_the_gpu_sessions_rows():
+    cases = [c for c in _cases.make_cases("cuda", quick=True, sections=["main"]) if c["impl"] == "vsl_ext"]
+    assert sorted({(c["op"], c["variant"]) for c in cases}) == [("vsl_loss", "public-code"), ("vsl_loss", "row")]
+    assert sorted({c["n"] for c in cases}) == [128, 1024, 4096, 16384]
+    assert {c["pass"] for c in cases} == {"forward+backward"}
+    full = _cases.make_cases("cpu", quick=False, sections=["main"])
+    assert {c["pass"] for c in full} == set(_cases.PASSES) and {c["op"] for c in full} == {"sigmoid_rank", "vsl_loss"}
 
 
 def test_report_leads_with_the_ratio_to_the_fastest_peer():
