@@ -239,7 +239,7 @@ class _Rules:
             return w
         if tok.tag_ in ("NNS", "NNPS") or w in lex.noun_exceptions:
             return lex.singular(w)
-        if tok.tag_ == "NN" and w.endswith("s") and w not in lex.nouns:  # "hippos", "kiwis" tagged singular
+        if tok.tag_ in ("NN", "NNP") and w.endswith("s") and w not in lex.nouns:  # "hippos" tagged singular
             one = lex.singular(w)
             if one != w and one in lex.nouns:
                 return one
@@ -247,13 +247,15 @@ class _Rules:
 
     # -- tagging repairs
     def repair(self, doc):
-        """Fix three tagging errors of the small model on caption fragments, in place:
+        """Fix tagging and attachment errors of the small model on caption fragments, in place:
 
         * a word the lexicon knows only as a noun, tagged as an adjective or adverb ("geese" as an
           adjective, "hydrant" as an adverb), becomes a noun;
         * two adjacent nouns joined by a dependency other than a compound, coordination, apposition
           or object ("teddy" as the subject of "bear", "hydrant" as a modifier of "fire") become one
-          compound noun token, named by the whole compound;
+          compound noun token, named by the whole compound; so do two adjacent objects of one
+          preposition ("near the hair driers") and an object followed by a noun parsed as the root
+          ("near the stop signs", see :meth:`reroot`);
         * an "-ing" noun with a compound noun before it ("a giraffe grazing from a tree") is a
           participle of that noun, as in "a cow grazing in a field", unless it is an object noun of
           :data:`_ING_NOUNS` ("an office building").
@@ -270,6 +272,14 @@ class _Rules:
             elif tok.dep_ == "compound" and tok.tag_ in ("VB", "VBP") and tok.head.i == tok.i + 1 \
                     and self.is_noun(tok.head):
                 tok.pos_, tok.tag_ = "NOUN", "NN"  # "two stop signs": a verb tag on a compound noun
+        for a in doc[:-1]:
+            b = doc[a.i + 1]
+            if self.is_noun(a) and self.is_noun(b) and a.dep_ in ("pobj", "dobj") and a.head.i < a.i \
+                    and b.dep_ == "ROOT" and b.head.i == b.i:
+                self.reroot(a, b)
+            elif self.is_noun(a) and self.is_noun(b) and a.head.i == b.head.i != a.i and a.dep_ == b.dep_ \
+                    and a.dep_ in ("pobj", "dobj") and a.lower_ not in _COLOURS | _MATERIALS:
+                a.head, a.dep_ = b, "compound"  # "near the hair driers": two objects of one preposition
         spans = []
         for a in doc[:-1]:
             b = doc[a.i + 1]
@@ -300,6 +310,21 @@ class _Rules:
                 for (lo, hi), name, tag in zip(spans, names, tags):
                     retokenizer.merge(doc[lo:hi], attrs={"POS": "NOUN", "TAG": tag, "LEMMA": name})
         return doc
+
+    def reroot(self, a, b) -> None:
+        """"a man standing near the stop signs" parsed with "signs" as the root and "stop" as the
+        object of "near": "stop" becomes a compound of "signs", which takes its place, and the
+        noun "signs" governed on the left becomes the root."""
+        rest = [c for c in b.children if c.i != a.i]
+        top = next((c for c in rest if c.dep_ in ("nsubj", "nsubjpass")), None)
+        if top is None or any(c.i > b.i for c in rest) or a.lower_ in _COLOURS | _MATERIALS:
+            return
+        top.head, top.dep_ = top, "ROOT"
+        for c in rest:
+            if c.i != top.i:
+                c.head = top
+        b.head, b.dep_ = a.head, a.dep_
+        a.head, a.dep_ = b, "compound"
 
     # -- nouns
     @staticmethod
