@@ -32,8 +32,8 @@ def _oracle_ranking(sims, k):
     return out
 
 
-def _package_scores(package, sims, k_i2t=50, k_t2i=20):
-    image_ids, caption_ids = metrics.coco_5k_test_ids()
+def _package_scores(package, sims, ids=None, k_i2t=50, k_t2i=20):
+    image_ids, caption_ids = ids if ids is not None else metrics.coco_5k_test_ids()
     s = np.asarray(sims, dtype=np.float32) if not isinstance(sims, torch.Tensor) else sims.float().numpy()  # exact
     i2t = {int(i): caption_ids[row].tolist() for i, row in zip(image_ids, _oracle_ranking(s, k_i2t))}
     t2i = {int(c): image_ids[row].tolist() for c, row in zip(caption_ids, _oracle_ranking(s.T.copy(), k_t2i))}
@@ -54,12 +54,15 @@ def test_the_package_reads_no_further_than_the_oracles_lists(package):
     assert max(len(v) for g in (package.eccv_gts, package.cxc_gts) for v in g["t2i"].values()) <= 20
 
 
-def test_random_matrix_with_ties_equals_the_package(package):
+def test_random_matrix_with_ties_in_shuffled_order_equals_the_package(package):
+    # rows and columns shuffled, with the ids that say so; 65 score levels, so ties everywhere
     rng = np.random.default_rng(0)
-    sims = np.round(rng.random(metrics.COCO_5K_SHAPE, dtype=np.float32) * 64) / 64   # 65 levels: many ties
+    sims = rng.integers(0, 65, size=metrics.COCO_5K_SHAPE, dtype=np.int8).astype(np.float32) / 64
     sims[7, :300] = np.nan
-    got = metrics.eccv_caption_metrics(sims)
-    _assert_same(got, _package_scores(package, sims))
+    image_ids, caption_ids = metrics.coco_5k_test_ids()
+    ids = image_ids[rng.permutation(5000)], caption_ids[rng.permutation(25000)]
+    got = metrics.eccv_caption_metrics(sims, image_ids=ids[0], caption_ids=ids[1])
+    _assert_same(got, _package_scores(package, sims, ids))
 
 
 def test_near_perfect_matrix_equals_the_package(package):
@@ -79,17 +82,6 @@ def test_near_perfect_matrix_equals_the_package(package):
     _assert_same(got, want)
     assert got["coco_5k_r1"] == {"i2t": 1.0, "t2i": 1.0}
     assert 0.3 < got["eccv_map_at_r"]["t2i"] < 1.0
-
-
-def test_permuted_ids_give_the_same_scores(package):
-    rng = np.random.default_rng(2)
-    sims = rng.random(metrics.COCO_5K_SHAPE, dtype=np.float32)
-    sims[np.arange(25000) // 5, np.arange(25000)] += 0.9
-    image_ids, caption_ids = metrics.coco_5k_test_ids()
-    pr, pc = rng.permutation(5000), rng.permutation(25000)
-    a = metrics.eccv_caption_metrics(sims)
-    b = metrics.eccv_caption_metrics(sims[pr][:, pc], image_ids=image_ids[pr], caption_ids=caption_ids[pc])
-    assert a == b and a["coco_5k_r1"]["i2t"] > 0.5
 
 
 @pytest.mark.parametrize("shape", [(1000, 5000), (5000, 24995), (25000, 5000)])

@@ -352,3 +352,112 @@ def format_eccv_metrics(m: Dict[str, Dict[str, float]]) -> str:
     return (f"ECCV mAP@R {pair('eccv_map_at_r')}  R-P {pair('eccv_rprecision')}  R@1 {pair('eccv_r1')} (i2t/t2i)  "
             f"CxC R@1/5/10 i2t {triple('cxc', 'i2t')} t2i {triple('cxc', 't2i')}  "
             f"COCO 5K R@1/5/10 i2t {triple('coco_5k', 'i2t')} t2i {triple('coco_5k', 't2i')}")
+
+
+def _semantic_pair(sims: ArrayLike, semantic: ArrayLike, captions_per_image: int):
+    s, c = _scores(sims), _scores(semantic)
+    n_img, n_cap = s.shape
+    _check_layout(n_img, n_cap, captions_per_image)
+    if tuple(c.shape) != (n_img, n_img):
+        raise ValueError(f"semantic must be the ({n_img}, {n_img}) image x image similarity C of the sims' "
+                         f"{n_img} images (CaptionIndex.image_similarity), got shape {tuple(c.shape)}")
+    nan = float("-inf")
+    return torch.nan_to_num(s, nan=nan), torch.nan_to_num(c, nan=nan)
+
+
+def _ordinal_ranks(x: torch.Tensor, chunk_elements: int) -> torch.Tensor:
+    """1-based ranks of each row's entries in descending order, ties in column order (int64)."""
+    out = torch.empty(x.shape, dtype=torch.int64)
+    rows = max(1, chunk_elements // max(1, x.shape[1]))
+    ranks = torch.arange(1, x.shape[1] + 1, dtype=torch.int64)
+    for a in range(0, x.shape[0], rows):
+        order = torch.sort(x[a:a + rows].contiguous(), dim=1, descending=True, stable=True).indices
+        out[a:a + rows].scatter_(1, order, ranks.expand_as(order).contiguous())
+    return out
+
+
+def average_semantic_precision(sims: ArrayLike, semantic: ArrayLike, captions_per_image: int = 5, *,
+                               chunk_elements: int = 1 << 24) -> Dict[str, float]:
+    """ASP, the agreement of the similarity ranking with the semantic ranking that DAA reports (Li et
+    al., "A Differentiable Semantic Metric Approximation in Probabilistic Embedding for Cross-Modal
+    Retrieval", NeurIPS 2022; ``ASP_compute`` in VL-Group/2022-NeurIPS-DAA).
+
+    For a query q (an image for i2t, a caption for t2i) and every item i of the other modality,
+    ``R_S(i)`` is i's 1-based rank by ``sims`` and ``R_C(i)`` its rank by the semantic similarity;
+    ``ASP_q = mean_i min(R_S, R_C) / max(R_S, R_C)`` and ASP is 100 times the mean over queries.
+    The semantic similarity of image i and caption c is ``semantic[i, c // captions_per_image]``,
+    VSL's image-level C. Ranks are descending with ties in index order (DAA's ``argsort`` leaves
+    their order unspecified); NaN counts as ``-inf``.
+
+    Args:
+        sims: (N, N * captions_per_image) image x caption similarities (numpy or torch, real).
+        semantic: (N, N) image x image semantic similarity C, e.g. ``CaptionIndex.image_similarity``.
+
+    Returns:
+        ``{"i2t": float, "t2i": float}`` in percent, [0, 100].
+
+    Raises ValueError for shapes that do not match (or sims with other than N * captions_per_image
+    columns), TypeError for non-real inputs.
+    """
+    s, c = _semantic_pair(sims, semantic, captions_per_image)
+    cpi = int(captions_per_image)
+    n_img, n_cap = s.shape
+    # i2t: the captions of image j share C[i, j]; ties in caption order = images in index order, then
+    # the image's captions in order, so R_C(c) = cpi * (R_C,img(c // cpi) - 1) + c % cpi + 1.
+    c_img = _ordinal_ranks(c, chunk_elements)                                   # (N, N)
+    within = torch.arange(n_cap, dtype=torch.int64) % cpi
+    totals = {"i2t": 0.0, "t2i": 0.0}
+    rows = max(1, chunk_elements // n_cap)
+    for a in range(0, n_img, rows):
+        r_s = _ordinal_ranks(s[a:a + rows], chunk_elements).double()
+        r_c = (cpi * (c_img[a:a + rows].repeat_interleave(cpi, dim=1) - 1) + within + 1).double()
+        totals["i2t"] += float((torch.minimum(r_s, r_c) / torch.maximum(r_s, r_c)).mean(dim=1).sum())
+    c_img_t = _ordinal_ranks(c.t(), chunk_elements)
+    cols = max(1, chunk_elements // n_img)
+    for a in range(0, n_cap, cols):
+        r_s = _ordinal_ranks(s[:, a:a + cols].t(), chunk_elements).double()     # (c, N): caption queries
+        r_c = c_img_t[torch.arange(a, min(n_cap, a + cols)) // cpi].double()  # C[:, c // cpi]
+        totals["t2i"] += float((torch.minimum(r_s, r_c) / torch.maximum(r_s, r_c)).mean(dim=1).sum())
+    return {"i2t": 100.0 * totals["i2t"] / n_img, "t2i": 100.0 * totals["t2i"] / n_cap}
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks of each row's entries, ties sharing their mean rank (float64, 0-based), as Spearman uses."""
+    v, order = torch.sort(x, dim=1, stable=True)
+    n_rows, n = v.shape
+    new = torch.ones_like(v, dtype=torch.bool)
+    new[:, 1:] = v[:, 1:] != v[:, :-1]
+    run = torch.cumsum(new.flatten(), 0) - 1                                      # global run id
+    pos = torch.arange(n, dtype=torch.float64).repeat(n_rows)
+    n_runs = int(run[-1]) + 1
+    first = torch.full((n_runs,), float("inf"), dtype=torch.float64).scatter_reduce(0, run, pos, "amin")
+    last = torch.full((n_runs,), -1.0, dtype=torch.float64).scatter_reduce(0, run, pos, "amax")
+    mean_rank = ((first + last) / 2)[run].view(n_rows, n)
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+
+
+def rank_agreement(sims: ArrayLike, semantic: ArrayLike, captions_per_image: int = 5, *,
+                   chunk_rows: int = 256) -> float:
+    """Mean Spearman correlation between each image's row of S and its row of C (the "rank agreement
+    of S with C" of vsl-time-kernels' demos).
+
+    ``S[i, j]`` is the mean similarity of image i to image j's captions (``sims`` averaged over each
+    image's ``captions_per_image`` columns) and C the (N, N) image x image semantic similarity.
+    Spearman's rho of two rows is the Pearson correlation of their ranks, ties sharing their mean
+    rank (as ``scipy.stats.spearmanr``); a row of constant values has no correlation and counts as 0.
+    NaN counts as ``-inf``.
+
+    Returns a float in [-1, 1]. Raises ValueError/TypeError as :func:`average_semantic_precision`.
+    """
+    s, c = _semantic_pair(sims, semantic, captions_per_image)
+    n_img = s.shape[0]
+    s_img = s.double().view(n_img, n_img, int(captions_per_image)).mean(dim=2)
+    total = 0.0
+    for a in range(0, n_img, max(1, int(chunk_rows))):
+        ra, rc = _average_ranks(s_img[a:a + chunk_rows]), _average_ranks(c[a:a + chunk_rows].double())
+        ra = ra - ra.mean(dim=1, keepdim=True)
+        rc = rc - rc.mean(dim=1, keepdim=True)
+        den = torch.sqrt((ra * ra).sum(dim=1) * (rc * rc).sum(dim=1))
+        rho = torch.where(den > 0, (ra * rc).sum(dim=1) / torch.where(den > 0, den, 1.0), 0.0)
+        total += float(rho.sum())
+    return total / n_img
