@@ -225,7 +225,8 @@ def coco_5k_test_ids():
     try:
         owner = np.array([t2i[int(c)][0] for c in caption_ids], dtype=np.int64)
     except (KeyError, IndexError) as exc:
-        raise RuntimeError(f"eccv_caption's data lack the image of caption {exc}; cannot verify SCAN's testall order")
+        raise RuntimeError(f"eccv_caption's data lack the image of caption {exc}; cannot verify SCAN's testall "
+                           "order") from None
     grouped = owner.reshape(-1, 5) if owner.size == COCO_5K_SHAPE[1] else None
     if grouped is None or not (grouped == grouped[:, :1]).all() or len(np.unique(grouped[:, 0])) != COCO_5K_SHAPE[0]:
         raise RuntimeError("eccv_caption's coco_test_ids are not 5,000 images x 5 consecutive captions; "
