@@ -124,3 +124,35 @@ def test_plural_only_nouns_keep_their_form():
 def test_parser_info_records_inflect_and_the_rules_version():
     info = phrases.parser_info()
     assert info["rules"] == phrases.RULES_VERSION >= 2 and info["inflect"]
+
+
+def test_a_cache_of_rules_version_1_is_rebuilt(tmp_path, monkeypatch):
+    """Caches written before the noun rules (no inflect in the key, rules 1) are parsed again."""
+    calls = []
+
+    def fake(captions, batch_size, n_process):
+        calls.append(len(captions))
+        return [phrases.PhraseLabels((c,)) for c in captions]
+
+    old = {"spacy": "3.8.18", "model": "en_core_web_sm", "model_version": "3.8.0", "rules": 1}
+    monkeypatch.setattr(phrases, "_parse_uncached", fake)
+    monkeypatch.setattr(phrases, "parser_info", lambda: dict(old))
+    phrases.parse(["three vases"], cache=tmp_path / "c")
+    monkeypatch.setattr(phrases, "parser_info", lambda: dict(old, inflect="7.6.0", rules=phrases.RULES_VERSION))
+    with pytest.warns(RuntimeWarning, match="other rules, inflect"):
+        phrases.parse(["three vases"], cache=tmp_path / "c")
+    assert calls == [1, 1]
+
+
+def test_missing_inflect_names_the_install_command(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_inflect(name, *a, **k):
+        if name == "inflect":
+            raise ImportError("No module named 'inflect'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_inflect)
+    with pytest.raises(ImportError, match=r'inflect package .*pip install "vsl_ext\[phrases\]"'):
+        phrases._inflect_engine()
