@@ -313,9 +313,9 @@ class _Rules:
         return doc
 
     def reroot(self, a, b) -> None:
-        """"a man standing near the stop signs" parsed with "signs" as the root and "stop" as the
-        object of "near": "stop" becomes a compound of "signs", which takes its place, and the
-        noun "signs" governed on the left becomes the root."""
+        """"a man standing near the stop signs" parsed with "signs" as the root (and "man" as its
+        subject) and "stop" as the object of "near": "stop" becomes a compound of "signs", "signs"
+        the object of "near", and the subject "man", with the root's other dependents, the root."""
         rest = [c for c in b.children if c.i != a.i]
         top = next((c for c in rest if c.dep_ in ("nsubj", "nsubjpass")), None)
         if top is None or any(c.i > b.i for c in rest) or a.lower_ in _COLOURS | _MATERIALS:
