@@ -248,7 +248,7 @@ def evaluate_saved_sims(args) -> int:
         protocols = (default_protocols(args.dataset, "testall", sims.shape[0]) if args.protocol == "auto"
                      else args.protocol.split(","))
         check_semantic_options(args, sims.shape[0], cpi)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:   # OSError: also FileNotFoundError
         print(f"vsl-eval: error: {exc}", file=sys.stderr)
         return 2
     results = {proto: evaluate_protocol(sims, proto, cpi) for proto in protocols}
