@@ -1,6 +1,8 @@
 """vsl_ext.metrics.average_semantic_precision (DAA's ASP) and rank_agreement (mean Spearman of S and
 C rows) against oracles written here: DAA's ASP_compute formula with numpy's stable argsort, and
 scipy.stats.spearmanr row by row."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -52,7 +54,8 @@ def test_rank_agreement_is_the_mean_spearman(levels):
     c = rng.integers(0, levels, size=(n, n)).astype(np.float32)
     c[3] = 1.0   # a constant row: no correlation, counts as 0
     s_img = sims.reshape(n, n, cpi).mean(2)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", st.ConstantInputWarning)   # row 3: rho is undefined (NaN)
         rho = [st.spearmanr(s_img[i], c[i])[0] for i in range(n)]
     want = float(np.mean(np.nan_to_num(rho, nan=0.0)))
     assert metrics.rank_agreement(sims, c, cpi, chunk_rows=5) == pytest.approx(want, abs=1e-12)
