@@ -66,3 +66,21 @@ def test_semantic_metrics_check_shapes():
         metrics.rank_agreement(np.zeros((4, 20)), np.zeros((4, 20)))
     with pytest.raises(ValueError, match="captions"):
         metrics.average_semantic_precision(np.zeros((4, 19)), np.zeros((4, 4)))
+
+
+def test_eccv_without_its_package_names_the_extra(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_eccv(name, *a, **k):
+        if name == "eccv_caption":
+            raise ImportError("No module named 'eccv_caption'")
+        return real_import(name, *a, **k)
+
+    metrics._eccv_package.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_eccv)
+    try:
+        with pytest.raises(ImportError, match=r'pip install "vsl_ext\[eccv\]"'):
+            metrics.eccv_caption_metrics(np.zeros(metrics.COCO_5K_SHAPE, dtype=np.float32))
+    finally:
+        metrics._eccv_package.cache_clear()
