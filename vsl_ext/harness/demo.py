@@ -101,6 +101,19 @@ def demo_chart(results: Dict[str, List[dict]], path: str,
     return True
 
 
+def run_environment(threads: int) -> dict:
+    """What a demo's numbers depend on besides its recipe and seeds: the torch CPU thread count
+    (float sums are reduced in a different order with more threads) and the versions of torch and
+    numpy; with the same values the demo prints the same numbers."""
+    import platform
+
+    import torch
+
+    from .._version import __version__
+    return {"threads": int(threads), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine(), "vsl_ext": __version__}
+
+
 def _quiet(msg: str) -> None:
     """The log function of the arms' trainers: drops every line."""
 
@@ -161,7 +174,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
                     f"{format_metrics(test)}")
     if len(compared) > 1:
         from .demo_shnet import report
-        return report(output, seeds, by_model, syn, data, epochs, time.perf_counter() - t_start, log)
+        return report(output, seeds, by_model, syn, data, epochs, time.perf_counter() - t_start, log, threads)
     table = demo_table(results, seeds, labels)
     diag = demo_diagnostics(diagnostics, labels)
     elapsed = time.perf_counter() - t_start
@@ -186,7 +199,8 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
           f"beta {cfg.beta:g}, tau {cfg.tau:g}, seeds {list(seeds)}; total wall time {elapsed:.0f} s.", "",
           *(["![R@K](results.png)", ""] if chart else [])]
     summary = {"seeds": list(seeds), "results": results, "diagnostics": diagnostics, "synthetic_config": asdict(syn),
-               "train_config": asdict(cfg), "seconds": elapsed, "table": table}
+               "train_config": asdict(cfg), "seconds": elapsed, "table": table,
+               "environment": run_environment(threads)}
     return write_results(output, md, summary, chart, log)
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from .config import TrainConfig
-from .demo import DEMO_METRICS, _mean_std, write_results
+from .demo import DEMO_METRICS, _mean_std, run_environment, write_results
 from .demo_variants import MODEL_RECIPES
 
 ARMS = (("vse", "baseline", "vse triplet"), ("vse", "vsl", "vse + 10 VSL"),
@@ -98,7 +98,7 @@ def comparison_chart(results: Results, path: str) -> bool:
 
 
 def report(output: str, seeds: Sequence[int], results: Results, syn, data: str, epochs, elapsed: float,
-           log: Callable[[str], None]) -> dict:
+           log: Callable[[str], None], threads: int = 1) -> dict:
     """Prints the tables and writes ``results.md``, ``results.png`` and ``results.json`` to ``output``."""
     from .demo import demo_config
 
@@ -128,5 +128,6 @@ def report(output: str, seeds: Sequence[int], results: Results, syn, data: str, 
                "results": {m: results[m][0] for m in ("vse", "3shnet")},
                "diagnostics": {m: results[m][1] for m in ("vse", "3shnet")}, "synthetic_config": asdict(syn),
                "train_configs": {"vse": asdict(cfg), "3shnet": asdict(shnet_config(cfg))}, "seconds": elapsed,
-               "table": table, "diagnostics_table": diag}
+               "table": table, "diagnostics_table": diag,
+               "environment": run_environment(threads)}
     return write_results(output, md, summary, chart, log)
