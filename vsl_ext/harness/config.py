@@ -87,7 +87,9 @@ class TrainConfig:
     output: str = _cli("runs/vsl", "runtime", "run folder (default runs/<dataset>_<model>[_novsl])",
                        show_default=False)
     device: str = _cli("auto", "runtime", "auto, cpu, cuda, cuda:1, ...")
-    threads: int = _cli(0, "runtime", "torch CPU threads (0: torch default; the demo uses 1 unless set)")
+    threads: Optional[int] = _cli(None, "runtime", "torch CPU threads (default 1, the fastest for the harness's "
+                                  "small models on small or shared machines; 0: torch's default, one per core); "
+                                  "results depend on it, so --resume keeps the run's own unless given", type=int)
     progress: bool = _cli(True, "runtime", "no tqdm progress bars", switch="--no-progress")
     tensorboard: bool = _cli(True, "runtime", switch="--no-tensorboard")
     checkpoint_every: int = _cli(0, "runtime", "also checkpoint every N steps (0: at epoch ends only)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import asdict
 from typing import Callable, Dict, List, Optional, Sequence
@@ -74,30 +76,52 @@ def demo_diagnostics(diagnostics: Dict[str, List[dict]],
     return "\n".join(lines)
 
 
+def demo_figure(results: Dict[str, List[dict]],
+                labels: Sequence[str] = ("triplet (baseline)", "triplet + 10 VSL"), model: str = "vse"):
+    """The demo's grouped bar chart as a matplotlib Figure: one bar colour per arm (legend: the arms'
+    ``labels``), one group per metric (R@1/5/10, both directions), bar = mean over seeds, error bar =
+    sample std. Raises ImportError without matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k, _ in DEMO_METRICS if k != "rsum"]
+    metric_names = [name for k, name in DEMO_METRICS if k != "rsum"]
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for off, arm, arm_label in ((-0.2, "baseline", labels[0]), (0.2, "vsl", labels[1])):
+        stats = [_mean_std([r[k] for r in results[arm]]) for k in keys]
+        ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=arm_label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(metric_names)
+    ax.set_ylabel("recall (%)")
+    ax.set_ylim(0, 109)
+    ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {len(results['vsl'])} seeds")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from .._atomic import atomic_open
+    try:
+        with atomic_open(path) as f:
+            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
 def demo_chart(results: Dict[str, List[dict]], path: str,
                labels: Sequence[str] = ("triplet (baseline)", "triplet + 10 VSL"), model: str = "vse") -> bool:
-    """Grouped bar chart (mean, error bar = std over seeds); False when matplotlib is missing."""
+    """Write :func:`demo_figure` to ``path`` (PNG); False when matplotlib is missing."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = demo_figure(results, labels, model)
     except ImportError:
         return False
-    keys = [k for k, _ in DEMO_METRICS if k != "rsum"]
-    labels = [lab for k, lab in DEMO_METRICS if k != "rsum"]
-    x = np.arange(len(keys))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for off, arm, name in ((-0.2, "baseline", labels[0]), (0.2, "vsl", labels[1])):
-        stats = [_mean_std([r[k] for r in results[arm]]) for k in keys]
-        ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=name)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels)
-    ax.set_ylabel("recall (%)")
-    ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {len(results['vsl'])} seeds")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -114,22 +138,55 @@ def run_environment(threads: int) -> dict:
             "python": platform.python_version(), "machine": platform.machine(), "vsl_ext": __version__}
 
 
+_ARM_FOLDER = re.compile(r"^(?:[a-z0-9]+_)?(?:baseline|vsl)_seed\d+$")
+_RESULT_FILES = ("results.md", "results.json", "results.png")
+
+
+def demo_entries(output: str) -> List[str]:
+    """The entries of ``output`` that a demo writes (``data``, the arms' run folders, ``results.*``)."""
+    if not os.path.isdir(output):
+        return []
+    return sorted(name for name in os.listdir(output)
+                  if name in _RESULT_FILES or (name == "data" and os.path.isdir(os.path.join(output, name)))
+                  or (_ARM_FOLDER.match(name) and os.path.isdir(os.path.join(output, name))))
+
+
+def claim_output(output: str, overwrite: bool) -> None:
+    """Make ``output`` ready for a new demo. An earlier demo there (any entry of :func:`demo_entries`)
+    raises FileExistsError unless ``overwrite``, which removes those entries (and nothing else), so no
+    seed folder or result of the old run survives beside the new one."""
+    found = demo_entries(output)
+    if found and not overwrite:
+        raise FileExistsError(f"{output} holds an earlier demo ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}"
+                              f"): pass --overwrite to replace it, or pick another --output")
+    for name in found:
+        path = os.path.join(output, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    os.makedirs(output, exist_ok=True)
+
+
 def _quiet(msg: str) -> None:
     """The log function of the arms' trainers: drops every line."""
 
 
 def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None,
              device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
-             index_factory: Optional[Callable] = None, threads: int = 1, overrides: Optional[dict] = None) -> dict:
+             index_factory: Optional[Callable] = None, threads: int = 1, overrides: Optional[dict] = None,
+             overwrite: bool = False) -> dict:
     """``vsl-train --demo``: generate the synthetic data, train the two arms for every seed, write
     ``results.md``, ``results.png`` and ``results.json`` to ``output`` and print the table.
-    ``overrides``: a variant's recipe changes for both arms (:mod:`.demo_variants`).
+    ``overrides``: a variant's recipe changes for both arms (:mod:`.demo_variants`). An earlier demo
+    in ``output`` raises FileExistsError unless ``overwrite`` (:func:`claim_output`).
 
     ``threads`` defaults to 1: the demo's small matrices gain nothing from more threads, and torch's
     OpenMP threads slow down badly when the cores are shared with other processes."""
     from .data.synthetic import SyntheticConfig, failure_analysis, generate
 
     t_start = time.perf_counter()
+    claim_output(output, overwrite)
     data = os.path.join(output, "data")
     variant_kw = {"overrides": overrides} if overrides else {}
     cfg = demo_config(data, output, 0, True, epochs, **variant_kw)   # the variant, for labels and C

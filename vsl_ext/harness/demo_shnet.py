@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from .config import TrainConfig
-from .demo import DEMO_METRICS, _mean_std, run_environment, write_results
+from .demo import DEMO_METRICS, _mean_std, run_environment, save_figure, write_results
 from .demo_variants import MODEL_RECIPES
 
 ARMS = (("vse", "baseline", "vse triplet"), ("vse", "vsl", "vse + 10 VSL"),
@@ -69,18 +69,18 @@ def comparison_diagnostics(results: Results) -> str:
     return "\n".join(lines)
 
 
-def comparison_chart(results: Results, path: str) -> bool:
-    """Grouped bars (mean, error bar = std over seeds) of the four arms; False without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def comparison_figure(results: Results):
+    """Grouped bars of the four arms as a matplotlib Figure: one colour per arm (legend: the arms'
+    labels), one group per metric, bar = mean over seeds, error bar = sample std. ImportError without
+    matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     metrics = [(k, lab) for k, lab in DEMO_METRICS if k != "rsum"]
     x = np.arange(len(metrics))
     width = 0.8 / len(ARMS)
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.4))
     for n, (m, arm, label) in enumerate(ARMS):
         stats = [_mean_std([r[k] for r in results[m][0][arm]]) for k, _ in metrics]
         ax.bar(x + (n - (len(ARMS) - 1) / 2) * width, [s[0] for s in stats], width, yerr=[s[1] for s in stats],
@@ -88,12 +88,21 @@ def comparison_chart(results: Results, path: str) -> bool:
     ax.set_xticks(x)
     ax.set_xticklabels([lab for _, lab in metrics])
     ax.set_ylabel("recall (%)")
+    ax.set_ylim(0, 109)
     ax.set_title(f"Synthetic Fig.-1 data with segmentation, test set, mean ± std over "
                  f"{len(results['vse'][0]['vsl'])} seeds")
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(ARMS), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def comparison_chart(results: Results, path: str) -> bool:
+    """Write :func:`comparison_figure` to ``path`` (PNG); False without matplotlib."""
+    try:
+        fig = comparison_figure(results)
+    except ImportError:
+        return False
+    save_figure(fig, path)
     return True
 
 
