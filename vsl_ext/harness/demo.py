@@ -88,17 +88,17 @@ def demo_figure(results: Dict[str, List[dict]],
     keys = [k for k, _ in DEMO_METRICS if k != "rsum"]
     metric_names = [name for k, name in DEMO_METRICS if k != "rsum"]
     x = np.arange(len(keys))
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     for off, arm, arm_label in ((-0.2, "baseline", labels[0]), (0.2, "vsl", labels[1])):
         stats = [_mean_std([r[k] for r in results[arm]]) for k in keys]
-        ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=arm_label)
+        bars = ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=arm_label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
     ax.set_xticks(x)
     ax.set_xticklabels(metric_names)
     ax.set_ylabel("recall (%)")
     ax.set_ylim(0, 109)
     ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {len(results['vsl'])} seeds")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
-    fig.tight_layout()
     return fig
 
 
@@ -109,7 +109,7 @@ def save_figure(fig, path: str) -> None:
     from .._atomic import atomic_open
     try:
         with atomic_open(path) as f:
-            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+            fig.savefig(f, format="png", dpi=120)
     finally:
         plt.close(fig)
 

@@ -80,19 +80,19 @@ def comparison_figure(results: Results):
     metrics = [(k, lab) for k, lab in DEMO_METRICS if k != "rsum"]
     x = np.arange(len(metrics))
     width = 0.8 / len(ARMS)
-    fig, ax = plt.subplots(figsize=(10, 4.4))
+    fig, ax = plt.subplots(figsize=(10, 4.4), layout="constrained")
     for n, (m, arm, label) in enumerate(ARMS):
         stats = [_mean_std([r[k] for r in results[m][0][arm]]) for k, _ in metrics]
-        ax.bar(x + (n - (len(ARMS) - 1) / 2) * width, [s[0] for s in stats], width, yerr=[s[1] for s in stats],
-               capsize=2, label=label)
+        bars = ax.bar(x + (n - (len(ARMS) - 1) / 2) * width, [s[0] for s in stats], width,
+                      yerr=[s[1] for s in stats], capsize=2, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=2, rotation=90)
     ax.set_xticks(x)
     ax.set_xticklabels([lab for _, lab in metrics])
     ax.set_ylabel("recall (%)")
-    ax.set_ylim(0, 109)
+    ax.set_ylim(0, 112)
     ax.set_title(f"Synthetic Fig.-1 data with segmentation, test set, mean ± std over "
                  f"{len(results['vse'][0]['vsl'])} seeds")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(ARMS), frameon=False)
-    fig.tight_layout()
     return fig
 
 
