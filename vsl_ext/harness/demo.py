@@ -157,8 +157,9 @@ def claim_output(output: str, overwrite: bool) -> None:
     seed folder or result of the old run survives beside the new one."""
     found = demo_entries(output)
     if found and not overwrite:
-        raise FileExistsError(f"{output} holds an earlier demo ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}"
-                              f"): pass --overwrite to replace it, or pick another --output")
+        listed = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise FileExistsError(f"{output} holds an earlier demo ({listed}): pass --overwrite to replace it, or pick "
+                              f"another --output")
     for name in found:
         path = os.path.join(output, name)
         if os.path.isdir(path):
