@@ -187,12 +187,12 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     from .data.synthetic import SyntheticConfig, failure_analysis, generate
 
     t_start = time.perf_counter()
-    claim_output(output, overwrite)
     data = os.path.join(output, "data")
     variant_kw = {"overrides": overrides} if overrides else {}
     cfg = demo_config(data, output, 0, True, epochs, **variant_kw)   # the variant, for labels and C
     labels = arm_labels(cfg)
     syn = SyntheticConfig()
+    claim_output(output, overwrite)
     splits = generate(data, syn)
     log(f"synthetic data in {data}: {syn.train_images}/{syn.dev_images}/{syn.test_images} images, "
         f"{syn.regions} regions x {syn.feat_dim}, main object on {syn.main_regions[0]}-{syn.main_regions[1]} regions, "
