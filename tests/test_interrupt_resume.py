@@ -45,16 +45,17 @@ def _assert_same_run(ref_out, out):
         json.load(open(os.path.join(ref_out, "results.json")))["test"]
 
 
-def test_resume_with_default_options_keeps_the_runs_thread_count(tiny_data, tmp_path):
+def test_resume_with_default_options_keeps_the_runs_thread_count_and_device(tiny_data, tmp_path):
     quiet = dict(log=lambda m: None)
     ref_out, out = tmp_path / "ref", tmp_path / "run"
-    train(_cfg(tiny_data, ref_out, threads=2), **quiet)
+    train(_cfg(tiny_data, ref_out, threads=2, device="cpu"), **quiet)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_data, out, threads=2), crash_after_steps=4, **quiet)
+        train(_cfg(tiny_data, out, threads=2, device="cpu"), crash_after_steps=4, **quiet)
     torch.set_num_threads(1)      # a new process whose default differs from the run's
     assert train_main(["--output", str(out), "--resume", "--no-progress", "--no-tensorboard"]) == 0
     assert torch.get_num_threads() == 2
-    assert json.load(open(out / "config.json"))["threads"] == 2
+    config = json.load(open(out / "config.json"))
+    assert (config["threads"], config["device"]) == (2, "cpu")      # the run's own, not the defaults
     _assert_same_run(ref_out, out)
 
 

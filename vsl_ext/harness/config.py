@@ -15,7 +15,8 @@ from .models import MODELS
 
 SEMANTICS = ("tfidf", "cider-d", "phrases")
 VARIANTS = ("row", "public-code")
-# options that may differ between the interrupted run and the --resume call
+# options that may differ between the interrupted run and the --resume call (threads and device, which
+# change the numbers: the run's own unless given)
 RESUME_MUTABLE = ("device", "progress", "tensorboard", "epochs", "output", "resume", "threads", "checkpoint_every",
                   "overwrite", "global_batch")
 
@@ -86,7 +87,8 @@ class TrainConfig:
     # runtime
     output: str = _cli("runs/vsl", "runtime", "run folder (default runs/<dataset>_<model>[_novsl])",
                        show_default=False)
-    device: str = _cli("auto", "runtime", "auto, cpu, cuda, cuda:1, ...")
+    device: Optional[str] = _cli(None, "runtime", "auto, cpu, cuda, cuda:1, ... (default auto; --resume keeps the "
+                                 "run's own unless given: results depend on the device)", type=str)
     threads: Optional[int] = _cli(None, "runtime", "torch CPU threads (default 1, the fastest for the harness's "
                                   "small models on small or shared machines; 0: torch's default, one per core); "
                                   "results depend on it, so --resume keeps the run's own unless given", type=int)

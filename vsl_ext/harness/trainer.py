@@ -228,6 +228,8 @@ class Trainer:
                 runtime["epochs"] = stored.epochs
             if runtime["threads"] is None:      # the results depend on it: keep the run's own
                 runtime["threads"] = stored.threads
+            if runtime["device"] is None:       # likewise
+                runtime["device"] = stored.device
             elif runtime["threads"] != stored.threads:
                 log(f"note: the run used --threads {stored.threads}, this call {runtime['threads']}: float sums "
                     f"add up in another order, so the numbers may differ slightly from an uninterrupted run")
@@ -242,6 +244,8 @@ class Trainer:
             raise ValueError(f"bad run config: {exc}") from None
         if cfg.threads is None:
             cfg = dataclasses.replace(cfg, threads=DEFAULT_THREADS)
+        if cfg.device is None:
+            cfg = dataclasses.replace(cfg, device="auto")
         self.cfg = cfg
         if cfg.data is None:
             raise ValueError("--data DIR is required (or --demo)")
