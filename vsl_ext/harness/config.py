@@ -99,7 +99,8 @@ class TrainConfig:
                               "sharded over the ranks (vse model; see vsl_ext.harness.global_batch)",
                               switch="--global-batch")
     resume: bool = _cli(False, "runtime", "continue the run in --output from its checkpoint", switch="--resume")
-    overwrite: bool = _cli(False, "runtime", "start a new run even if --output holds one", switch="--overwrite")
+    overwrite: bool = _cli(False, "runtime", "start a new run even if --output holds one (--demo: replace an "
+                           "earlier demo there)", switch="--overwrite")
 
 
 def _cli_fields():

@@ -97,7 +97,8 @@ def demo_figure(results: Dict[str, List[dict]],
     ax.set_xticklabels(metric_names)
     ax.set_ylabel("recall (%)")
     ax.set_ylim(0, 109)
-    ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {len(results['vsl'])} seeds")
+    n = len(results["vsl"])
+    ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {n} seed{'s' if n != 1 else ''}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     return fig
 

@@ -90,8 +90,8 @@ def comparison_figure(results: Results):
     ax.set_xticklabels([lab for _, lab in metrics])
     ax.set_ylabel("recall (%)")
     ax.set_ylim(0, 112)
-    ax.set_title(f"Synthetic Fig.-1 data with segmentation, test set, mean ± std over "
-                 f"{len(results['vse'][0]['vsl'])} seeds")
+    n = len(results["vse"][0]["vsl"])
+    ax.set_title(f"Synthetic Fig.-1 data with segmentation, test set, mean ± std over {n} seed{'s' if n != 1 else ''}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(ARMS), frameon=False)
     return fig
 

@@ -2,7 +2,7 @@
 
     vsl-train --data DATA --dataset f30k --model sgr            # triplet + 10 * VSL (the paper)
     vsl-train --data DATA --dataset f30k --model sgr --no-vsl   # triplet-only baseline
-    vsl-train --output runs/x --resume                          # continue an interrupted run
+    vsl-train --output runs/x --resume                          # continue an interrupted run (Ctrl-C saves first)
     vsl-train --demo                                            # synthetic demo, baseline vs VSL, CPU
     vsl-train --demo --model ssamt                              # the demo with SSAMT in both arms
 """
