@@ -80,3 +80,15 @@ def test_a_table_without_its_closing_marker_is_an_error(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text("<!-- results-table: summary docs/r.json -->\n| x |\n")
     with pytest.raises(ValueError, match="no closing"):
         tool.run(check=True)
+
+
+def test_add_keeps_a_runs_results_with_what_produced_them(tmp_path, monkeypatch):
+    tool = _tool()
+    monkeypatch.setattr(tool, "ROOT", str(tmp_path))
+    run = tmp_path / "results.json"
+    run.write_text(json.dumps({"seeds": [0], "results": {"baseline": [], "vsl": []}}))
+    path = tool.add_results(str(run), "demo_x", "vsl-train --demo", "a" * 40)
+    assert path == os.path.join("docs", "results", "demo_x.json")
+    kept = json.loads((tmp_path / path).read_text())
+    assert kept == {"command": "vsl-train --demo", "commit": "a" * 40, "seeds": [0],
+                    "results": {"baseline": [], "vsl": []}}

@@ -2,6 +2,8 @@
 
     python tools/docs_tables.py            # rewrite the tables between their markers
     python tools/docs_tables.py --check    # exit 1 and name each table that differs from its file
+    python tools/docs_tables.py --add runs/demo/results.json demo_vse --command "vsl-train --demo" \
+        --commit SHA                       # keep a run's results as docs/results/demo_vse.json, then render
 
 A table lives between two markers; the first names how to render it and from which file (paths
 from the repository root)::
@@ -236,11 +238,31 @@ def run(check: bool) -> Dict[str, List[str]]:
     return report
 
 
+def add_results(run_results: str, name: str, command: str, commit: str) -> str:
+    """Copy a demo's ``results.json`` to ``docs/results/<name>.json`` with the ``command`` and the
+    ``commit`` of the code that produced it; returns the new file's path from the root."""
+    from vsl_ext._atomic import atomic_write
+
+    with open(run_results, encoding="utf-8") as f:
+        res = json.load(f)
+    path = os.path.join("docs", "results", f"{name}.json")
+    atomic_write(os.path.join(ROOT, path), json.dumps({"command": command, "commit": commit, **res}, indent=1))
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its file")
+    p.add_argument("--add", nargs=2, metavar=("RESULTS_JSON", "NAME"),
+                   help="first keep a run's results.json as docs/results/NAME.json (needs --command, --commit)")
+    p.add_argument("--command", help="with --add: the command that produced the run")
+    p.add_argument("--commit", help="with --add: the commit of the code that produced the run")
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
+    if args.add:
+        if not (args.command and args.commit):
+            p.error("--add needs --command and --commit (what produced the numbers)")
+        print(f"wrote {add_results(args.add[0], args.add[1], args.command, args.commit)}")
     report = run(args.check)
     for doc, specs in report.items():
         for spec in specs:
