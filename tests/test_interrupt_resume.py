@@ -19,6 +19,14 @@ def _restore_threads():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler (a background job inherits an ignored SIGINT), restored after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _cfg(data, out, **kw):
     base = dict(data=data, dataset="synthetic", output=str(out), embed_size=16, word_dim=8, batch_size=16,
                 epochs=3, lr_update=1, progress=False, tensorboard=False, seed=0)
@@ -65,7 +73,8 @@ def test_a_new_run_records_the_default_thread_count(tiny_data, tmp_path):
     assert json.load(open(tmp_path / "config.json"))["threads"] == 1 == torch.get_num_threads()
 
 
-def test_ctrl_c_saves_between_steps_and_the_resumed_run_is_exact(tiny_data, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_saves_between_steps_and_the_resumed_run_is_exact(tiny_data, tmp_path, monkeypatch, capsys,
+                                                                 default_sigint):
     quiet = dict(log=lambda m: None)
     ref_out, out = tmp_path / "ref", tmp_path / "run"
     train(_cfg(tiny_data, ref_out), **quiet)

@@ -92,7 +92,7 @@ def demo_figure(results: Dict[str, List[dict]],
     for off, arm, arm_label in ((-0.2, "baseline", labels[0]), (0.2, "vsl", labels[1])):
         stats = [_mean_std([r[k] for r in results[arm]]) for k in keys]
         bars = ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=arm_label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=4)
     ax.set_xticks(x)
     ax.set_xticklabels(metric_names)
     ax.set_ylabel("recall (%)")

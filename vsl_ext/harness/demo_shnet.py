@@ -85,7 +85,7 @@ def comparison_figure(results: Results):
         stats = [_mean_std([r[k] for r in results[m][0][arm]]) for k, _ in metrics]
         bars = ax.bar(x + (n - (len(ARMS) - 1) / 2) * width, [s[0] for s in stats], width,
                       yerr=[s[1] for s in stats], capsize=2, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=2, rotation=90)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=4, rotation=90)
     ax.set_xticks(x)
     ax.set_xticklabels([lab for _, lab in metrics])
     ax.set_ylabel("recall (%)")

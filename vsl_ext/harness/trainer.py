@@ -176,12 +176,14 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _StopOnInterrupt:
-    """While active (in the main thread): the first Ctrl-C (SIGINT) only sets ``requested``, so that
-    training stops after the current step and saves a checkpoint it can resume from exactly; a second
-    Ctrl-C raises KeyboardInterrupt at once."""
+    """While active (in the main thread, where SIGINT has Python's default handler): the first Ctrl-C
+    (SIGINT) only sets ``requested``, so that training stops after the current step and saves a
+    checkpoint it can resume from exactly; a second Ctrl-C raises KeyboardInterrupt at once. An
+    ignored SIGINT (``nohup``, a background job) or another handler is left alone."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.enabled = (enabled and threading.current_thread() is threading.main_thread()
+                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
         self.requested = False
         self._previous = None
 
