@@ -211,6 +211,8 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     test_sem = test_sem.cpu().numpy()
 
     compared = ("vse", cfg.model) if cfg.model in COMPARED_WITH_VSE else (cfg.model,)
+    if len(compared) > 1:   # imported now, not after an hour of training (code edited meanwhile must not break it)
+        from .demo_shnet import report
     by_model = {m: ({"baseline": [], "vsl": []}, {"baseline": [], "vsl": []}) for m in compared}
     by_model[cfg.model] = (results, diagnostics)
     for seed in seeds:
@@ -232,7 +234,6 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
                 log(f"seed {seed} {label:8s} ({time.perf_counter() - t0:5.1f} s, best epoch {summary['best_epoch']}): "
                     f"{format_metrics(test)}")
     if len(compared) > 1:
-        from .demo_shnet import report
         return report(output, seeds, by_model, syn, data, epochs, time.perf_counter() - t_start, log, threads)
     table = demo_table(results, seeds, labels)
     diag = demo_diagnostics(diagnostics, labels)
