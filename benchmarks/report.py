@@ -464,18 +464,58 @@ def _render_caption_index(w, recs: List[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- plots
-def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
-    """PNG files (written atomically); returns {title: file name}."""
+# one colour per implementation (the same in every plot), one marker and line style per variant, so
+# that no two series of a panel look alike; the first matching prefix wins
+FAMILY_COLOURS = (("vsl_ext", "C0"), ("public_code_vsl_loss", "C1"), ("published", "C1"), ("reference", "C1"),
+                  ("torch.compile", "C2"), ("chunked", "C3"), ("numba.cuda", "C5"), ("numba", "C4"),
+                  ("cupy", "C6"))
+SPARE_COLOURS = ("C7", "C8", "C9", "tab:olive", "tab:cyan", "navy", "maroon")
+
+
+def series_style(lab: str, variant_key: str = "") -> dict:
+    """Line style of a series: colour by implementation family, marker and line by variant
+    (public-code: squares, dashed; cider-d: triangles, dash-dotted; else circles, solid)."""
+    colour = next((c for prefix, c in FAMILY_COLOURS if lab.startswith(prefix)), None)
+    if colour is None:
+        colour = SPARE_COLOURS[sum(map(ord, lab)) % len(SPARE_COLOURS)]
+    text = f"{lab} {variant_key}"
+    if "public-code" in text or "public_code" in text:
+        return {"color": colour, "marker": "s", "linestyle": "--"}
+    if "cider" in text:
+        return {"color": colour, "marker": "^", "linestyle": "-."}
+    if "sorted" in text:
+        return {"color": colour, "marker": "D", "linestyle": "--"}
+    return {"color": colour, "marker": "o", "linestyle": "-"}
+
+
+def _legend_outside(ax, fontsize: int = 7) -> None:
+    """The axes' legend to their right, outside the data area (it hides no point)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=fontsize, frameon=False)
+
+
+def build_figures(report: dict) -> List[tuple]:
+    """The report's plots as matplotlib Figures: ``[(file suffix, title, figure)]``. Every figure
+    has its legends outside the data areas, one style per series of a panel, and the stamp line
+    (wrapped) as its bottom label, inside the figure."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    import matplotlib.transforms as mtransforms
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     stamp, records = report["stamp"], report["records"]
     idx = _index(records)
-    footer = stamp_line(stamp)
-    written = {}
+    figures = []
+
+    def new_figure(rows, cols, width, height, **kw):
+        fig, grid = plt.subplots(rows, cols, figsize=(width, height), layout="constrained", squeeze=False, **kw)
+        chars = int(width * 72 / (7 * 0.62))    # characters of 7-pt text that fit the figure's width
+        fig.supxlabel("\n".join(textwrap.wrap(stamp_line(stamp), chars)), fontsize=7, color="0.35")
+        return fig, grid
 
     def style(ax, title, xlabel, ylabel, yfmt, xs):
         ax.set_xscale("log")
@@ -490,17 +530,6 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7)
-
-    def save(fig, suffix, title):
-        fig.text(0.5, 0.005, footer, ha="center", va="bottom", fontsize=7, color="0.35")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        name = f"{stem}-{suffix}.png"
-        write_atomic(out_dir / name, buf.getvalue())
-        written[title] = name
 
     def series(section, op, p, lab, key="time_s"):
         pts = sorted((n, r[key]) for (s, o, pp, l_, n), r in idx.items()
@@ -512,88 +541,142 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
            + ["vsl_ext public-code"] + peer_labels("vsl_loss", "public-code", "public_code_vsl_loss")}
     all_n = sorted({k[4] for k in idx if k[0] == "main"})
     if all_n:
-        # time vs n with an n^3 line
-        fig, grid = plt.subplots(2, 2, figsize=(11, 8))
-        for ax, (op, p) in zip(grid.flat, [(o, p) for o in ops for p in PASSES]):
-            anchor = None
-            for lab in ops[op]:
-                xs, ys = series("main", op, p, lab)
-                if xs:
-                    ax.plot(xs, ys, "o-", label=lab)
-                    if lab.startswith("reference") or lab.startswith("public"):
-                        anchor = anchor or (xs[-1], ys[-1])
-            if anchor is None:
-                xs, ys = series("main", op, p, ops[op][0])
-                anchor = (xs[-1], ys[-1]) if xs else None
-            if anchor:
-                ax.plot(all_n, [anchor[1] * (x / anchor[0]) ** 3 for x in all_n], "k:", lw=1, label="∝ n³")
-            style(ax, f"{op}, {p}", "n", "time per call", fmt_seconds, all_n)
-        save(fig, "time", "time vs n")
+        # time vs n with an n^3 line: one row per op, one column per pass
+        fig, grid = new_figure(len(ops), len(PASSES), 13, 8.6)
+        for row, op in zip(grid, ops):
+            for ax, p in zip(row, PASSES):
+                anchor = None
+                for lab in ops[op]:
+                    xs, ys = series("main", op, p, lab)
+                    if xs:
+                        ax.plot(xs, ys, label=lab, **series_style(lab))
+                        if lab.startswith("reference") or lab.startswith("public"):
+                            anchor = anchor or (xs[-1], ys[-1])
+                if anchor is None:
+                    xs, ys = series("main", op, p, ops[op][0])
+                    anchor = (xs[-1], ys[-1]) if xs else None
+                if anchor:
+                    ax.plot(all_n, [anchor[1] * (x / anchor[0]) ** 3 for x in all_n], "k:", lw=1, label="∝ n³")
+                style(ax, f"{op}, {p}", "n", "time per call", fmt_seconds, all_n)
+            _legend_outside(row[-1])
+        figures.append(("time", "time vs n", fig))
 
         # speed-up vs n
-        fig, grid = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-        for ax, p in zip(grid, PASSES):
+        fig, grid = new_figure(1, len(PASSES), 13, 4.6, sharey=True)
+        for ax, p in zip(grid[0], PASSES):
             for _title, op, variant, ours, ref in RANK_TABLES:
                 pts = []
-                for n in sorted({k[4] for k in idx if k[0] == "main"}):
+                for n in all_n:
                     o = idx.get(("main", op, p, ours, n))
                     r = fastest(idx, "main", op, p, peer_labels(op, variant, ref), n)
                     if _ok(o) and _ok(r):
                         pts.append((n, r["time_s"] / o["time_s"]))
                 if pts:
-                    ax.plot(*zip(*pts), "o-", label=f"{op}: {ours} vs the fastest peer")
+                    st = series_style(ours, op)
+                    st["color"] = {"sigmoid_rank": "C2", "vsl_loss": "C0"}.get(op, st["color"])
+                    ax.plot(*zip(*pts), label=f"{op}: {ours} vs the fastest peer", **st)
             ax.axhline(1, color="k", lw=0.8)
             style(ax, f"ratio to the fastest peer, {p}", "n", "fastest peer's time / vsl_ext time",
-                 lambda v: f"{v:g}×", all_n)
-        save(fig, "speedup", "speed-up vs n")
+                  lambda v: f"{v:g}×", all_n)
+            ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 5)))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
+        _legend_outside(grid[0][-1])
+        figures.append(("speedup", "speed-up vs n", fig))
 
-        # peak memory vs n (predicted n^3 memory of the references that do not fit: dashed)
-        fig, grid = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-        for ax, p in zip(grid, PASSES):
-            for op, labs in ops.items():
+        # peak memory vs n: one row per op; the references' predicted n^3 memory (not run) dotted and
+        # hollow; a measured 0 B (nothing allocated) cannot sit on a log axis: a triangle on the bottom edge
+        fig, grid = new_figure(len(ops), len(PASSES), 13, 8.6, sharey=True)
+        limit = report["settings"].get("memory_limit_bytes")
+        zeros_at: Dict[tuple, int] = {}
+        for row, (op, labs) in zip(grid, ops.items()):
+            zero_seen = predicted_seen = False
+            for ax, p in zip(row, PASSES):
                 for lab in labs:
-                    xs, ys = series("main", op, p, lab, "peak_extra_bytes")
-                    if not xs:
+                    pts = sorted((n, r["peak_extra_bytes"]) for (s, o, pp, l_, n), r in idx.items()
+                                 if s == "main" and o == op and pp == p and l_ == lab and _ok(r))
+                    if not pts:
                         continue
-                    line, = ax.plot(xs, ys, "o-", label=f"{op}: {lab}")
+                    st = series_style(lab)
+                    pos = [(n, b) for n, b in pts if b > 0]
+                    # a 0 B point breaks the line (NaN): no line is drawn through values that are not there
+                    ax.plot([a for a, _ in pts], [b if b > 0 else float("nan") for _, b in pts], label=lab, **st)
+                    for n in (n for n, b in pts if b <= 0):
+                        zero_seen = True
+                        stacked = zeros_at.setdefault((id(ax), n), 0)   # several 0 B series at one n: stacked
+                        zeros_at[(id(ax), n)] += 1
+                        shift = mtransforms.ScaledTranslation(0, (3 + 8 * stacked) / 72, fig.dpi_scale_trans)
+                        ax.plot([n], [0.0], linestyle="none", marker="v", color=st["color"], markersize=6,
+                                mfc="none" if st["linestyle"] != "-" else st["color"],   # hollow: public-code
+                                transform=ax.get_xaxis_transform() + shift, clip_on=False)
                     pred = sorted((n, r["predicted_bytes"]) for (s, o, pp, l_, n), r in idx.items()
                                   if s == "main" and o == op and pp == p and l_ == lab
                                   and r["status"] == "does not fit")
-                    if pred:
-                        px = [xs[-1]] + [a for a, _ in pred]
-                        py = [ys[-1]] + [b for _, b in pred]
-                        ax.plot(px, py, "--", marker="o", mfc="none", color=line.get_color())
-            limit = report["settings"].get("memory_limit_bytes")
-            if limit:
-                ax.axhline(limit, color="r", lw=0.8, ls=":", label="memory limit")
-            style(ax, f"peak extra memory, {p}\n(dashed, hollow: the reference's n³ tensors, not run)", "n",
-                 "peak extra memory", fmt_bytes, all_n)
-        save(fig, "memory", "peak memory vs n")
+                    if pred and pos:
+                        predicted_seen = True
+                        ax.plot([pos[-1][0]] + [a for a, _ in pred], [pos[-1][1]] + [b for _, b in pred],
+                                linestyle=":", marker=st["marker"], mfc="none", color=st["color"])
+                if limit:
+                    ax.axhline(limit, color="r", lw=0.8, ls=(0, (1, 3)), label="memory limit")
+                style(ax, f"{op}: peak extra memory, {p}", "n", "peak extra memory", fmt_bytes, all_n)
+            handles, labels = row[-1].get_legend_handles_labels()
+            if zero_seen:
+                handles.append(Line2D([], [], linestyle="none", marker="v", color="0.3"))
+                labels.append("0 B measured (above the n axis)")
+            if predicted_seen:
+                handles.append(Line2D([], [], linestyle=":", marker="o", mfc="none", color="0.3"))
+                labels.append("the reference's n³ tensors, not run")
+            row[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                           fontsize=7, frameon=False)
+        figures.append(("memory", "peak memory vs n", fig))
 
     if any(k[0] == "large-n" for k in idx):
-        fig, grid = plt.subplots(1, 2, figsize=(11, 4.2))
-        for ax, (op, labs) in zip(grid, [("sigmoid_rank", ["vsl_ext dense", "vsl_ext sorted"]),
-                                         ("vsl_loss", ["vsl_ext row dense", "vsl_ext row sorted"])]):
+        fig, grid = new_figure(1, 2, 13, 4.6)
+        for ax, (op, labs) in zip(grid[0], [("sigmoid_rank", ["vsl_ext dense", "vsl_ext sorted"]),
+                                            ("vsl_loss", ["vsl_ext row dense", "vsl_ext row sorted"])]):
             for lab in labs:
                 xs, ys = series("large-n", op, "forward+backward", lab)
                 if xs:
-                    ax.plot(xs, ys, "o-", label=lab)
+                    st = series_style(lab)
+                    if "dense" in lab:
+                        st["color"] = "C1"
+                    ax.plot(xs, ys, label=lab, **st)
             x = crossover(idx, op, *labs)
             if x:
                 ax.axvline(x, color="k", ls=":", lw=0.8, label=f"crossover n = {x}")
             style(ax, f"{op} forward+backward: dense vs sorted", "n", "time per call", fmt_seconds,
-                 sorted({k[4] for k in idx if k[0] == "large-n"}))
-        save(fig, "large-n", "dense vs sorted")
+                  sorted({k[4] for k in idx if k[0] == "large-n"}))
+            _legend_outside(ax)
+        figures.append(("large-n", "dense vs sorted", fig))
 
     sims = [r for r in records if r.get("kind") == "image_similarity" and r.get("status") == "ok"]
     if sims:
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+        fig, grid = new_figure(1, 1, 8, 4.6)
+        ax = grid[0][0]
         for impl in sorted({r["impl"] for r in sims}):
             pts = sorted((r["B"], r["time_s"]) for r in sims if r["impl"] == impl)
-            ax.plot(*zip(*pts), "o-", label=impl)
+            ax.plot(*zip(*pts), label=impl, **series_style(impl.split()[0], impl))
         style(ax, "image_similarity per batch", "B (images, 5 captions each)", "time per batch", fmt_seconds,
-             sorted({r["B"] for r in sims}))
-        save(fig, "captions", "caption similarity vs B")
+              sorted({r["B"] for r in sims}))
+        _legend_outside(ax)
+        figures.append(("captions", "caption similarity vs B", fig))
+    return figures
+
+
+def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
+    """PNG files of :func:`build_figures` (written atomically); returns {title: file name}."""
+    import matplotlib.pyplot as plt
+
+    written = {}
+    for suffix, title, fig in build_figures(report):
+        buf = io.BytesIO()
+        try:
+            fig.savefig(buf, format="png", dpi=110)
+        finally:
+            plt.close(fig)
+        name = f"{stem}-{suffix}.png"
+        write_atomic(out_dir / name, buf.getvalue())
+        written[title] = name
     return written
 
 

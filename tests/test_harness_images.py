@@ -73,6 +73,19 @@ def test_errors(tmp_path, capsys):
     assert "'image' and 'caption'" in capsys.readouterr().err
 
 
+def test_an_existing_dataset_is_replaced_only_with_overwrite(tmp_path, capsys):
+    images, caps = make_folder(tmp_path, n=3, cpi=5)
+    out = tmp_path / "o"
+    args = ["--images", images, "--captions", caps, "--out", str(out), "--split", "1,1,1", "--grid", "2",
+            "--size", "32"]
+    assert main(args) == 0
+    before = (out / "train_ims.npy").read_bytes()
+    assert main(args + ["--seed", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "train_ims.npy").read_bytes() == before
+    assert main(args + ["--seed", "1", "--overwrite"]) == 0
+
+
 @pytest.mark.skipif(not os.path.isdir(FLICKR), reason="../shared/data/flickr8k_mini is absent")
 def test_real_flickr8k_subset(tmp_path):
     with open(os.path.join(FLICKR, "captions.txt"), newline="") as f:

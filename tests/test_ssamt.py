@@ -247,7 +247,8 @@ def test_demo_ssamt_ci_size(demo_dir, capsys):
 
 
 def test_demo_phrase_level_ci_size(demo_dir, capsys):
-    summary, md = _demo(demo_dir, "--semantic", "phrases", "--phrase-level")
+    # (the folder may hold the ssamt demo: a demo replaces an earlier one only with --overwrite)
+    summary, md = _demo(demo_dir, "--semantic", "phrases", "--phrase-level", "--overwrite")
     out = capsys.readouterr().out
     assert "| triplet + 0.1 phrase (baseline) | triplet + 0.1 phrase + 10 VSL |" in out
     cfg = summary["train_config"]

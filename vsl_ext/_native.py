@@ -48,8 +48,16 @@ def build_info() -> dict:
     info["cuda_devices"] = status["devices"]
     info["cuda_runtime"] = _cuda_version(status["runtime_version"])
     info["cuda_driver"] = _cuda_version(status["driver_version"])
-    info["cuda_error"] = status["error"]
+    info["cuda_error"] = _cuda_error(status)
     return info
+
+
+def _cuda_error(status: dict) -> str:
+    """Why the kernels see no GPU. With no driver at all the CUDA runtime reports
+    cudaErrorInsufficientDriver, which reads as if a driver were too old: say what it means."""
+    if status["error"] and not status["driver_version"]:
+        return "no CUDA driver on this machine (no NVIDIA GPU, or its driver is not installed)"
+    return status["error"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,6 +68,8 @@ def cuda_usable() -> None:
     if not info["cuda"]:
         raise RuntimeError("vsl_ext was built without CUDA kernels, so it cannot run on a CUDA tensor; "
                            "reinstall with nvcc on PATH (VSL_EXT_CUDA=1 pip install .)")
+    if info["cuda_devices"] == 0 and not info["cuda_driver"]:
+        raise RuntimeError(f"vsl_ext's CUDA kernels see no GPU: {info['cuda_error']}")
     if info["cuda_devices"] == 0:
         raise RuntimeError(
             f"vsl_ext's CUDA kernels (CUDA runtime {info['cuda_runtime']}) see no GPU: {info['cuda_error']}. "

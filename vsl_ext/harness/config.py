@@ -15,7 +15,8 @@ from .models import MODELS
 
 SEMANTICS = ("tfidf", "cider-d", "phrases")
 VARIANTS = ("row", "public-code")
-# options that may differ between the interrupted run and the --resume call
+# options that may differ between the interrupted run and the --resume call (threads and device, which
+# change the numbers: the run's own unless given)
 RESUME_MUTABLE = ("device", "progress", "tensorboard", "epochs", "output", "resume", "threads", "checkpoint_every",
                   "overwrite", "global_batch")
 
@@ -86,8 +87,11 @@ class TrainConfig:
     # runtime
     output: str = _cli("runs/vsl", "runtime", "run folder (default runs/<dataset>_<model>[_novsl])",
                        show_default=False)
-    device: str = _cli("auto", "runtime", "auto, cpu, cuda, cuda:1, ...")
-    threads: int = _cli(0, "runtime", "torch CPU threads (0: torch default; the demo uses 1 unless set)")
+    device: Optional[str] = _cli(None, "runtime", "auto, cpu, cuda, cuda:1, ... (default auto; --resume keeps the "
+                                 "run's own unless given: results depend on the device)", type=str)
+    threads: Optional[int] = _cli(None, "runtime", "torch CPU threads (default 1, the fastest for the harness's "
+                                  "small models on small or shared machines; 0: torch's default, one per core); "
+                                  "results depend on it, so --resume keeps the run's own unless given", type=int)
     progress: bool = _cli(True, "runtime", "no tqdm progress bars", switch="--no-progress")
     tensorboard: bool = _cli(True, "runtime", switch="--no-tensorboard")
     checkpoint_every: int = _cli(0, "runtime", "also checkpoint every N steps (0: at epoch ends only)")
@@ -95,7 +99,8 @@ class TrainConfig:
                               "sharded over the ranks (vse model; see vsl_ext.harness.global_batch)",
                               switch="--global-batch")
     resume: bool = _cli(False, "runtime", "continue the run in --output from its checkpoint", switch="--resume")
-    overwrite: bool = _cli(False, "runtime", "start a new run even if --output holds one", switch="--overwrite")
+    overwrite: bool = _cli(False, "runtime", "start a new run even if --output holds one (--demo: replace an "
+                           "earlier demo there)", switch="--overwrite")
 
 
 def _cli_fields():

@@ -8,13 +8,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import asdict
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_open, atomic_write
+from .._atomic import atomic_write
 from ..metrics import format_metrics
 from .config import TrainConfig
 from .demo_variants import COMPARED_WITH_VSE, apply_overrides, arm_labels, describe, header_note
@@ -74,32 +76,98 @@ def demo_diagnostics(diagnostics: Dict[str, List[dict]],
     return "\n".join(lines)
 
 
+def demo_figure(results: Dict[str, List[dict]],
+                labels: Sequence[str] = ("triplet (baseline)", "triplet + 10 VSL"), model: str = "vse"):
+    """The demo's grouped bar chart as a matplotlib Figure: one bar colour per arm (legend: the arms'
+    ``labels``), one group per metric (R@1/5/10, both directions), bar = mean over seeds, error bar =
+    sample std. Raises ImportError without matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k, _ in DEMO_METRICS if k != "rsum"]
+    metric_names = [name for k, name in DEMO_METRICS if k != "rsum"]
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    for off, arm, arm_label in ((-0.2, "baseline", labels[0]), (0.2, "vsl", labels[1])):
+        stats = [_mean_std([r[k] for r in results[arm]]) for k in keys]
+        bars = ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=arm_label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=4)
+    ax.set_xticks(x)
+    ax.set_xticklabels(metric_names)
+    ax.set_ylabel("recall (%)")
+    ax.set_ylim(0, 109)
+    n = len(results["vsl"])
+    ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {n} seed{'s' if n != 1 else ''}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    return fig
+
+
+def save_figure(fig, path: str) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from .._atomic import atomic_open
+    try:
+        with atomic_open(path) as f:
+            fig.savefig(f, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+
+
 def demo_chart(results: Dict[str, List[dict]], path: str,
                labels: Sequence[str] = ("triplet (baseline)", "triplet + 10 VSL"), model: str = "vse") -> bool:
-    """Grouped bar chart (mean, error bar = std over seeds); False when matplotlib is missing."""
+    """Write :func:`demo_figure` to ``path`` (PNG); False when matplotlib is missing."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = demo_figure(results, labels, model)
     except ImportError:
         return False
-    keys = [k for k, _ in DEMO_METRICS if k != "rsum"]
-    labels = [lab for k, lab in DEMO_METRICS if k != "rsum"]
-    x = np.arange(len(keys))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for off, arm, name in ((-0.2, "baseline", labels[0]), (0.2, "vsl", labels[1])):
-        stats = [_mean_std([r[k] for r in results[arm]]) for k in keys]
-        ax.bar(x + off, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=name)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels)
-    ax.set_ylabel("recall (%)")
-    ax.set_title(f"Synthetic Fig.-1 data, {model}, test set, mean ± std over {len(results['vsl'])} seeds")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_open(path) as f:      # the one atomic writer: umask's mode, a replaced file's mode kept
-        fig.savefig(f, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return True
+
+
+def run_environment(threads: int) -> dict:
+    """What a demo's numbers depend on besides its recipe and seeds: the torch CPU thread count
+    (float sums are reduced in a different order with more threads) and the versions of torch and
+    numpy; with the same values the demo prints the same numbers."""
+    import platform
+
+    import torch
+
+    from .._version import __version__
+    return {"threads": int(threads), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine(), "vsl_ext": __version__}
+
+
+_ARM_FOLDER = re.compile(r"^(?:[a-z0-9]+_)?(?:baseline|vsl)_seed\d+$")
+_RESULT_FILES = ("results.md", "results.json", "results.png")
+
+
+def demo_entries(output: str) -> List[str]:
+    """The entries of ``output`` that a demo writes (``data``, the arms' run folders, ``results.*``)."""
+    if not os.path.isdir(output):
+        return []
+    return sorted(name for name in os.listdir(output)
+                  if name in _RESULT_FILES or (name == "data" and os.path.isdir(os.path.join(output, name)))
+                  or (_ARM_FOLDER.match(name) and os.path.isdir(os.path.join(output, name))))
+
+
+def claim_output(output: str, overwrite: bool) -> None:
+    """Make ``output`` ready for a new demo. An earlier demo there (any entry of :func:`demo_entries`)
+    raises FileExistsError unless ``overwrite``, which removes those entries (and nothing else), so no
+    seed folder or result of the old run survives beside the new one."""
+    found = demo_entries(output)
+    if found and not overwrite:
+        listed = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise FileExistsError(f"{output} holds an earlier demo ({listed}): pass --overwrite to replace it, or pick "
+                              f"another --output")
+    for name in found:
+        path = os.path.join(output, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    os.makedirs(output, exist_ok=True)
 
 
 def _quiet(msg: str) -> None:
@@ -108,10 +176,12 @@ def _quiet(msg: str) -> None:
 
 def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None,
              device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
-             index_factory: Optional[Callable] = None, threads: int = 1, overrides: Optional[dict] = None) -> dict:
+             index_factory: Optional[Callable] = None, threads: int = 1, overrides: Optional[dict] = None,
+             overwrite: bool = False) -> dict:
     """``vsl-train --demo``: generate the synthetic data, train the two arms for every seed, write
     ``results.md``, ``results.png`` and ``results.json`` to ``output`` and print the table.
-    ``overrides``: a variant's recipe changes for both arms (:mod:`.demo_variants`).
+    ``overrides``: a variant's recipe changes for both arms (:mod:`.demo_variants`). An earlier demo
+    in ``output`` raises FileExistsError unless ``overwrite`` (:func:`claim_output`).
 
     ``threads`` defaults to 1: the demo's small matrices gain nothing from more threads, and torch's
     OpenMP threads slow down badly when the cores are shared with other processes."""
@@ -123,6 +193,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     cfg = demo_config(data, output, 0, True, epochs, **variant_kw)   # the variant, for labels and C
     labels = arm_labels(cfg)
     syn = SyntheticConfig()
+    claim_output(output, overwrite)
     splits = generate(data, syn)
     log(f"synthetic data in {data}: {syn.train_images}/{syn.dev_images}/{syn.test_images} images, "
         f"{syn.regions} regions x {syn.feat_dim}, main object on {syn.main_regions[0]}-{syn.main_regions[1]} regions, "
@@ -140,6 +211,8 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
     test_sem = test_sem.cpu().numpy()
 
     compared = ("vse", cfg.model) if cfg.model in COMPARED_WITH_VSE else (cfg.model,)
+    if len(compared) > 1:   # imported now, not after an hour of training (code edited meanwhile must not break it)
+        from .demo_shnet import report
     by_model = {m: ({"baseline": [], "vsl": []}, {"baseline": [], "vsl": []}) for m in compared}
     by_model[cfg.model] = (results, diagnostics)
     for seed in seeds:
@@ -161,8 +234,7 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
                 log(f"seed {seed} {label:8s} ({time.perf_counter() - t0:5.1f} s, best epoch {summary['best_epoch']}): "
                     f"{format_metrics(test)}")
     if len(compared) > 1:
-        from .demo_shnet import report
-        return report(output, seeds, by_model, syn, data, epochs, time.perf_counter() - t_start, log)
+        return report(output, seeds, by_model, syn, data, epochs, time.perf_counter() - t_start, log, threads)
     table = demo_table(results, seeds, labels)
     diag = demo_diagnostics(diagnostics, labels)
     elapsed = time.perf_counter() - t_start
@@ -187,7 +259,8 @@ def run_demo(output: str = os.path.join("runs", "demo"), seeds: Sequence[int] = 
           f"beta {cfg.beta:g}, tau {cfg.tau:g}, seeds {list(seeds)}; total wall time {elapsed:.0f} s.", "",
           *(["![R@K](results.png)", ""] if chart else [])]
     summary = {"seeds": list(seeds), "results": results, "diagnostics": diagnostics, "synthetic_config": asdict(syn),
-               "train_config": asdict(cfg), "seconds": elapsed, "table": table}
+               "train_config": asdict(cfg), "seconds": elapsed, "table": table,
+               "environment": run_environment(threads)}
     return write_results(output, md, summary, chart, log)
 
 

@@ -16,9 +16,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .._atomic import atomic_open
 from .config import TrainConfig
-from .demo import DEMO_METRICS, _mean_std, write_results
+from .demo import DEMO_METRICS, _mean_std, run_environment, save_figure, write_results
 from .demo_variants import MODEL_RECIPES
 
 ARMS = (("vse", "baseline", "vse triplet"), ("vse", "vsl", "vse + 10 VSL"),
@@ -70,37 +69,45 @@ def comparison_diagnostics(results: Results) -> str:
     return "\n".join(lines)
 
 
-def comparison_chart(results: Results, path: str) -> bool:
-    """Grouped bars (mean, error bar = std over seeds) of the four arms; False without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def comparison_figure(results: Results):
+    """Grouped bars of the four arms as a matplotlib Figure: one colour per arm (legend: the arms'
+    labels), one group per metric, bar = mean over seeds, error bar = sample std. ImportError without
+    matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     metrics = [(k, lab) for k, lab in DEMO_METRICS if k != "rsum"]
     x = np.arange(len(metrics))
     width = 0.8 / len(ARMS)
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.4), layout="constrained")
     for n, (m, arm, label) in enumerate(ARMS):
         stats = [_mean_std([r[k] for r in results[m][0][arm]]) for k, _ in metrics]
-        ax.bar(x + (n - (len(ARMS) - 1) / 2) * width, [s[0] for s in stats], width, yerr=[s[1] for s in stats],
-               capsize=2, label=label)
+        bars = ax.bar(x + (n - (len(ARMS) - 1) / 2) * width, [s[0] for s in stats], width,
+                      yerr=[s[1] for s in stats], capsize=2, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=4, rotation=90)
     ax.set_xticks(x)
     ax.set_xticklabels([lab for _, lab in metrics])
     ax.set_ylabel("recall (%)")
-    ax.set_title(f"Synthetic Fig.-1 data with segmentation, test set, mean ± std over "
-                 f"{len(results['vse'][0]['vsl'])} seeds")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_open(path) as f:      # the one atomic writer: umask's mode, a replaced file's mode kept
-        fig.savefig(f, dpi=120, format="png")
-    plt.close(fig)
+    ax.set_ylim(0, 112)
+    n = len(results["vse"][0]["vsl"])
+    ax.set_title(f"Synthetic Fig.-1 data with segmentation, test set, mean ± std over {n} seed{'s' if n != 1 else ''}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(ARMS), frameon=False)
+    return fig
+
+
+def comparison_chart(results: Results, path: str) -> bool:
+    """Write :func:`comparison_figure` to ``path`` (PNG); False without matplotlib."""
+    try:
+        fig = comparison_figure(results)
+    except ImportError:
+        return False
+    save_figure(fig, path)
     return True
 
 
 def report(output: str, seeds: Sequence[int], results: Results, syn, data: str, epochs, elapsed: float,
-           log: Callable[[str], None]) -> dict:
+           log: Callable[[str], None], threads: int = 1) -> dict:
     """Prints the tables and writes ``results.md``, ``results.png`` and ``results.json`` to ``output``."""
     from .demo import demo_config
 
@@ -130,5 +137,6 @@ def report(output: str, seeds: Sequence[int], results: Results, syn, data: str, 
                "results": {m: results[m][0] for m in ("vse", "3shnet")},
                "diagnostics": {m: results[m][1] for m in ("vse", "3shnet")}, "synthetic_config": asdict(syn),
                "train_configs": {"vse": asdict(cfg), "3shnet": asdict(shnet_config(cfg))}, "seconds": elapsed,
-               "table": table, "diagnostics_table": diag}
+               "table": table, "diagnostics_table": diag,
+               "environment": run_environment(threads)}
     return write_results(output, md, summary, chart, log)

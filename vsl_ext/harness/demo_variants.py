@@ -31,6 +31,22 @@ def demo_overrides(args) -> Dict[str, object]:
     return {k: getattr(args, k) for k in DEMO_OPTIONS if getattr(args, k, None) is not None}
 
 
+def default_output(overrides: Optional[dict]) -> str:
+    """The demo's run folder name: ``demo``, plus what the variant changes, so that no variant writes
+    into another's folder: ``demo_ssamt``, ``demo_3shnet``, ``demo_phrases_phrase-level``, ..."""
+    overrides = overrides or {}
+    parts = ["demo"]
+    if overrides.get("model", "vse") != "vse":
+        parts.append(str(overrides["model"]))
+    if overrides.get("semantic", "tfidf") != "tfidf":
+        parts.append(str(overrides["semantic"]))
+    if overrides.get("phrase_level"):
+        parts.append("phrase-level")
+    if "phrase_weight" in overrides:
+        parts.append(f"pw{overrides['phrase_weight']:g}")
+    return "_".join(parts)
+
+
 def apply_overrides(cfg, overrides: Optional[dict]):
     """``cfg`` with the model's recipe and the overrides applied (ValueError for other options)."""
     overrides = dict(overrides or {})

@@ -40,6 +40,18 @@ from .models import SEGMENTATION_MODELS, build_model
 from .phrase_training import caption_extras
 
 
+# torch CPU threads of vsl-train, vsl-eval and the demo unless --threads is given: one thread is the
+# fastest for the harness's small models on small or shared machines (docs/training.md, "Threads")
+DEFAULT_THREADS = 1
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch CPU threads (0: leave torch's default, one per physical core). Results
+    depend on the count: reductions add floats in an order that follows the threads."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -77,16 +89,29 @@ def encode_split(model, split: PrecompSplit, device, batch_size: int = 128,
     return torch.cat(imgs), torch.cat(caps), torch.cat(lens)
 
 
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr (``update(n)``, ``close()``), or None when not ``enabled`` or tqdm is missing."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
 @torch.no_grad()
 def compute_sims(model, img_emb: torch.Tensor, cap_emb: torch.Tensor, lengths: torch.Tensor, device,
-                 shard: int = 128) -> np.ndarray:
-    """(n_img, n_cap) float32 similarities, computed ``shard`` x ``shard`` blocks at a time on ``device``."""
+                 shard: int = 128, progress: bool = False) -> np.ndarray:
+    """(n_img, n_cap) float32 similarities, computed ``shard`` x ``shard`` blocks at a time on ``device``;
+    ``progress``: a bar over the images scored (the pairwise heads sgr/saf take minutes on a CPU)."""
     was_training = model.training
     model.eval()
     n_img, n_cap = img_emb.shape[0], cap_emb.shape[0]
     sims = np.empty((n_img, n_cap), dtype=np.float32)
     cap_shard = shard if cap_emb.dim() == 3 else max(shard, 4096)
     img_shard = shard if cap_emb.dim() == 3 else max(shard, 1024)
+    bar = progress_bar(n_img, "similarities (images)", progress and n_img > img_shard)
     for a in range(0, n_img, img_shard):
         im = img_emb[a:a + img_shard].to(device)
         for c in range(0, n_cap, cap_shard):
@@ -96,16 +121,21 @@ def compute_sims(model, img_emb: torch.Tensor, cap_emb: torch.Tensor, lengths: t
                 ca = ca[:, :int(ln.max())]
             block = model.similarity(im, ca.to(device), ln.to(device))
             sims[a:a + img_shard, c:c + cap_shard] = block.float().cpu().numpy()
+        if bar is not None:
+            bar.update(min(img_shard, n_img - a))
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     return sims
 
 
 def evaluate_model(model, split: PrecompSplit, device, protocols: Sequence[str] = ("full",),
                    max_images: Optional[int] = None, batch_size: int = 128, shard: int = 128,
-                   return_sims: bool = False):
-    """Metrics of ``model`` on ``split`` under each protocol: ``{protocol: metrics}`` (and the sims)."""
+                   return_sims: bool = False, progress: bool = False):
+    """Metrics of ``model`` on ``split`` under each protocol: ``{protocol: metrics}`` (and the sims);
+    ``progress``: show a bar while the similarity matrix is filled."""
     img, cap, lens = encode_split(model, split, device, batch_size, max_images)
-    sims = compute_sims(model, img, cap, lens, device, shard)
+    sims = compute_sims(model, img, cap, lens, device, shard, progress)
     results = {p: evaluate_protocol(sims, p, split.captions_per_image) for p in protocols}
     return (results, sims) if return_sims else results
 
@@ -288,7 +318,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--shard", type=int, default=128, help="images/captions per similarity shard")
     p.add_argument("--save-sims", default=None, help="write the (ensemble's) similarity matrix to this .npy file")
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads (default {DEFAULT_THREADS}, the fastest on small or shared machines; "
+                   "0: torch's default, one per core); the last digit of the metrics can depend on it")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     args = p.parse_args(argv)
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
+    set_threads(args.threads)
     if args.sims is not None:
         if args.checkpoint:
             p.error("give checkpoints or --sims, not both")
@@ -322,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def each_model():
         for path, (model, _, ckpt), data in zip(args.checkpoint, loaded, splits):
             results, sims = evaluate_model(model, data, device, protocols, batch_size=args.batch_size,
-                                           shard=args.shard, return_sims=True)
+                                           shard=args.shard, return_sims=True, progress=args.progress)
             print(f"{path} (epoch {ckpt.get('epoch')}, model {ckpt['model']['name']}) on {data}")
             for proto, m in results.items():
                 print(f"  {proto:7s} {format_metrics(m)}")

@@ -112,7 +112,14 @@ def _features(path: str, grid: int, size: int) -> np.ndarray:
 
 def prepare(images: str, captions: str, out: str, split: Sequence[int] = (800, 100, 100), seed: int = 0,
             captions_per_image: int = 5, grid: int = 4, size: int = 192, log=print,
-            encoding: str = "utf-8") -> Dict[str, int]:
+            encoding: str = "utf-8", overwrite: bool = False) -> Dict[str, int]:
+    """Write the SCAN precomp folder ``out``; a folder that already holds one (``prepare_config.json``
+    or a ``*_ims.npy``) raises FileExistsError unless ``overwrite``."""
+    if os.path.isdir(out) and not overwrite:
+        held = sorted(n for n in os.listdir(out) if n == "prepare_config.json" or n.endswith("_ims.npy"))
+        if held:
+            raise FileExistsError(f"{out} already holds a dataset ({', '.join(held[:3])}): pass --overwrite to "
+                                  f"replace it, or pick another --out")
     groups = read_caption_csv(captions, encoding)
     names = sorted(groups)
     missing = [n for n in names if not os.path.isfile(os.path.join(images, n))]
@@ -167,14 +174,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--size", type=int, default=192, help="images are resized to size x size")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the captions CSV (default utf-8, with or "
                    "without a byte order mark; e.g. cp1252, utf-16)")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset that --out already holds")
     args = p.parse_args(argv)
     try:
         split = [int(x) for x in args.split.split(",")]
         if len(split) != 3 or min(split) < 0:
             raise ValueError(f"--split must be three counts train,dev,test, got {args.split!r}")
         prepare(args.images, args.captions, args.out, split, args.seed, args.captions_per_image, args.grid, args.size,
-                encoding=args.encoding)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
+                encoding=args.encoding, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
         print(f"vsl-prepare-images: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -79,7 +79,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="vsl-time-kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default, one "
+                        "per core, which is what the kernels are timed with; on a shared machine 1 may be faster)")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.device == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     else:

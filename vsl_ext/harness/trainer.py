@@ -14,6 +14,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict
 from typing import Callable, Dict, List, Optional
@@ -33,12 +35,14 @@ from .data.precomp import split_paths
 from .data.segmentation import attach_segmentation
 from .data.wordpiece import WordPieceVocabulary, tokenizer_spec, vocabulary_from_checkpoint
 from .evaluate import (
+    DEFAULT_THREADS,
     RESUME_KEYS,
     default_protocols,
     evaluate_model,
     load_state,
     pick_device,
     read_checkpoint,
+    set_threads,
 )
 from .models import MODELS, PAIRWISE_HEADS, SEGMENTATION_MODELS, build_model
 from .models.dropout import sample_seeds
@@ -117,6 +121,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError("--text-encoder bert needs --bert-path DIR (a local BERT checkpoint folder)")
     if cfg.max_violation_warmup < 0:
         raise ValueError(f"--max-violation-warmup must be >= 0, got {cfg.max_violation_warmup}")
+    if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 0):
+        raise ValueError(f"--threads must be an integer >= 0 (0: torch's default), got {cfg.threads!r}")
     if not 0 <= cfg.region_drop < 1:
         raise ValueError(f"--region-drop must lie in [0, 1), got {cfg.region_drop}")
     validate_phrase_options(cfg)
@@ -144,6 +150,42 @@ class _Progress:
             self.bar.close()
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training between two steps, after the state was saved to ``checkpoint``."""
+
+    def __init__(self, checkpoint: str, epochs_done: int, step: int):
+        super().__init__(f"interrupted after {epochs_done} epochs and {step} steps; state saved to {checkpoint}")
+        self.checkpoint, self.epochs_done, self.step = checkpoint, epochs_done, step
+
+
+class _StopOnInterrupt:
+    """While active (in the main thread, where SIGINT has Python's default handler): the first Ctrl-C
+    (SIGINT) only sets ``requested``, so that training stops after the current step and saves a
+    checkpoint it can resume from exactly; a second Ctrl-C raises KeyboardInterrupt at once. An
+    ignored SIGINT (``nohup``, a background job) or another handler is left alone."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = (enabled and threading.current_thread() is threading.main_thread()
+                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 class Trainer:
     """Holds everything of one run; :meth:`run` trains, validates, checkpoints and tests."""
 
@@ -169,6 +211,13 @@ class Trainer:
             runtime = {k: getattr(cfg, k) for k in RESUME_MUTABLE}
             if runtime["epochs"] <= 0:          # not given on the command line: keep the run's own
                 runtime["epochs"] = stored.epochs
+            if runtime["threads"] is None:      # the results depend on it: keep the run's own
+                runtime["threads"] = stored.threads
+            if runtime["device"] is None:       # likewise
+                runtime["device"] = stored.device
+            elif runtime["threads"] != stored.threads:
+                log(f"note: the run used --threads {stored.threads}, this call {runtime['threads']}: float sums "
+                    f"add up in another order, so the numbers may differ slightly from an uninterrupted run")
             if cfg.data is not None:             # the data folder may have moved
                 runtime["data"] = cfg.data
             cfg = dataclasses.replace(stored, **runtime)
@@ -178,11 +227,14 @@ class Trainer:
             validate_config(cfg)
         except TypeError as exc:   # a value of the wrong type (a checkpoint's config; the CLI parses types)
             raise ValueError(f"bad run config: {exc}") from None
+        if cfg.threads is None:
+            cfg = dataclasses.replace(cfg, threads=DEFAULT_THREADS)
+        if cfg.device is None:
+            cfg = dataclasses.replace(cfg, device="auto")
         self.cfg = cfg
         if cfg.data is None:
             raise ValueError("--data DIR is required (or --demo)")
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         self.ctx = None  # vsl_ext.harness.global_batch.GlobalBatch under torchrun --global-batch
         if cfg.global_batch:
@@ -361,7 +413,8 @@ class Trainer:
 
     def validate(self) -> Dict[str, float]:
         n = self.cfg.val_images or (1000 if (self.cfg.dataset or "").lower().startswith("coco") else None)
-        return evaluate_model(self.model, self.val_data, self.device, ("full",), max_images=n)["full"]
+        return evaluate_model(self.model, self.val_data, self.device, ("full",), max_images=n,
+                              progress=self.cfg.progress and self.is_main)["full"]
 
     def run(self, crash_after_steps: Optional[int] = None) -> dict:
         """Train the remaining epochs; ``crash_after_steps`` (tests) raises after that many steps of
@@ -379,6 +432,24 @@ class Trainer:
             self.log(f"note: {cfg.model} scores every image-caption pair with its head, which is slow on a CPU "
                      f"(on 2 cores one epoch of 5,000 captions takes about 2 minutes for saf and 13 for sgr, "
                      f"against seconds for vse); use --device cuda, or vse / ssamt / 3shnet on a CPU")
+        with _StopOnInterrupt(self.ctx is None) as stop:
+            self._train_epochs(writer, stop, crash_after_steps)
+        if writer is not None:
+            writer.close()
+        summary = self.finish() if self.is_main else {}
+        if self.ctx is not None:
+            self.ctx.close()
+        return summary
+
+    def _interrupted(self, bar=None) -> TrainingInterrupted:
+        """Save the state (between two steps) and return the exception that stops the run."""
+        if bar is not None:
+            bar.close()
+        self.save()
+        return TrainingInterrupted(self.ckpt_path, self.epoch, self.step)
+
+    def _train_epochs(self, writer, stop: _StopOnInterrupt, crash_after_steps: Optional[int]) -> None:
+        cfg = self.cfg
         steps_this_call = 0
         while self.epoch < cfg.epochs:
             epoch = self.epoch
@@ -390,6 +461,8 @@ class Trainer:
             self.model.train()
             bar = _Progress(len(batches), self.step, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and self.is_main)
             while self.step < len(batches):
+                if stop.requested:
+                    raise self._interrupted(bar)
                 t0 = time.perf_counter()
                 losses = self.train_step(batches[self.step])
                 self.running["time"] += time.perf_counter() - t0
@@ -440,12 +513,8 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
             if self.ctx is not None:
                 self.ctx.barrier()
-        if writer is not None:
-            writer.close()
-        summary = self.finish() if self.is_main else {}
-        if self.ctx is not None:
-            self.ctx.close()
-        return summary
+        if stop.requested:      # during the last validation: the checkpoint holds the trained run
+            raise self._interrupted()
 
     def finish(self) -> dict:
         """Test the best checkpoint (when a test split exists) and write ``results.json``."""
@@ -468,7 +537,8 @@ class Trainer:
             if cfg.model in SEGMENTATION_MODELS:
                 attach_segmentation(data)
             protocols = default_protocols(cfg.dataset, split, data.num_images)
-            summary["test"], self.test_sims = evaluate_model(model, data, self.device, protocols, return_sims=True)
+            summary["test"], self.test_sims = evaluate_model(model, data, self.device, protocols, return_sims=True,
+                                                             progress=cfg.progress)
             summary["test_split"] = split
             for proto, m in summary["test"].items():
                 self.log(f"test ({split}, {proto}, best epoch {self.best['epoch']}): {format_metrics(m)}")

@@ -1,0 +1,274 @@
+"""Render every results table of README.md and docs/*.md from the committed results files.
+
+    python tools/docs_tables.py            # rewrite the tables between their markers
+    python tools/docs_tables.py --check    # exit 1 and name each table that differs from its file
+    python tools/docs_tables.py --add runs/demo/results.json demo_vse --command "vsl-train --demo" \
+        --commit SHA                       # keep a run's results as docs/results/demo_vse.json, then render
+
+A table lives between two markers; the first names how to render it and from which file (paths
+from the repository root)::
+
+    <!-- results-table: summary docs/results/demo_vse.json -->
+    | metric (test, 3 seeds) | ... |
+    <!-- /results-table -->
+
+Kinds (``FILE``: a demo's ``results.json`` as ``vsl-train --demo`` writes it, plus the ``commit``
+and ``command`` that produced it, kept under ``docs/results/``):
+
+- ``summary FILE``: R@1 / R@5 / R@10 per direction, rsum and the rank agreement, one column per arm;
+- ``demo FILE`` and ``diagnostics FILE``: the two tables the demo prints (``vsl_ext.harness.demo``);
+- ``comparison FILE`` and ``comparison-diagnostics FILE``: the ``--model 3shnet`` demo's tables
+  (``vsl_ext.harness.demo_shnet``);
+- ``variants FILE [FILE ...]``: one row per demo (its command, model, rsum and i2t R@1 of both arms);
+- ``copy FILE N``: the N-th table (1-based) of a Markdown file, verbatim (benchmark reports).
+
+Every rendered table is followed by one line naming its file and what its numbers depend on (the
+torch CPU thread count and torch version the run recorded). ``tests/test_docs_tables.py`` runs the
+check, so CI fails when a table and its file disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from types import SimpleNamespace
+from typing import Dict, List, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN = re.compile(r"^<!-- results-table: (?P<spec>[^>]*?) -->$")
+END = "<!-- /results-table -->"
+DEMO_ARMS = ("baseline", "vsl")
+
+
+def _load(path: str) -> dict:
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    from vsl_ext.harness.demo import _mean_std
+
+    return _mean_std(values)
+
+
+def _cell(values: Sequence[float]) -> str:
+    return "{:.1f} ± {:.1f}".format(*_mean_std(values))
+
+
+def _labels(res: dict) -> Tuple[str, str]:
+    """The arms' column names, as the demo itself names them (from the run's config)."""
+    from vsl_ext.harness.demo_variants import arm_labels
+
+    return arm_labels(SimpleNamespace(**res["train_config"]))
+
+
+def _single_model(res: dict, path: str) -> dict:
+    if set(res["results"]) != set(DEMO_ARMS):
+        raise ValueError(f"{path} is not a one-model demo's results file (its arms: {sorted(res['results'])})")
+    return res
+
+
+def render_summary(path: str) -> str:
+    res = _single_model(_load(path), path)
+    labels = _labels(res)
+    seeds = len(res["seeds"])
+    lines = [f"| metric (test, {seeds} seeds) | {labels[0]} | {labels[1]} |", "|---|---|---|"]
+    for direction in ("i2t", "t2i"):
+        cells = [" / ".join(_cell([r[f"{direction}_r{k}"] for r in res["results"][arm]]) for k in (1, 5, 10))
+                 for arm in DEMO_ARMS]
+        lines.append(f"| {direction} R@1 / R@5 / R@10 | {cells[0]} | {cells[1]} |")
+    lines.append(f"| rsum | {_cell([r['rsum'] for r in res['results']['baseline']])} | "
+                 f"{_cell([r['rsum'] for r in res['results']['vsl']])} |")
+    agree = ["{:.3f}".format(sum(d["rank_agreement"] for d in res["diagnostics"][arm]) / len(res["diagnostics"][arm]))
+             for arm in DEMO_ARMS]
+    lines.append(f"| rank agreement of S with C (Spearman) | {agree[0]} | {agree[1]} |")
+    return "\n".join(lines)
+
+
+def render_demo(path: str) -> str:
+    from vsl_ext.harness.demo import demo_table
+
+    res = _single_model(_load(path), path)
+    return demo_table(res["results"], res["seeds"], _labels(res))
+
+
+def render_diagnostics(path: str) -> str:
+    from vsl_ext.harness.demo import demo_diagnostics
+
+    res = _single_model(_load(path), path)
+    return demo_diagnostics(res["diagnostics"], _labels(res))
+
+
+def _comparison_results(path: str):
+    res = _load(path)
+    if "models" not in res:
+        raise ValueError(f"{path} is not a --model 3shnet demo's results file (no 'models')")
+    return res, {m: (res["results"][m], res["diagnostics"][m]) for m in res["models"]}
+
+
+def render_comparison(path: str) -> str:
+    from vsl_ext.harness.demo_shnet import comparison_table
+
+    res, results = _comparison_results(path)
+    return comparison_table(results, res["seeds"])
+
+
+def render_comparison_diagnostics(path: str) -> str:
+    from vsl_ext.harness.demo_shnet import comparison_diagnostics
+
+    return comparison_diagnostics(_comparison_results(path)[1])
+
+
+def render_variants(*paths: str) -> str:
+    lines = ["| demo | model | triplet rsum | triplet + 10 VSL rsum | i2t R@1: triplet → + VSL | "
+             "t2i R@1: triplet → + VSL |", "|---|---|---|---|---|---|"]
+    for path in paths:
+        res = _load(path)
+        if "models" in res:      # the 3shnet demo: its own model's arms
+            model = res["models"][-1]
+            arms = res["results"][model]
+        else:
+            model, arms = res["train_config"]["model"], res["results"]
+        cells = [_cell([r["rsum"] for r in arms[a]]) for a in DEMO_ARMS]
+        r1 = {d: " → ".join(_cell([r[f"{d}_r1"] for r in arms[a]]) for a in DEMO_ARMS) for d in ("i2t", "t2i")}
+        lines.append(f"| `{res['command']}` | `{model}` | {cells[0]} | {cells[1]} | {r1['i2t']} | {r1['t2i']} |")
+    return "\n".join(lines)
+
+
+def markdown_tables(text: str) -> List[str]:
+    """The Markdown tables of ``text`` (runs of lines starting with '|'), in order."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    return tables
+
+
+def render_copy(path: str, number: str) -> str:
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        tables = markdown_tables(f.read())
+    n = int(number)
+    if not 1 <= n <= len(tables):
+        raise ValueError(f"{path} has {len(tables)} tables, not a table {n}")
+    return tables[n - 1]
+
+
+RENDERERS = {"summary": render_summary, "demo": render_demo, "diagnostics": render_diagnostics,
+             "comparison": render_comparison, "comparison-diagnostics": render_comparison_diagnostics,
+             "variants": render_variants, "copy": render_copy}
+
+
+def source_line(kind: str, args: Sequence[str], doc: str) -> str:
+    """The line under a table: its file(s), relative to ``doc``, and what the numbers depend on."""
+    files = list(args[:1]) if kind == "copy" else list(args)
+    links = ", ".join(f"[{os.path.basename(p)}]({os.path.relpath(os.path.join(ROOT, p), os.path.dirname(doc))})"
+                      for p in files)
+    if kind == "copy":
+        return f"<sub>Table {args[1]} of {links}; rendered by `python tools/docs_tables.py`.</sub>"
+    envs = []
+    for p in files:
+        res = _load(p)
+        env = res.get("environment", {})
+        threads = env.get("threads", res.get("train_config", {}).get("threads"))
+        envs.append(f"`{res.get('command', '?')}` at commit {str(res.get('commit', '?'))[:10]}, torch "
+                    f"{env.get('torch', '?')}, {threads} CPU thread{'s' if threads != 1 else ''}")
+    return (f"<sub>From {links} ({'; '.join(envs)}: the same torch build and thread count give the same "
+            f"numbers); rendered by `python tools/docs_tables.py`.</sub>")
+
+
+def render_block(spec: str, doc: str) -> str:
+    kind, *args = spec.split()
+    if kind not in RENDERERS:
+        raise ValueError(f"{doc}: unknown results-table kind {kind!r} (known: {', '.join(RENDERERS)})")
+    return RENDERERS[kind](*args) + "\n\n" + source_line(kind, args, doc)
+
+
+def documents() -> List[str]:
+    docs = os.path.join(ROOT, "docs")
+    return [os.path.join(ROOT, "README.md")] + sorted(os.path.join(docs, n) for n in os.listdir(docs)
+                                                     if n.endswith(".md"))
+
+
+def render_document(text: str, doc: str) -> Tuple[str, List[str]]:
+    """``text`` with every marked table re-rendered, and the specs of the tables that changed."""
+    lines = text.split("\n")
+    out: List[str] = []
+    changed: List[str] = []
+    i = 0
+    while i < len(lines):
+        m = BEGIN.match(lines[i])
+        out.append(lines[i])
+        i += 1
+        if not m:
+            continue
+        end = i
+        while end < len(lines) and lines[end] != END:
+            if BEGIN.match(lines[end]):
+                break
+            end += 1
+        if end == len(lines) or lines[end] != END:
+            raise ValueError(f"{doc}: the results table '{m['spec']}' has no closing {END}")
+        rendered = render_block(m["spec"], doc)
+        if "\n".join(lines[i:end]) != rendered:
+            changed.append(m["spec"])
+        out.extend(rendered.split("\n"))
+        out.append(END)
+        i = end + 1
+    return "\n".join(out), changed
+
+
+def run(check: bool) -> Dict[str, List[str]]:
+    """Re-render (or with ``check`` only compare) every document; returns {document: changed specs}."""
+    from vsl_ext._atomic import atomic_write
+
+    report = {}
+    for doc in documents():
+        with open(doc, encoding="utf-8") as f:
+            text = f.read()
+        new, changed = render_document(text, doc)
+        if changed:
+            report[os.path.relpath(doc, ROOT)] = changed
+            if not check:
+                atomic_write(doc, new)
+    return report
+
+
+def add_results(run_results: str, name: str, command: str, commit: str) -> str:
+    """Copy a demo's ``results.json`` to ``docs/results/<name>.json`` with the ``command`` and the
+    ``commit`` of the code that produced it; returns the new file's path from the root."""
+    from vsl_ext._atomic import atomic_write
+
+    with open(run_results, encoding="utf-8") as f:
+        res = json.load(f)
+    path = os.path.join("docs", "results", f"{name}.json")
+    atomic_write(os.path.join(ROOT, path), json.dumps({"command": command, "commit": commit, **res}, indent=1))
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its file")
+    p.add_argument("--add", nargs=2, metavar=("RESULTS_JSON", "NAME"),
+                   help="first keep a run's results.json as docs/results/NAME.json (needs --command, --commit)")
+    p.add_argument("--command", help="with --add: the command that produced the run")
+    p.add_argument("--commit", help="with --add: the commit of the code that produced the run")
+    args = p.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    if args.add:
+        if not (args.command and args.commit):
+            p.error("--add needs --command and --commit (what produced the numbers)")
+        print(f"wrote {add_results(args.add[0], args.add[1], args.command, args.commit)}")
+    report = run(args.check)
+    for doc, specs in report.items():
+        for spec in specs:
+            print(f"{doc}: {'differs from' if args.check else 'rendered from'} {spec}")
+    return 1 if (args.check and report) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
