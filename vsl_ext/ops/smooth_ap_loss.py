@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .. import _validate, kernels
+from .. import _validate
 from . import _checks
 from .sigmoid_rank import batched, per_sample
 from .sigmoid_rank_among import ranks_among, ranks_among_backward
@@ -65,20 +65,26 @@ def loss_and_grad(sims: Tensor, relevant: Tensor, tau: float, sims_grad: bool,
     if sims.numel():
         x_all, p_all = sims.view(-1, cols), relevant.view(-1, cols)
         g_all = grad.view(-1, cols) if grad is not None else None
-        kernel = kernels.for_tensor(sims)
         step = max(1, CHUNK_ELEMENTS // cols)
         for a in range(0, x_all.shape[0], step):
             x, p, w = x_all[a:a + step], p_all[a:a + step], weights[a:a + step, None]
-            r_all = torch.empty_like(x)
-            kernel.sigmoid_rank_forward(x, None, r_all, tau, True, False, algorithm)
-            r_pos = ranks_among(x, p, tau, True, algorithm)
-            ratio = torch.where(p, r_pos.double() / r_all.double(), 0.0)
+            # R_all = R_P + R_N - 1 with R_N the rank among the references that are not relevant: the
+            # same pairs as the row rank, and an all-relevant query gets R_all = R_P exactly.
+            r_pos = ranks_among(x, p, tau, True, algorithm).double()
+            r_neg = ranks_among(x, ~p, tau, True, algorithm).double()
+            r64 = r_pos + r_neg - 1.0
+            ratio = torch.where(p, r_pos / r64, 0.0)
             weighted[a:a + step] = (ratio * w).sum(-1)
             if g_all is not None:
-                g_pos = torch.where(p, -w / r_all.double(), 0.0).to(x.dtype)
-                g_rank = torch.where(p, w * ratio / r_all.double(), 0.0).to(x.dtype)
-                kernel.sigmoid_rank_backward(x, None, g_rank, g_all[a:a + step], None, tau, True, False, algorithm)
-                g_all[a:a + step] += ranks_among_backward(x, p, g_pos, tau, True, algorithm)
+                # d loss / d R_all = w R_P / R_all^2 and d loss / d R_P = -w / R_all, taken pair by pair: a
+                # pair (j, k) with k relevant carries their sum w (R_P - R_all) / R_all^2, one with k not
+                # relevant the first alone. Summing the two ranks' gradients instead would cancel two large
+                # terms in the input's precision (an all-relevant query, whose AP is 1, would get a
+                # gradient of rounding errors).
+                g_in = torch.where(p, w * (1.0 - r_neg) / (r64 * r64), 0.0).to(x.dtype)
+                g_out = torch.where(p, w * ratio / r64, 0.0).to(x.dtype)
+                g_all[a:a + step] = ranks_among_backward(x, p, g_in, tau, True, algorithm)
+                g_all[a:a + step] += ranks_among_backward(x, ~p, g_out, tau, True, algorithm)
     rows = sims.shape[-2]
     loss = 1.0 - weighted.view(*batch, rows).sum(-1)
     return loss, grad
