@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     for n in sorted({r["n"] for r in records}):
         row = {r["impl"]: r for r in records if r["n"] == n}
 
-        def cell(impl, key):
+        def cell(impl, key, row=row):
             r = row.get(impl)
             if r is None:
                 return ""

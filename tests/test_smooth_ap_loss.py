@@ -137,8 +137,8 @@ def _original_smooth_ap(preds, anneal, batch_size, num_id, feat_dims):
 @pytest.mark.parametrize("classes, members", [(6, 8), (8, 6), (4, 4), (10, 3)])
 def test_the_original_code(classes, members):
     n, d = classes * members, 16
-    x = torch.nn.functional.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(n), dtype=torch.float64),
-                                      dim=1).requires_grad_()
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    x = torch.nn.functional.normalize(x, dim=1).requires_grad_()
     labels = torch.arange(classes).repeat_interleave(members)
     expected = _original_smooth_ap(x, 0.01, n, classes, d)
     (ge,) = torch.autograd.grad(expected.sum(), x)

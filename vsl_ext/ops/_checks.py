@@ -92,7 +92,8 @@ def tau_tensor(op: str, tau: Tensor, require: Require) -> None:
     require(TypeError, isinstance(tau, Tensor), lambda: (
         f"{op}: tau must be a 0-d float64 CPU tensor, got {type(tau).__name__} (vsl_ext.sigmoid_rank and "
         "vsl_ext.vsl_loss take a Python float too)"))
-    require(TypeError, tau.dtype == torch.float64, lambda: f"{op}: tau must be a 0-d float64 CPU tensor, got {tau.dtype}")
+    require(TypeError, tau.dtype == torch.float64,
+            lambda: f"{op}: tau must be a 0-d float64 CPU tensor, got {tau.dtype}")
     require(ValueError, tau.dim() == 0,
             lambda: f"{op}: tau must be a 0-d float64 CPU tensor, got {tau.dim()}-D shape {tuple(tau.shape)}")
     require(ValueError, tau.device.type in ("cpu", "meta"), lambda: (
