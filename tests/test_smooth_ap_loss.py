@@ -282,3 +282,31 @@ def test_a_batch_with_one_matrix_without_relevance_is_rejected():
     rel[1] = False
     with pytest.raises(ValueError, match="relevant marks no relevant reference"):
         torch.ops.vsl_ext.smooth_ap_loss(torch.zeros(2, 3, 4), rel, torch.tensor(0.01, dtype=torch.float64), True, 0)
+
+
+class _Family(torch.nn.Module):
+    def forward(self, sims, relevant):
+        return vsl_ext.smooth_ap_loss(sims, relevant) + vsl_ext.sigmoid_rank(sims, 0.01, among=relevant).mean()
+
+
+def test_torch_export():
+    s = torch.randn(6, 9, generator=torch.Generator().manual_seed(1)) * 0.02
+    rel = torch.rand(6, 9, generator=torch.Generator().manual_seed(2)) < 0.4
+    rel[:, 0] = True
+    exported = torch.export.export(_Family(), (s, rel))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert "vsl_ext.smooth_ap_loss.default" in targets and "vsl_ext.sigmoid_rank_among.default" in targets
+    s2 = torch.randn(6, 9, generator=torch.Generator().manual_seed(3)) * 0.02
+    torch.testing.assert_close(exported.module()(s2, rel), _Family()(s2, rel))
+
+
+def test_torch_export_rejects_what_the_op_rejects():
+    class Direct(torch.nn.Module):
+        def forward(self, sims, relevant):
+            return torch.ops.vsl_ext.smooth_ap_loss(sims, relevant, torch.tensor(0.01, dtype=torch.float64), True,
+                                                    0)[0]
+
+    with pytest.raises(Exception, match=r"relevant must have the shape of sims \(6, 6\), got \(3, 2\)"):
+        torch.export.export(Direct(), (torch.randn(6, 6), torch.ones(3, 2, dtype=torch.bool)))
+    with pytest.raises(Exception, match="relevant must be a bool tensor"):
+        torch.export.export(Direct(), (torch.randn(6, 6), torch.ones(6, 6)))
