@@ -175,7 +175,7 @@ BAD_TAUS = [(0.0, ValueError, "finite number > 0"), (-1e-3, ValueError, "finite 
             (5e-324, ValueError, "1 / tau overflows float32"), (2.9e-39, ValueError, "1 / tau overflows float32"),
             (1e39, ValueError, "overflows float32"), (True, TypeError, "tau must be a real number"),
             ("1e-3", TypeError, "tau must be a real number"), (None, TypeError, "tau must be a real number"),
-            (torch.tensor(1e-3), TypeError, "tau must be a real number"), (1j, TypeError, "tau must be a real number")]
+            (torch.tensor(1), TypeError, "tau must be a real number"), (1j, TypeError, "tau must be a real number")]
 
 
 @cell(RANK, "tau")
@@ -353,6 +353,13 @@ def test_loss_rejects_unknown_variant_and_algorithm(entry):
 # ------------------------------------------------------------------------------ the registered ops
 OP_RANK, OP_BACKWARD, OP_RATIO = ("torch.ops.vsl_ext.sigmoid_rank", "torch.ops.vsl_ext.sigmoid_rank_backward",
                                   "torch.ops.vsl_ext.vsl_loss_ratio_sum")
+TAU = torch.tensor(1e-3, dtype=torch.float64)  # the ops take tau as a 0-d float64 CPU tensor
+
+
+def T(tau: float) -> torch.Tensor:
+    return torch.tensor(tau, dtype=torch.float64)
+
+
 SPECIAL = {"NaN": [[0.1, NAN, 0.3], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0]],
            "±inf": [[INF, -INF, 0.3], [-INF, -INF, 0.1], [INF, INF, INF]],
            "huge (1e38, dtype max)": [[F32MAX, -F32MAX, 1e38], [1e38, 1e38, -1e38], [0.0, -F32MAX, 1.0]]}
@@ -366,7 +373,7 @@ SPECIAL = {"NaN": [[0.1, NAN, 0.3], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0]],
 def test_op_rank_special_values(dtype, algorithm):
     for rows in SPECIAL.values():
         m = torch.tensor(rows, dtype=dtype)
-        assert_values(OPS.sigmoid_rank(m, 1e-3, True, CODES[algorithm]), oracle.ranks(m))
+        assert_values(OPS.sigmoid_rank(m, TAU, True, CODES[algorithm]), oracle.ranks(m))
 
 
 @cell(OP_BACKWARD, "NaN")
@@ -377,7 +384,7 @@ def test_op_backward_special_values(algorithm):
     g = _m(3, 3, seed=5, scale=1.0)
     for rows in SPECIAL.values():
         m = torch.tensor(rows, dtype=torch.float64) * 1e-2   # pairs inside the sigmoid's window too
-        assert_values(OPS.sigmoid_rank_backward(m, g, 0.01, True, False, CODES[algorithm]), oracle.rank_backward(m, g, 0.01),
+        assert_values(OPS.sigmoid_rank_backward(m, g, T(0.01), True, False, CODES[algorithm]), oracle.rank_backward(m, g, 0.01),
                       rtol=1e-6)
 
 
@@ -389,7 +396,7 @@ def test_op_ratio_sum_special_values(algorithm):
     c = _m(3, 3, seed=6)
     for rows in SPECIAL.values():
         s = torch.tensor(rows, dtype=torch.float64)
-        total, grad_sr, _ = OPS.vsl_loss_ratio_sum(s, c, 1e-3, False, False, CODES[algorithm])
+        total, grad_sr, _ = OPS.vsl_loss_ratio_sum(s, c, TAU, False, False, CODES[algorithm])
         want = oracle.ratio_sum(oracle.ranks(s), oracle.ranks(c))
         assert (math.isnan(want) and math.isnan(total.item())) or total.item() == pytest.approx(want, rel=1e-12)
 
@@ -402,21 +409,21 @@ def test_ops_on_single_rows_and_columns(algorithm):
     code = CODES[algorithm]
     for shape in ((1, 1), (1, 6), (6, 1)):
         m, g = _m(*shape), _m(*shape, seed=7, scale=1.0)
-        assert_values(OPS.sigmoid_rank(m, 1e-3, False, code), oracle.ranks(m, 1e-3, False))
-        assert_values(OPS.sigmoid_rank_backward(m, g, 1e-3, True, False, code), oracle.rank_backward(m, g), rtol=1e-6)
-        total, _, _ = OPS.vsl_loss_ratio_sum(m, g, 1e-3, False, True, code)
+        assert_values(OPS.sigmoid_rank(m, TAU, False, code), oracle.ranks(m, TAU, False))
+        assert_values(OPS.sigmoid_rank_backward(m, g, TAU, True, False, code), oracle.rank_backward(m, g), rtol=1e-6)
+        total, _, _ = OPS.vsl_loss_ratio_sum(m, g, TAU, False, True, code)
         assert total.item() == pytest.approx(oracle.ratio_sum(oracle.ranks(m), oracle.ranks(g)), rel=1e-12)
     one = torch.tensor([[0.5]])
-    assert OPS.vsl_loss_ratio_sum(one, one, 1e-3, True, True, code)[0].item() == 1.0     # public-code, 1 x 1
-    assert OPS.sigmoid_rank_backward(one, one, 1e-3, True, True, code).item() == 0.0
+    assert OPS.vsl_loss_ratio_sum(one, one, TAU, True, True, code)[0].item() == 1.0     # public-code, 1 x 1
+    assert OPS.sigmoid_rank_backward(one, one, TAU, True, True, code).item() == 0.0
 
 
-NOT_SCHEMA = [("m list", lambda: OPS.sigmoid_rank([[1.0]], 1e-3, True, 0), "argument 'm'"),
-              ("tau None", lambda: OPS.sigmoid_rank(torch.ones(2, 2), None, True, 0), "argument 'tau'"),
+NOT_SCHEMA = [("m list", lambda: OPS.sigmoid_rank([[1.0]], TAU, True, 0), "argument 'm'"),
+              ("tau float", lambda: OPS.sigmoid_rank(torch.ones(2, 2), 1e-3, True, 0), "argument 'tau'"),
               ("tau str", lambda: OPS.sigmoid_rank(torch.ones(2, 2), "1e-3", True, 0), "argument 'tau'"),
-              ("algorithm float", lambda: OPS.sigmoid_rank(torch.ones(2, 2), 1e-3, True, 0.0), "argument 'algorithm'"),
-              ("algorithm 2**64", lambda: OPS.sigmoid_rank(torch.ones(2, 2), 1e-3, True, 2 ** 64), "argument 'algorithm'"),
-              ("descending str", lambda: OPS.sigmoid_rank(torch.ones(2, 2), 1e-3, "yes", 0), "argument 'descending'")]
+              ("algorithm float", lambda: OPS.sigmoid_rank(torch.ones(2, 2), TAU, True, 0.0), "argument 'algorithm'"),
+              ("algorithm 2**64", lambda: OPS.sigmoid_rank(torch.ones(2, 2), TAU, True, 2 ** 64), "argument 'algorithm'"),
+              ("descending str", lambda: OPS.sigmoid_rank(torch.ones(2, 2), TAU, "yes", 0), "argument 'descending'")]
 
 
 @cell(OP_RANK, "other arguments", cases=len(NOT_SCHEMA))
@@ -425,7 +432,9 @@ def test_op_arguments_outside_the_schema_name_the_argument():
         with pytest.raises(RuntimeError, match=message):
             call()
     with pytest.raises(TypeError, match="vsl_ext::sigmoid_rank: m must be a Tensor, got NoneType"):
-        OPS.sigmoid_rank(None, 1e-3, True, 0)
+        OPS.sigmoid_rank(None, TAU, True, 0)
+    with pytest.raises(TypeError, match="vsl_ext::sigmoid_rank: tau must be a 0-d float64 CPU tensor, got NoneType"):
+        OPS.sigmoid_rank(torch.ones(2, 2), None, True, 0)  # the schema lets None through for a Tensor
 
 
 @cell(OP_RANK, "other arguments")
@@ -433,20 +442,20 @@ def test_op_descending_none_is_false_by_torchs_schema():
     """torch's dispatcher turns None for a bool argument into False before the op runs (the op cannot
     tell): ``descending=None`` ranks ascending. Recorded here so that a change in torch shows."""
     m = _m(3, 5)
-    assert_values(OPS.sigmoid_rank(m, 1e-3, None, 0), oracle.ranks(m, 1e-3, descending=False))
+    assert_values(OPS.sigmoid_rank(m, TAU, None, 0), oracle.ranks(m, TAU, descending=False))
 
 
 @cell(OP_BACKWARD, "other arguments", cases=2)
 @cell(OP_RATIO, "other arguments", cases=2)
 def test_op_none_tensors_are_named():
     with pytest.raises(TypeError, match="sigmoid_rank_backward: grad must be a Tensor, got NoneType"):
-        OPS.sigmoid_rank_backward(torch.ones(2, 2), None, 1e-3, True, False, 0)
+        OPS.sigmoid_rank_backward(torch.ones(2, 2), None, TAU, True, False, 0)
     with pytest.raises(TypeError, match="vsl_loss_ratio_sum: semantic must be a Tensor, got NoneType"):
-        OPS.vsl_loss_ratio_sum(torch.ones(2, 2), None, 1e-3, False, False, 0)
+        OPS.vsl_loss_ratio_sum(torch.ones(2, 2), None, TAU, False, False, 0)
     with pytest.raises(RuntimeError, match="argument 'grad'"):
-        OPS.sigmoid_rank_backward(torch.ones(2, 2), [[1.0]], 1e-3, True, False, 0)
+        OPS.sigmoid_rank_backward(torch.ones(2, 2), [[1.0]], TAU, True, False, 0)
     with pytest.raises(RuntimeError, match="argument 'semantic'"):
-        OPS.vsl_loss_ratio_sum(torch.ones(2, 2), 3, 1e-3, False, False, 0)
+        OPS.vsl_loss_ratio_sum(torch.ones(2, 2), 3, TAU, False, False, 0)
 
 
 @cell(OP_RANK, "tau", cases=5)
@@ -458,9 +467,9 @@ def test_ops_at_the_edges_of_valid_tau():
     for dtype, tau in EXTREME_TAUS[:5]:
         m = torch.tensor([[0.1, 0.2, 0.1, 5.0], [0.0, 0.0, 0.0, 0.0]], dtype=dtype)
         for code in CODES.values():
-            assert_values(OPS.sigmoid_rank(m, tau, True, code), oracle.ranks(m, tau))
-            assert_values(OPS.sigmoid_rank_backward(m, m, tau, True, False, code), oracle.rank_backward(m, m, tau))
-            total = OPS.vsl_loss_ratio_sum(m, m.flip(1), tau, False, False, code)[0].item()
+            assert_values(OPS.sigmoid_rank(m, T(tau), True, code), oracle.ranks(m, tau))
+            assert_values(OPS.sigmoid_rank_backward(m, m, T(tau), True, False, code), oracle.rank_backward(m, m, tau))
+            total = OPS.vsl_loss_ratio_sum(m, m.flip(1), T(tau), False, False, code)[0].item()
             assert total == pytest.approx(oracle.ratio_sum(oracle.ranks(m, tau), oracle.ranks(m.flip(1), tau)), rel=1e-6)
 
 

@@ -26,29 +26,37 @@ OPS = torch.ops.vsl_ext
 DENSE, SORTED, AUTO = (_C.ALGORITHMS[k] for k in ("dense", "sorted", "auto"))
 
 
+def T(tau: float) -> torch.Tensor:
+    """tau as the registered ops take it: a 0-d float64 CPU tensor."""
+    return torch.tensor(tau, dtype=torch.float64)
+
+
+TAU = T(1e-3)
+
+
 def _m(*shape, dtype=torch.float32, device="cpu"):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(dtype).to(device)
 
 
 # Each op called directly with one bad tensor argument: (call given a bad tensor, the argument's name).
 def _rank(t):
-    return OPS.sigmoid_rank(t, 1e-3, True, AUTO)
+    return OPS.sigmoid_rank(t, TAU, True, AUTO)
 
 
 def _backward_m(t):
-    return OPS.sigmoid_rank_backward(t, _m(4, 4), 1e-3, True, False, AUTO)
+    return OPS.sigmoid_rank_backward(t, _m(4, 4), TAU, True, False, AUTO)
 
 
 def _backward_grad(t):
-    return OPS.sigmoid_rank_backward(_m(4, 4), t, 1e-3, True, False, AUTO)
+    return OPS.sigmoid_rank_backward(_m(4, 4), t, TAU, True, False, AUTO)
 
 
 def _ratio_sims(t):
-    return OPS.vsl_loss_ratio_sum(t, _m(4, 4), 1e-3, False, True, AUTO)
+    return OPS.vsl_loss_ratio_sum(t, _m(4, 4), TAU, False, True, AUTO)
 
 
 def _ratio_semantic(t):
-    return OPS.vsl_loss_ratio_sum(_m(4, 4), t, 1e-3, False, True, AUTO)
+    return OPS.vsl_loss_ratio_sum(_m(4, 4), t, TAU, False, True, AUTO)
 
 
 CALLS = {"sigmoid_rank(m)": (_rank, "m"), "sigmoid_rank_backward(m)": (_backward_m, "m"),
@@ -60,7 +68,7 @@ BAD_DTYPES = {
     "int64": torch.ones(4, 4, dtype=torch.int64), "bool": torch.ones(4, 4, dtype=torch.bool),
     "complex64": torch.ones(4, 4, dtype=torch.complex64),
 }
-BAD_RANKS = {"0-dim": torch.tensor(1.0), "1-D": _m(4), "3-D": _m(2, 4, 4)}
+BAD_RANKS = {"0-dim": torch.tensor(1.0), "1-D": _m(4)}  # (..., rows, cols) batches are valid
 
 
 @pytest.mark.parametrize("call", sorted(CALLS))
@@ -75,7 +83,8 @@ def test_wrong_dtype_is_rejected(call, bad):
 @pytest.mark.parametrize("bad", sorted(BAD_RANKS))
 def test_wrong_rank_is_rejected(call, bad):
     fn, name = CALLS[call]
-    with pytest.raises(ValueError, match=rf"{name} must be a 2-D \(rows, cols\) matrix, got {bad[0]}-D"):
+    with pytest.raises(ValueError, match=rf"{name} must be a 2-D \(rows, cols\) matrix or a \(\.\.\., rows, cols\) "
+                                         rf"batch of them, got {bad[0]}-D"):
         fn(BAD_RANKS[bad])
 
 
@@ -96,32 +105,32 @@ def test_the_issues_mismatched_shapes_are_rejected():
     """S 6x6 with C 3x2, and a gradient of the wrong shape: both read past C before."""
     s, c = _m(6, 6), _m(3, 2)
     with pytest.raises(ValueError, match=r"semantic must have the shape of sims \(6, 6\), got \(3, 2\)"):
-        OPS.vsl_loss_ratio_sum(s, c, 1e-3, True, True, DENSE)
+        OPS.vsl_loss_ratio_sum(s, c, TAU, True, True, DENSE)
     with pytest.raises(ValueError, match=r"grad must have the shape of m \(6, 6\), got \(3, 2\)"):
-        OPS.sigmoid_rank_backward(s, c, 1e-3, True, True, DENSE)
+        OPS.sigmoid_rank_backward(s, c, TAU, True, True, DENSE)
 
 
 def test_first_argument_on_meta_and_second_on_cpu_is_rejected():
     with pytest.raises(ValueError, match="semantic is on cpu but sims is on meta"):
-        OPS.vsl_loss_ratio_sum(_m(4, 4, device="meta"), _m(4, 4), 1e-3, False, True, AUTO)
+        OPS.vsl_loss_ratio_sum(_m(4, 4, device="meta"), _m(4, 4), TAU, False, True, AUTO)
     with pytest.raises(ValueError, match="grad is on cpu but m is on meta"):
-        OPS.sigmoid_rank_backward(_m(4, 4, device="meta"), _m(4, 4), 1e-3, True, False, AUTO)
+        OPS.sigmoid_rank_backward(_m(4, 4, device="meta"), _m(4, 4), TAU, True, False, AUTO)
 
 
 @requires_cuda
 def test_cpu_and_cuda_in_one_call_is_rejected():
     with pytest.raises(ValueError, match="semantic is on cpu but sims is on cuda"):
-        OPS.vsl_loss_ratio_sum(_m(4, 4, device="cuda"), _m(4, 4), 1e-3, False, True, AUTO)
+        OPS.vsl_loss_ratio_sum(_m(4, 4, device="cuda"), _m(4, 4), TAU, False, True, AUTO)
     with pytest.raises(ValueError, match="grad is on cuda:0 but m is on cpu"):
-        OPS.sigmoid_rank_backward(_m(4, 4), _m(4, 4, device="cuda"), 1e-3, True, False, AUTO)
+        OPS.sigmoid_rank_backward(_m(4, 4), _m(4, 4, device="cuda"), TAU, True, False, AUTO)
 
 
 def test_public_code_needs_square_matrices():
     with pytest.raises(ValueError, match=r"sims must be a square \(n, n\) matrix for the public-code variant"):
-        OPS.vsl_loss_ratio_sum(_m(3, 5), _m(3, 5), 1e-3, True, True, AUTO)
+        OPS.vsl_loss_ratio_sum(_m(3, 5), _m(3, 5), TAU, True, True, AUTO)
     with pytest.raises(ValueError, match=r"m must be a square \(n, n\) matrix for the public-code variant"):
-        OPS.sigmoid_rank_backward(_m(3, 5), _m(3, 5), 1e-3, True, True, AUTO)
-    OPS.vsl_loss_ratio_sum(_m(3, 5), _m(3, 5), 1e-3, False, True, AUTO)  # the row variant takes row blocks
+        OPS.sigmoid_rank_backward(_m(3, 5), _m(3, 5), TAU, True, True, AUTO)
+    OPS.vsl_loss_ratio_sum(_m(3, 5), _m(3, 5), TAU, False, True, AUTO)  # the row variant takes row blocks
 
 
 BAD_TAUS = [(0.0, "tau must be a finite number > 0"), (-1.0, "tau must be a finite number > 0"),
@@ -132,21 +141,73 @@ BAD_TAUS = [(0.0, "tau must be a finite number > 0"), (-1.0, "tau must be a fini
 @pytest.mark.parametrize("tau, message", BAD_TAUS, ids=[str(t) for t, _ in BAD_TAUS])
 def test_bad_tau_is_rejected(tau, message):
     m = _m(4, 4)
-    for call in (lambda: OPS.sigmoid_rank(m, tau, True, AUTO),
-                 lambda: OPS.sigmoid_rank_backward(m, m, tau, True, False, AUTO),
-                 lambda: OPS.vsl_loss_ratio_sum(m, m, tau, False, True, AUTO)):
+    for call in (lambda: OPS.sigmoid_rank(m, T(tau), True, AUTO),
+                 lambda: OPS.sigmoid_rank_backward(m, m, T(tau), True, False, AUTO),
+                 lambda: OPS.vsl_loss_ratio_sum(m, m, T(tau), False, True, AUTO)):
         with pytest.raises(ValueError, match=message):
             call()
     # tau = 1e-39 is fine in float64
-    OPS.sigmoid_rank(m.double(), 1e-39, True, AUTO)
+    OPS.sigmoid_rank(m.double(), T(1e-39), True, AUTO)
+
+
+BAD_TAU_TENSORS = [(None, TypeError, "tau must be a 0-d float64 CPU tensor, got NoneType"),
+                   (T(1e-3).float(), TypeError, "tau must be a 0-d float64 CPU tensor, got torch.float32"),
+                   (T(1e-3).view(1), ValueError, r"tau must be a 0-d float64 CPU tensor, got 1-D shape \(1,\)")]
+
+
+@pytest.mark.parametrize("tau, error, message", BAD_TAU_TENSORS, ids=["None", "float32", "1-D"])
+def test_bad_tau_tensor_is_rejected(tau, error, message):
+    """tau is a 0-d float64 CPU tensor: data a compiled graph carries, read on the host."""
+    m = _m(4, 4)
+    for call in (lambda: OPS.sigmoid_rank(m, tau, True, AUTO),
+                 lambda: OPS.sigmoid_rank_backward(m, m, tau, True, False, AUTO),
+                 lambda: OPS.vsl_loss_ratio_sum(m, m, tau, False, True, AUTO)):
+        with pytest.raises(error, match=message):
+            call()
+    with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'tau'"):
+        OPS.sigmoid_rank(m, 1e-3, True, AUTO)  # the schema takes no float
+
+
+@requires_cuda
+def test_cuda_tau_is_rejected():
+    m = _m(4, 4, device="cuda")
+    with pytest.raises(ValueError, match="tau must be a 0-d float64 CPU tensor, got one on cuda"):
+        OPS.sigmoid_rank(m, TAU.cuda(), True, AUTO)
+
+
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_a_batch_of_matrices_is_each_matrix(device):
+    """(..., r, c) inputs are a batch (torch.func.vmap's batching rules use it): each matrix's ranks,
+    gradients and ratio sum, public-code transposes per matrix."""
+    batch = make_input("random", (2 * 3 * 5, 5), torch.float64).view(2, 3, 5, 5).to(device)
+    sem = make_input("tied", (2 * 3 * 5, 5), torch.float64, seed=1).view(2, 3, 5, 5).to(device)
+    grad = make_input("random", (2 * 3 * 5, 5), torch.float64, seed=2).view(2, 3, 5, 5).to(device)
+    ranks = OPS.sigmoid_rank(batch, TAU, False, AUTO)
+    for public_code in (False, True):
+        back = OPS.sigmoid_rank_backward(batch, grad, TAU, True, public_code, DENSE)
+        total, grad_s, grad_c = OPS.vsl_loss_ratio_sum(batch, sem, TAU, public_code, True, DENSE)
+        assert total.shape == (2, 3) and grad_s.shape == grad_c.shape == (2, 3, 5, 5)
+        for i in range(2):
+            for j in range(3):
+                m, c, g = batch[i, j].cpu(), sem[i, j].cpu(), grad[i, j].cpu()
+                assert_close_grad(ranks[i, j].cpu(), reference.sigmoid_rank(m, 1e-3, False))
+                one = OPS.sigmoid_rank_backward(m, g, TAU, True, public_code, DENSE)
+                torch.testing.assert_close(back[i, j].cpu(), one, rtol=1e-12, atol=1e-12)
+                loss = (reference.public_code_vsl_loss if public_code else reference.vsl_loss)(m, c)
+                assert 1 - total[i, j].item() / 25 == pytest.approx(loss.item(), rel=1e-12, abs=1e-12)
+                mr, cr = m.clone().requires_grad_(), c.clone().requires_grad_()
+                want = torch.autograd.grad((reference.public_code_vsl_loss if public_code else reference.vsl_loss)(
+                    mr, cr), (mr, cr))
+                assert_close_grad(grad_s[i, j].cpu() / -25, want[0])
+                assert_close_grad(grad_c[i, j].cpu() / -25, want[1])
 
 
 @pytest.mark.parametrize("algorithm", [-1, 3, 100])
 def test_unknown_algorithm_code_is_rejected(algorithm):
     m = _m(4, 4)
-    for call in (lambda: OPS.sigmoid_rank(m, 1e-3, True, algorithm),
-                 lambda: OPS.sigmoid_rank_backward(m, m, 1e-3, True, False, algorithm),
-                 lambda: OPS.vsl_loss_ratio_sum(m, m, 1e-3, False, True, algorithm)):
+    for call in (lambda: OPS.sigmoid_rank(m, TAU, True, algorithm),
+                 lambda: OPS.sigmoid_rank_backward(m, m, TAU, True, False, algorithm),
+                 lambda: OPS.vsl_loss_ratio_sum(m, m, TAU, False, True, algorithm)):
         with pytest.raises(ValueError, match=r"algorithm must be one of the codes \{'auto': 0"):
             call()
 
@@ -156,14 +217,17 @@ def test_fake_kernels_check_the_same(bad):
     """Meta tensors reach the fake kernels, whose torch._check raises what the real kernels raise."""
     t = BAD_DTYPES[bad].to("meta")
     with pytest.raises(TypeError, match=rf"m must be float32 or float64, got torch\.{bad}"):
-        OPS.sigmoid_rank(t, 1e-3, True, AUTO)
+        OPS.sigmoid_rank(t, TAU, True, AUTO)
     with pytest.raises(ValueError, match="m must be a 2-D"):
-        OPS.sigmoid_rank(_m(2, 4, 4, device="meta"), 1e-3, True, AUTO)
+        OPS.sigmoid_rank(_m(4, device="meta"), TAU, True, AUTO)
     with pytest.raises(ValueError, match=r"semantic must have the shape of sims \(6, 6\), got \(3, 2\)"):
-        OPS.vsl_loss_ratio_sum(_m(6, 6, device="meta"), _m(3, 2, device="meta"), 1e-3, True, True, AUTO)
-    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
-        OPS.sigmoid_rank_backward(_m(4, 4, device="meta"), _m(4, 4, device="meta"), 0.0, True, False, AUTO)
-    out = OPS.sigmoid_rank(_m(3, 5, device="meta"), 1e-3, True, AUTO)
+        OPS.vsl_loss_ratio_sum(_m(6, 6, device="meta"), _m(3, 2, device="meta"), TAU, True, True, AUTO)
+    # fake kernels see no values: they check what tau is (a 0-d float64 CPU tensor), the real ones its value
+    with pytest.raises(TypeError, match="tau must be a 0-d float64 CPU tensor, got torch.float32"):
+        OPS.sigmoid_rank_backward(_m(4, 4, device="meta"), _m(4, 4, device="meta"), TAU.float(), True, False, AUTO)
+    with pytest.raises(ValueError, match=r"tau must be a 0-d float64 CPU tensor, got 1-D shape \(1,\)"):
+        OPS.vsl_loss_ratio_sum(_m(4, 4, device="meta"), _m(4, 4, device="meta"), TAU.view(1), False, True, AUTO)
+    out = OPS.sigmoid_rank(_m(3, 5, device="meta"), TAU, True, AUTO)
     assert out.device.type == "meta" and out.shape == (3, 5) and out.is_contiguous()
 
 
@@ -172,11 +236,12 @@ def test_fake_tensor_mode_raises_too():
 
     with FakeTensorMode():
         fake = torch.empty(4, 4, dtype=torch.float16)
+        tau = torch.empty((), dtype=torch.float64)
         with pytest.raises(TypeError, match="m must be float32 or float64"):
-            OPS.sigmoid_rank(fake, 1e-3, True, AUTO)
+            OPS.sigmoid_rank(fake, tau, True, AUTO)
         s, c = torch.empty(6, 6), torch.empty(3, 2)
         with pytest.raises(ValueError, match="semantic must have the shape of sims"):
-            OPS.vsl_loss_ratio_sum(s, c, 1e-3, False, True, AUTO)
+            OPS.vsl_loss_ratio_sum(s, c, tau, False, True, AUTO)
 
 
 def test_the_issues_crashes_raise_in_a_fresh_process():
@@ -186,16 +251,17 @@ def test_the_issues_crashes_raise_in_a_fresh_process():
     script = textwrap.dedent("""
         import sys, torch, vsl_ext
         ops = torch.ops.vsl_ext
+        tau = torch.tensor(1e-3, dtype=torch.float64)
         m16 = torch.randn(4, 4, dtype=torch.float16)
         cases = {
-            "float16": lambda: ops.sigmoid_rank(m16, 1e-3, True, 0),
-            "int64": lambda: ops.sigmoid_rank(torch.ones(4, 4, dtype=torch.int64), 1e-3, True, 0),
-            "backward float16": lambda: ops.sigmoid_rank_backward(m16, m16, 1e-3, True, False, 0),
-            "backward shapes": lambda: ops.sigmoid_rank_backward(torch.randn(6, 6), torch.randn(3, 2), 1e-3, True,
+            "float16": lambda: ops.sigmoid_rank(m16, tau, True, 0),
+            "int64": lambda: ops.sigmoid_rank(torch.ones(4, 4, dtype=torch.int64), tau, True, 0),
+            "backward float16": lambda: ops.sigmoid_rank_backward(m16, m16, tau, True, False, 0),
+            "backward shapes": lambda: ops.sigmoid_rank_backward(torch.randn(6, 6), torch.randn(3, 2), tau, True,
                                                                  True, 0),
-            "ratio shapes": lambda: ops.vsl_loss_ratio_sum(torch.randn(6, 6), torch.randn(3, 2), 1e-3, True,
+            "ratio shapes": lambda: ops.vsl_loss_ratio_sum(torch.randn(6, 6), torch.randn(3, 2), tau, True,
                                                            True, 0),
-            "ratio float16": lambda: ops.vsl_loss_ratio_sum(m16, m16, 1e-3, False, True, 0),
+            "ratio float16": lambda: ops.vsl_loss_ratio_sum(m16, m16, tau, False, True, 0),
         }
         for name, call in cases.items():
             try:
@@ -231,22 +297,22 @@ def test_every_layout_gives_the_contiguous_result(device):
     for layout, view in _layouts(base):
         want = reference.sigmoid_rank(view.contiguous().cpu())
         for algorithm in (DENSE, SORTED, AUTO):
-            got = OPS.sigmoid_rank(view, 1e-3, True, algorithm)
+            got = OPS.sigmoid_rank(view, TAU, True, algorithm)
             assert got.is_contiguous()
             torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=0, msg=layout)
-            g_view = OPS.sigmoid_rank_backward(view, grad.t().contiguous().t(), 1e-3, True, False, algorithm)
-            g_contiguous = OPS.sigmoid_rank_backward(view.contiguous(), grad, 1e-3, True, False, algorithm)
+            g_view = OPS.sigmoid_rank_backward(view, grad.t().contiguous().t(), TAU, True, False, algorithm)
+            g_contiguous = OPS.sigmoid_rank_backward(view.contiguous(), grad, TAU, True, False, algorithm)
             torch.testing.assert_close(g_view, g_contiguous, msg=layout)
     square = _m(6, 6, dtype=torch.float64, device=device) * 3e-3
     sem = _m(6, 6, dtype=torch.float64, device=device)
     for layout, view in _layouts(square):
         for public_code in (False, True):
-            got = OPS.vsl_loss_ratio_sum(view, sem.t(), 1e-3, public_code, True, DENSE)
-            g_view = OPS.sigmoid_rank_backward(view, sem.t(), 1e-3, True, public_code, DENSE)
-            g_contiguous = OPS.sigmoid_rank_backward(view.contiguous(), sem.t().contiguous(), 1e-3, True,
+            got = OPS.vsl_loss_ratio_sum(view, sem.t(), TAU, public_code, True, DENSE)
+            g_view = OPS.sigmoid_rank_backward(view, sem.t(), TAU, True, public_code, DENSE)
+            g_contiguous = OPS.sigmoid_rank_backward(view.contiguous(), sem.t().contiguous(), TAU, True,
                                                      public_code, DENSE)
             torch.testing.assert_close(g_view, g_contiguous, msg=layout)
-            want = OPS.vsl_loss_ratio_sum(view.contiguous(), sem.t().contiguous(), 1e-3, public_code, True, DENSE)
+            want = OPS.vsl_loss_ratio_sum(view.contiguous(), sem.t().contiguous(), TAU, public_code, True, DENSE)
             for a, b in zip(got, want):
                 torch.testing.assert_close(a, b, msg=layout)
             loss_ref = (reference.public_code_vsl_loss if public_code else reference.vsl_loss)(
@@ -258,13 +324,13 @@ def test_every_layout_gives_the_contiguous_result(device):
 def test_empty_matrices_make_no_native_call(device):
     for shape in ((0, 5), (5, 0), (0, 0)):
         m = torch.empty(shape, device=device)
-        assert OPS.sigmoid_rank(m, 1e-3, True, AUTO).shape == shape
-        assert OPS.sigmoid_rank_backward(m, m, 1e-3, True, False, AUTO).shape == shape
-        total, grad_sr, grad_cr = OPS.vsl_loss_ratio_sum(m, m, 1e-3, False, True, AUTO)
+        assert OPS.sigmoid_rank(m, TAU, True, AUTO).shape == shape
+        assert OPS.sigmoid_rank_backward(m, m, TAU, True, False, AUTO).shape == shape
+        total, grad_sr, grad_cr = OPS.vsl_loss_ratio_sum(m, m, TAU, False, True, AUTO)
         assert total.item() == 0.0 and total.dtype == torch.float64
         assert grad_sr.shape == shape and grad_cr.shape == shape
     m = torch.empty(0, 0, device=device)
-    assert OPS.vsl_loss_ratio_sum(m, m, 1e-3, True, False, AUTO)[0].item() == 0.0
+    assert OPS.vsl_loss_ratio_sum(m, m, TAU, True, False, AUTO)[0].item() == 0.0
 
 
 # ------------------------------------------------------------------------------ opcheck, compile
@@ -276,14 +342,14 @@ def test_opcheck_every_op(device, dtype, grad):
     c = make_input("tied", (9, 9), dtype).to(device).requires_grad_(grad)
     g = torch.randn(9, 9, dtype=dtype).to(device)
     wide = make_input("random", (4, 11), dtype).to(device).requires_grad_(grad)
-    for args in [(s, 1e-3, True, AUTO), (s, 0.01, False, SORTED), (wide, 1e-3, True, DENSE),
-                 (s.detach().t().requires_grad_(grad), 1e-3, True, DENSE)]:
+    for args in [(s, TAU, True, AUTO), (s, T(0.01), False, SORTED), (wide, TAU, True, DENSE),
+                 (s.detach().t().requires_grad_(grad), TAU, True, DENSE)]:
         torch.library.opcheck(sigmoid_rank_op, args)
-    for args in [(s.detach(), g, 1e-3, True, False, AUTO), (s.detach(), g, 1e-3, True, True, SORTED),
-                 (wide.detach(), g[:4, :].repeat(1, 2)[:, :11], 0.01, False, False, DENSE)]:
+    for args in [(s.detach(), g, TAU, True, False, AUTO), (s.detach(), g, TAU, True, True, SORTED),
+                 (wide.detach(), g[:4, :].repeat(1, 2)[:, :11], T(0.01), False, False, DENSE)]:
         torch.library.opcheck(sigmoid_rank_backward_op, args)
-    for args in [(s, c, 1e-3, False, True, AUTO), (s, c.detach(), 1e-3, True, False, SORTED),
-                 (wide, wide.detach() * 2, 1e-3, False, grad, DENSE)]:
+    for args in [(s, c, TAU, False, True, AUTO), (s, c.detach(), TAU, True, False, SORTED),
+                 (wide, wide.detach() * 2, TAU, False, grad, DENSE)]:
         torch.library.opcheck(vsl_loss_ratio_sum_op, args)
 
 
@@ -321,7 +387,7 @@ def test_torch_compile_of_each_public_op():
         return vsl_ext.vsl_loss(a, b, 1e-3, "public-code")
 
     torch.testing.assert_close(ranks(m), vsl_ext.sigmoid_rank(m, 1e-3, False, algorithm="sorted"))
-    torch.testing.assert_close(loss(s, c), vsl_ext.vsl_loss(s, c, 1e-3, "public-code"))
+    torch.testing.assert_close(loss(s, c), vsl_ext.vsl_loss(s, c, TAU, "public-code"))
     torch.testing.assert_close(loss(s.t(), c), vsl_ext.vsl_loss(s.t().contiguous(), c, 1e-3, "public-code"))
 
 
@@ -331,7 +397,7 @@ def test_torch_compile_rejects_what_the_op_rejects():
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def direct(x):
-        return OPS.sigmoid_rank(x * 2, 1e-3, True, AUTO)
+        return OPS.sigmoid_rank(x * 2, TAU, True, AUTO)
 
     with pytest.raises(Exception, match="m must be float32 or float64, got torch.float16"):
         direct(torch.randn(4, 4, dtype=torch.float16))
@@ -355,7 +421,7 @@ def test_torch_export_of_the_public_ops():
 def test_torch_export_rejects_what_the_op_rejects():
     class Direct(torch.nn.Module):
         def forward(self, sims, semantic):
-            return OPS.vsl_loss_ratio_sum(sims, semantic, 1e-3, True, False, AUTO)[0]
+            return OPS.vsl_loss_ratio_sum(sims, semantic, TAU, True, False, AUTO)[0]
 
     with pytest.raises(Exception, match=r"semantic must have the shape of sims \(6, 6\), got \(3, 2\)"):
         torch.export.export(Direct(), (torch.randn(6, 6), torch.randn(3, 2)))
@@ -368,7 +434,7 @@ def test_gradients_through_the_registered_ops_match_the_reference():
     s = (make_input("random", (1, 6), torch.float64).expand(6, 6) + make_input("random", (6, 6), torch.float64))
     s = s.requires_grad_()
     c = make_input("tied", (6, 6), torch.float64).t().requires_grad_()
-    total, _, _ = OPS.vsl_loss_ratio_sum(s, c, 1e-3, False, True, DENSE)
+    total, _, _ = OPS.vsl_loss_ratio_sum(s, c, TAU, False, True, DENSE)
     grads = torch.autograd.grad(1 - total / 36, (s, c))
     want = torch.autograd.grad(reference.vsl_loss(s, c), (s, c))
     for g, w in zip(grads, want):

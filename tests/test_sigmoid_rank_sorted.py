@@ -197,9 +197,10 @@ def test_opcheck_and_gradcheck_on_the_sorted_algorithm(device):
     s = make_input("random", (9, 9), torch.float64).to(device).requires_grad_()
     c = make_input("tied", (9, 9), torch.float64).to(device).requires_grad_()
     g = torch.randn(9, 9, dtype=torch.float64).to(device)
-    torch.library.opcheck(sigmoid_rank_op, (s, 0.01, False, SORTED))
-    torch.library.opcheck(sigmoid_rank_backward_op, (s.detach(), g, 1e-3, True, True, SORTED))
-    torch.library.opcheck(vsl_loss_ratio_sum_op, (s, c, 1e-3, True, True, SORTED))
+    tau = torch.tensor(1e-3, dtype=torch.float64)  # the ops' tau: a 0-d float64 CPU tensor
+    torch.library.opcheck(sigmoid_rank_op, (s, torch.tensor(0.01, dtype=torch.float64), False, SORTED))
+    torch.library.opcheck(sigmoid_rank_backward_op, (s.detach(), g, tau, True, True, SORTED))
+    torch.library.opcheck(vsl_loss_ratio_sum_op, (s, c, tau, True, True, SORTED))
     x = (torch.randn(5, 7, dtype=torch.float64) * 2.0).to(device).requires_grad_()  # pairs both sides of 50 tau
     assert torch.autograd.gradcheck(lambda m: vsl_ext.sigmoid_rank(m, 0.05, algorithm="sorted"), (x,))
     y = (torch.randn(7, 7, dtype=torch.float64) * 0.05).to(device).requires_grad_()

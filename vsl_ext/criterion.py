@@ -57,7 +57,32 @@ def triplet_loss(sims: Tensor, margin: float = 0.2, max_violation: bool = True) 
     return cost_cap.sum() + cost_img.sum()
 
 
-class VSLLoss(nn.Module):
+class _Temperature:
+    """tau as the criteria hold it: a 0-d float64 CPU tensor (not a buffer: it stays on the CPU, where
+    the kernels read it, and out of state_dict), exposed as the float property ``tau``. Setting
+    ``criterion.tau = x`` (a tau schedule) writes the new value into the same tensor, which a compiled
+    training step reads as data: no recompile, no frozen value (docs/transforms.md)."""
+
+    def _init_tau(self, tau) -> None:
+        self._tau = torch.empty((), dtype=torch.float64)
+        self.tau = tau
+
+    @property
+    def tau(self) -> float:
+        return self._tau.item()
+
+    @tau.setter
+    def tau(self, value) -> None:
+        if isinstance(value, Tensor):
+            if value.dim() != 0 or not value.is_floating_point():
+                raise ValueError(f"tau must be a number or a 0-d floating-point tensor, got {value.dtype} shape "
+                                 f"{tuple(value.shape)}")
+            value = value.item()
+        with torch.no_grad():  # also inside torch.inference_mode: the same tensor, a new value
+            self._tau.fill_(_validate.tau(value, torch.float64))  # float32 input checks tau again in forward
+
+
+class VSLLoss(_Temperature, nn.Module):
     """The Visual Semantic Loss (Zhang et al., ICME 2023) as a module: ``VSLLoss(tau, variant)(sims,
     semantic_sims)`` is :func:`vsl_ext.vsl_loss` ``(sims, semantic_sims, tau, variant, algorithm=...)``.
 
@@ -77,7 +102,7 @@ class VSLLoss(nn.Module):
 
     def __init__(self, tau: float = 1e-3, variant: str = "row", algorithm: str = "auto"):
         super().__init__()
-        self.tau = _validate.tau(tau, torch.float64)
+        self._init_tau(tau)
         self.variant = _validate.choice("variant", variant, VARIANTS)
         _validate.algorithm(algorithm)
         self.algorithm = algorithm
@@ -86,10 +111,10 @@ class VSLLoss(nn.Module):
         return f"tau={self.tau}, variant={self.variant!r}, algorithm={self.algorithm!r}"
 
     def forward(self, sims: Tensor, semantic_sims: Tensor) -> Tensor:
-        return vsl_loss(sims, semantic_sims, self.tau, self.variant, algorithm=self.algorithm)
+        return vsl_loss(sims, semantic_sims, self._tau, self.variant, algorithm=self.algorithm)
 
 
-class SmoothAPLoss(nn.Module):
+class SmoothAPLoss(_Temperature, nn.Module):
     """Smooth-AP (Brown et al., ECCV 2020) for any relevance as a module: ``SmoothAPLoss(tau)(sims,
     relevant)`` is :func:`vsl_ext.smooth_ap_loss` ``(sims, relevant, tau, algorithm=...)``.
 
@@ -107,7 +132,7 @@ class SmoothAPLoss(nn.Module):
 
     def __init__(self, tau: float = 0.01, algorithm: str = "auto"):
         super().__init__()
-        self.tau = _validate.tau(tau, torch.float64)
+        self._init_tau(tau)
         _validate.algorithm(algorithm)
         self.algorithm = algorithm
 
@@ -115,10 +140,10 @@ class SmoothAPLoss(nn.Module):
         return f"tau={self.tau}, algorithm={self.algorithm!r}"
 
     def forward(self, sims: Tensor, relevant: Tensor) -> Tensor:
-        return smooth_ap_loss(sims, relevant, self.tau, algorithm=self.algorithm)
+        return smooth_ap_loss(sims, relevant, self._tau, algorithm=self.algorithm)
 
 
-class VSLCriterion(nn.Module):
+class VSLCriterion(_Temperature, nn.Module):
     """Triplet + Visual Semantic Loss (Zhang et al., ICME 2023).
 
     Args:
@@ -155,12 +180,11 @@ class VSLCriterion(nn.Module):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
                     math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        tau = _validate.tau(tau, torch.float64)  # float32 input checks tau again in forward
+        self._init_tau(tau)
         self.margin = float(margin)
         self.max_violation = bool(max_violation)
         self.alpha = float(alpha)
         self.beta = float(beta)
-        self.tau = float(tau)
         self.text_side = bool(text_side)
         self.variant = variant
 
@@ -182,7 +206,7 @@ class VSLCriterion(nn.Module):
             if image_sem is None:
                 raise ValueError("image_sem (the batch images' (B, B) semantic similarity) is required when beta > 0")
             image_sem = self._semantic("image_sem", image_sem, sims)
-            out["vsl"] = vsl_loss(sims, image_sem, self.tau, self.variant)
+            out["vsl"] = vsl_loss(sims, image_sem, self._tau, self.variant)
             loss = loss + self.beta * out["vsl"]
         else:
             out["vsl"] = zero
@@ -192,7 +216,7 @@ class VSLCriterion(nn.Module):
                     raise ValueError("caption_sem (the batch captions' (B, B) semantic similarity) is required "
                                      "when text_side=True")
                 caption_sem = self._semantic("caption_sem", caption_sem, sims)
-                out["vsl_text"] = vsl_loss(sims.t(), caption_sem, self.tau, self.variant)
+                out["vsl_text"] = vsl_loss(sims.t(), caption_sem, self._tau, self.variant)
                 loss = loss + self.beta * out["vsl_text"]
             else:
                 out["vsl_text"] = zero

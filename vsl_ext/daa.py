@@ -19,6 +19,8 @@ tests/test_daa_loss.py checks both against transcriptions of that code (to 1e-5,
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -45,8 +47,8 @@ def daa_loss(scores: Tensor, sems: Tensor, tau: float = 1e-3, *, weight: float =
         The errors of :func:`vsl_ext.vsl_loss` (square matrices of one shape, tau); TypeError /
         ValueError naming weight (not a finite real number) or text_side (not a bool).
     """
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not torch.isfinite(
-            torch.tensor(float(weight))):
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or (
+            not torch.compiler.is_compiling() and not math.isfinite(weight)):  # traced: a symbolic float
         raise TypeError(f"weight must be a finite real number, got {weight!r}")
     if not isinstance(text_side, bool):
         raise TypeError(f"text_side must be a bool, got {type(text_side).__name__}")

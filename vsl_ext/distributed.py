@@ -119,8 +119,9 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     # or leave the others waiting in the next collective.
     rows = local_sims.shape[0] if problem is None else 0
     cols = local_sims.shape[1] if problem is None else -1
-    mine = torch.tensor([rows, float(problem is not None), cols, float(tau) if problem is None else -1.0],
-                        dtype=torch.float64, device=device)
+    mine = torch.tensor([rows, float(problem is not None), cols, -1.0], dtype=torch.float64, device=device)
+    if problem is None:  # tau: a float, or (traced) a tensor the graph carries
+        mine[3] = tau
     world = dist.get_world_size(group)
     everyone = [torch.empty_like(mine) for _ in range(world)]
     collective(dist.all_gather, everyone, mine, group=group)
@@ -135,7 +136,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     if (table[:, 2] != n).any():
         raise ValueError(f"the ranks' local_sims have different column counts {table[:, 2].long().tolist()} "
                          "(in rank order): every rank's rows must hold all N captions of the global batch")
-    if (table[:, 3] != tau).any():
+    if (table[:, 3] != table[0, 3]).any():
         raise ValueError(f"the ranks passed different tau {table[:, 3].tolist()} (in rank order): one loss "
                          "needs one temperature")
     total_rows = int(table[:, 0].sum().item())
@@ -153,7 +154,7 @@ def vsl_loss(local_sims: Tensor, local_semantic_sims: Tensor, tau: float = 1e-3,
     collective(dist.all_reduce, total, group=group)
     # The value is the global sum; the gradient flows to this rank's rows only.
     global_sum = local + (total - local.detach())
-    return (1.0 - global_sum / float(n * n)).to(dtype)
+    return (1.0 - global_sum / (n * n)).to(dtype)
 
 
 class _AllGather(torch.autograd.Function):

@@ -114,9 +114,28 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (public_code, algorithm)
 
 
+class _Scale(torch.autograd.Function):
+    """d sum / d input (..., r, c) times the incoming gradient of each block's sum (...), as an autograd
+    node whose own backward raises: the op's gradients have no derivative, and a double backward
+    (``create_graph=True``, ``torch.func.hessian``) must not treat them as constants."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad: Tensor, grad_sum: Tensor) -> Tensor:
+        return grad * grad_sum.to(grad.dtype)[..., None, None]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("vsl_ext: vsl_loss has no second derivative (double backward is not supported)")
+
+
 def _scale(grad: Tensor, grad_sum: Tensor) -> Tensor:
-    """d sum / d input (..., r, c) times the incoming gradient of each block's sum (...)."""
-    return grad * grad_sum.to(grad.dtype)[..., None, None]
+    return _Scale.apply(grad, grad_sum)
 
 
 def _backward(ctx, grad_sum, _grad_sims, _grad_semantic):
