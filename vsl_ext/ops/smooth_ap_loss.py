@@ -37,7 +37,7 @@ from .sigmoid_rank_among import ranks_among, ranks_among_backward
 
 # Rows per kernel call: about this many elements of (rows, cols) temporaries at a time (a few MB), so a
 # large batch holds its gradient and a bounded chunk, not a dozen (r, c) buffers.
-CHUNK_ELEMENTS = 1 << 20
+CHUNK_ELEMENTS = 1 << 18
 
 
 def _weights(relevant: Tensor) -> Tensor:
