@@ -148,7 +148,7 @@ def run_one(impl: str, n: int, threads: int, target_s: float) -> dict:
 
 
 def _fmt_bytes(b: float) -> str:
-    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if b >= size:
             return f"{b / size:.1f} {unit}"
     return f"{b:.0f} B"
@@ -179,6 +179,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-case-seconds", type=float, default=120.0)
     ap.add_argument("--cube-limit-mb", type=float, default=4096.0)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--add", nargs=2, metavar=("IMPL", "N"),
+                    help="run one more case and put it into the existing records (re-rendering the section)")
+    ap.add_argument("--from-json", type=Path, help="re-render the section from these records")
+    ap.add_argument("--note", default="", help="a line in the section's notes (e.g. the machine's load)")
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.threads, args.target_seconds)))
@@ -188,7 +192,18 @@ def main(argv=None) -> int:
 
     import vsl_ext
     records, last = [], {}
-    for n in [n for n in N_ALL if n <= args.max_n]:
+    if args.from_json:
+        records = json.loads(args.from_json.read_text())
+    todo = [] if args.from_json else [n for n in N_ALL if n <= args.max_n]
+    if args.add:
+        impl, n_add = args.add[0], int(args.add[1])
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_smooth_ap_loss", "--one", impl, str(n_add),
+                              "--threads", str(args.threads), "--target-seconds", str(args.target_seconds)],
+                             cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+        added = dict(json.loads(out.strip().splitlines()[-1]), status="ok", note="added with --add")
+        records = [r for r in records if (r["impl"], r["n"]) != (impl, n_add)] + [added]
+    for n in todo:
         for impl in args.impls:
             rec = {"impl": impl, "n": n}
             cube = CUBIC.get(impl, 0) * 4 * n ** 3
@@ -226,7 +241,7 @@ def main(argv=None) -> int:
         "",
         f"Device: {_device_name()}, {args.threads} torch threads; torch {torch.__version__}, vsl_ext "
         f"{vsl_ext.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. A shared machine: other "
-        "load shows in the medians.",
+        "load shows in the medians." + (f" {args.note}" if args.note else ""),
         "",
         "Inputs: n embeddings (dim 128) in sqrt(n) classes of sqrt(n) members (powers of two), tau = 0.01; "
         "the loss from the embeddings and its backward to them. Time: median after a warm-up call. Memory: "
@@ -254,6 +269,10 @@ def main(argv=None) -> int:
     skipped = [r for r in records if r["status"] != "ok"]
     if skipped:
         lines += ["", "Not run:", ""] + [f"- {r['impl']} n={r['n']}: {r['status']}" for r in skipped]
+    added = [r for r in records if r.get("note")]
+    if added:
+        lines += ["", "Added to this run's records afterwards (`--add IMPL N`, same options): "
+                  + ", ".join(f"{r['impl']} n={r['n']}" for r in added) + "."]
     lines += ["", "Raw records: the `.json` file beside this one.", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"smooth_ap_loss-{slug}"
