@@ -7,10 +7,12 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import oracle
 import vsl_ext
-from helpers import DEVICES, KINDS, assert_close_grad, device_cases, make_input
+from helpers import DEVICES, KINDS, assert_close_grad, device_cases, make_input, tied_grids
 from vsl_ext import reference
 from vsl_ext.ops import smooth_ap_loss as sap
 
@@ -310,3 +312,21 @@ def test_torch_export_rejects_what_the_op_rejects():
         torch.export.export(Direct(), (torch.randn(6, 6), torch.ones(3, 2, dtype=torch.bool)))
     with pytest.raises(Exception, match="relevant must be a bool tensor"):
         torch.export.export(Direct(), (torch.randn(6, 6), torch.ones(6, 6)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(tied_grids(max_rows=4), st.integers(0, 2 ** 16))
+def test_hypothesis_tied_grids_match_the_brute_force(grid, seed):
+    """Few distinct values, ties and pairs on the +-30 tau window's edges (tau = 1e-3), random relevance."""
+    m, _ = grid
+    rel = torch.rand(m.shape, generator=torch.Generator().manual_seed(seed)) < 0.5
+    rel[0, 0] = True
+    expected, expected_grad = oracle.brute_smooth_ap(m.tolist(), rel.tolist(), 1e-3)
+    for algorithm in ALGORITHMS:
+        x = m.clone().requires_grad_()
+        loss = vsl_ext.smooth_ap_loss(x, rel, 1e-3, algorithm=algorithm)
+        assert abs(loss.item() - expected) <= 1e-9
+        assert_close_grad(torch.autograd.grad(loss, x)[0], torch.tensor(expected_grad, dtype=torch.float64))
+        ranks = vsl_ext.sigmoid_rank(m, 1e-3, algorithm=algorithm, among=rel)
+        torch.testing.assert_close(ranks, torch.tensor(oracle.brute_rank_among(m.tolist(), rel.tolist(), 1e-3),
+                                                      dtype=torch.float64))
