@@ -161,10 +161,15 @@ def fresh_dynamo():
 
 
 # ----------------------------------------------------------------------------------------- the cells
-def _inputs(n: int, seed: int = 0, dtype=torch.float64, batch: Tuple[int, ...] = ()):
+def _inputs(n: int, seed: int = 0, dtype=torch.float64, batch: Tuple[int, ...] = (), frozen_c: bool = False):
+    """x and c; ``frozen_c``: c made under torch.inference_mode (a cached C), as the compile and
+    torch.func columns take it too."""
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(*batch, n, n, generator=g, dtype=torch.float64) * SCALE).to(dtype)
     c = (torch.randint(0, 4, (*batch, n, n), generator=g).double() * SCALE).to(dtype)  # ties, as in tf-idf C
+    if frozen_c:
+        with torch.inference_mode():
+            c = c.clone()
     return x, c
 
 
@@ -228,7 +233,7 @@ def _compiled_schedule(row: Row, backend: str, max_frames: int, tensor_tau: bool
     (never an earlier call's tau or size), in at most ``max_frames`` compiles."""
     compiled = torch.compile(row.call, backend=backend, **options)
     for n, tau in SCHEDULE:
-        x, c = _inputs(n, seed=n)
+        x, c = _inputs(n, seed=n, frozen_c=True)
         tau_arg = _t(tau) if tensor_tau else tau
         out, grad = _value_and_grad(row, x, c, tau_arg, wrap=lambda f, *a: compiled(*a))
         want, want_grad = _formula(row, x, c, tau)
@@ -282,7 +287,7 @@ def cell_export(row: Row):
 
 
 def cell_func_grad(row: Row):
-    x, c = _inputs(6)
+    x, c = _inputs(6, frozen_c=True)
     row.set_tau(TAU)
     grad = torch.func.grad(lambda x: _objective(row.call(x, c, _tau_arg(row, TAU))))(x)
     want, want_grad = _formula(row, x, c, TAU)
@@ -342,7 +347,7 @@ def _kernel_calls():
 def cell_func_vmap(row: Row):
     """vmap over a batch of 4 matrices (and of 4 gradients): values and per-sample gradients equal the
     formula's, and the forward is one kernel call for the whole batch."""
-    xs, cs = _inputs(6, batch=(4,))
+    xs, cs = _inputs(6, batch=(4,), frozen_c=True)
     row.set_tau(TAU)
     tau = _tau_arg(row, TAU)
     with _kernel_calls() as calls:
@@ -436,3 +441,42 @@ def test_cell(row: Row, column: str):
             COLUMNS[column](row)
     finally:
         row.set_tau(TAU)
+
+
+def test_the_issues_temperature_schedule_under_inductor():
+    """Issue 20, item 1: ``vsl_loss(S / t, C, tau=0.05 / t)`` and ``sigmoid_rank(S / t, 0.05 / t)`` in
+    one compiled step for t = 1, 0.5, 0.25, 0.1, ... used the second call's tau from the third call on
+    (at t = 0.1 the loss was 0.448312, the formula's 0.399470). Every call must give the formula's
+    loss, ranks and gradient (the matrix's compile columns do the same for every entry point)."""
+    x, c = _inputs(8, seed=3)
+
+    @torch.compile
+    def step(s, c, t):
+        return vsl_ext.vsl_loss(s / t, c, tau=0.05 / t), vsl_ext.sigmoid_rank(s / t, 0.05 / t)
+
+    for t in (1.0, 0.5, 0.25, 0.1):
+        s = x.clone().requires_grad_()
+        loss, ranks = step(s, c, t)
+        (grad,) = torch.autograd.grad(loss + _objective(ranks), s)
+        s64 = x.clone().requires_grad_()
+        want_loss = reference.vsl_loss(s64 / t, c, 0.05 / t)
+        want_ranks = reference.sigmoid_rank(s64 / t, 0.05 / t)
+        (want_grad,) = torch.autograd.grad(want_loss + _objective(want_ranks), s64)
+        torch.testing.assert_close(loss, want_loss, rtol=1e-9, atol=1e-12, msg=f"t = {t}")
+        torch.testing.assert_close(ranks, want_ranks, rtol=1e-9, atol=1e-9, msg=f"t = {t}")
+        torch.testing.assert_close(grad, want_grad, rtol=1e-9, atol=1e-9 * want_grad.abs().max().item())
+
+
+def test_vmap_over_a_tau_schedule():
+    """vmap over tau itself (one tau per sample): the batching rules fall back to one call per tau,
+    and each sample is the formula at its tau (ranks, loss, per-tau gradient)."""
+    x, c = _inputs(5)
+    taus = torch.tensor([0.02, 0.05, 0.2], dtype=torch.float64)
+    ranks = torch.func.vmap(lambda tau: vsl_ext.sigmoid_rank(x, tau))(taus)
+    losses = torch.func.vmap(lambda tau: vsl_ext.vsl_loss(x, c, tau))(taus)
+    grads = torch.func.vmap(torch.func.grad(lambda x, tau: vsl_ext.vsl_loss(x, c, tau)), in_dims=(None, 0))(x, taus)
+    for i, tau in enumerate(taus.tolist()):
+        torch.testing.assert_close(ranks[i], reference.sigmoid_rank(x, tau), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(losses[i], reference.vsl_loss(x, c, tau), rtol=1e-12, atol=1e-12)
+        want = torch.func.grad(reference.vsl_loss)(x, c, tau)
+        torch.testing.assert_close(grads[i], want, rtol=1e-9, atol=1e-12)

@@ -49,7 +49,7 @@ def _ratio_sum_and_grads(sims: Tensor, semantic: Tensor, tau: float, public_code
     if not sims.numel():
         return (sims.new_zeros(batch, dtype=torch.float64), torch.zeros_like(sims) if sims_grad else None,
                 torch.zeros_like(semantic) if semantic_grad else None)
-    rows, cols = sims.shape[-2:]
+    cols = sims.shape[-1]
     row_sums = torch.empty(sims.shape[:-1], dtype=torch.float64, device=sims.device)
     grad_sims = torch.empty_like(sims) if sims_grad else None
     grad_semantic = torch.empty_like(semantic) if semantic_grad else None
