@@ -330,3 +330,18 @@ def test_hypothesis_tied_grids_match_the_brute_force(grid, seed):
         ranks = vsl_ext.sigmoid_rank(m, 1e-3, algorithm=algorithm, among=rel)
         torch.testing.assert_close(ranks, torch.tensor(oracle.brute_rank_among(m.tolist(), rel.tolist(), 1e-3),
                                                       dtype=torch.float64))
+
+
+def test_masks_made_under_inference_mode():
+    """A cached relevance made under torch.inference_mode: autograd saves a copy, not the inference tensor."""
+    s = torch.randn(4, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 0.02
+    with torch.inference_mode():
+        rel = torch.rand(4, 6, generator=torch.Generator().manual_seed(3)) < 0.5
+        rel[:, 0] = True
+    x = s.clone().requires_grad_()
+    (g1,) = torch.autograd.grad(vsl_ext.sigmoid_rank(x, 0.01, among=rel).sum(), x)
+    (g2,) = torch.autograd.grad(vsl_ext.smooth_ap_loss(x, rel), x)
+    loss, _ = sap.SmoothAPFunction.apply(x, rel, torch.tensor(0.01, dtype=torch.float64), False, 0)
+    (g3,) = torch.autograd.grad(loss, x)
+    torch.testing.assert_close(g3, g2)
+    assert torch.isfinite(g1).all()

@@ -127,10 +127,16 @@ torch.library.register_vmap(sigmoid_rank_among_op, _among_vmap)
 torch.library.register_vmap(sigmoid_rank_among_backward_op, _among_backward_vmap)
 
 
+def savable(mask: Tensor) -> Tensor:
+    """A mask autograd may save: one made under torch.inference_mode (a cached relevance) is copied (a
+    bool (r, c) copy), since inference tensors cannot be saved for backward."""
+    return mask.clone() if mask.is_inference() else mask
+
+
 def _setup_context(ctx, inputs, output):
     m, among, tau, descending, algorithm = inputs
     want = ctx.needs_input_grad[0]
-    ctx.save_for_backward(m if want else None, among if want else None, tau)
+    ctx.save_for_backward(m if want else None, savable(among) if want else None, tau)
     ctx.args = (descending, algorithm)
 
 

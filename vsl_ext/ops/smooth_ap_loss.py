@@ -33,7 +33,7 @@ from torch import Tensor
 from .. import _validate
 from . import _checks
 from .sigmoid_rank import batched, per_sample
-from .sigmoid_rank_among import ranks_among, ranks_among_backward
+from .sigmoid_rank_among import ranks_among, ranks_among_backward, savable
 
 # Rows per kernel call: about this many elements of (rows, cols) temporaries at a time (a few MB), so a
 # large batch holds its gradient and a bounded chunk, not a dozen (r, c) buffers.
@@ -124,7 +124,7 @@ def _setup_context(ctx, inputs, output):
     want = ctx.needs_input_grad[0]
     recompute = want and not sims_grad
     ctx.save_for_backward(grad if want and sims_grad else None, sims if recompute else None,
-                          relevant if recompute else None, tau if recompute else None)
+                          savable(relevant) if recompute else None, tau if recompute else None)
     ctx.algorithm = algorithm
 
 
