@@ -130,6 +130,8 @@ torch.library.register_vmap(sigmoid_rank_among_backward_op, _among_backward_vmap
 def savable(mask: Tensor) -> Tensor:
     """A mask autograd may save: one made under torch.inference_mode (a cached relevance) is copied (a
     bool (r, c) copy), since inference tensors cannot be saved for backward."""
+    if torch.compiler.is_compiling():  # is_inference() cannot be traced; a compiled graph saves its own values
+        return mask
     return mask.clone() if mask.is_inference() else mask
 
 
