@@ -24,6 +24,8 @@ ENTRIES = (
     "CaptionIndex constructors", "CaptionIndex.load", "CaptionIndex.image_similarity / caption_similarity",
     "CaptionIndex.cider_d", "metrics.recall_at_k / evaluate_protocol", "PrecompSplit",
     "vsl-train --resume", "vsl-eval", "vsl-prepare-images",
+    "vsl_ext.sigmoid_rank (among)", "torch.ops.vsl_ext.sigmoid_rank_among", "vsl_ext.smooth_ap_loss",
+    "torch.ops.vsl_ext.smooth_ap_loss",
 )
 KINDS = (
     "dtype", "shape / rank", "empty", "n = 1", "device", "layout (strides)", "NaN", "±inf", "huge (1e38, dtype max)",

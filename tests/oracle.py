@@ -116,3 +116,54 @@ def brute_vsl(S, C, tau, variant="row"):
             g_values = transpose(g_values)
         grads.append([[a + b for a, b in zip(r, v)] for r, v in zip(g_rows, g_values)])
     return 1.0 - total / n ** 2, grads[0], grads[1]
+
+
+def brute_rank_among(rows, among, tau, descending=True):
+    """``R[i][j] = 1 + sum_{k != j, among[i][k]} sigmoid(+-(rows[i][k] - rows[i][j]) / tau)`` for every j."""
+    out = []
+    for x, keep in zip(rows, among):
+        out.append([1.0 + sum(pair_sigmoid(x[k], x[j], tau) if descending else pair_sigmoid(x[j], x[k], tau)
+                              for k in range(len(x)) if k != j and keep[k])
+                    for j in range(len(x))])
+    return out
+
+
+def brute_rank_among_grad(rows, among, G, tau, descending=True):
+    """d/d rows of ``sum_ij G[i][j] R[i][j]`` for the rank among ``among``."""
+    s = 1.0 if descending else -1.0
+    grad = [[0.0] * len(x) for x in rows]
+    for i, (x, keep) in enumerate(zip(rows, among)):
+        for j in range(len(x)):
+            for k in range(len(x)):
+                if k == j or not keep[k]:
+                    continue
+                d = s * G[i][j] * pair_sigmoid_grad(x[k], x[j], tau)
+                grad[i][k] += d
+                grad[i][j] -= d
+    return grad
+
+
+def brute_smooth_ap(S, P, tau):
+    """(loss, dL/dS) of Smooth-AP for any relevance P (Brown et al., ECCV 2020, generalised):
+    ``1 - mean_q (1/|P_q|) sum_{j in P_q} R_P(q, j) / R_all(q, j)`` over the queries q with a relevant
+    reference, R_all the descending rank in the row, R_P the same sum over the relevant k only."""
+    valid = [q for q in range(len(S)) if any(P[q])]
+    total = 0.0
+    grad = [[0.0] * len(x) for x in S]
+    for q in valid:
+        x, p = S[q], P[q]
+        w = 1.0 / (sum(1 for v in p if v) * len(valid))
+        for j in range(len(x)):
+            if not p[j]:
+                continue
+            r_all = 1.0 + sum(pair_sigmoid(x[k], x[j], tau) for k in range(len(x)) if k != j)
+            r_pos = 1.0 + sum(pair_sigmoid(x[k], x[j], tau) for k in range(len(x)) if k != j and p[k])
+            total += w * r_pos / r_all
+            g_all, g_pos = w * r_pos / r_all ** 2, -w / r_all  # d loss / d R_all, d loss / d R_P
+            for k in range(len(x)):
+                if k == j:
+                    continue
+                d = (g_all + (g_pos if p[k] else 0.0)) * pair_sigmoid_grad(x[k], x[j], tau)
+                grad[q][k] += d
+                grad[q][j] -= d
+    return 1.0 - total, grad

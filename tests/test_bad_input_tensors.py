@@ -237,7 +237,6 @@ def test_loss_mixed_and_half_dtypes(entry, dtypes):
 
 @pytest.mark.parametrize("entry", params((e, (e, "shape / rank")) for e in LOSSES))
 @pytest.mark.parametrize("shapes, message", [
-    (((3, 4), (3, 4)), r"sims must be a square \(n, n\) matrix, got shape \(3, 4\)"),
     (((4, 4), (4, 3)), r"semantic_sims must have the shape of sims \(4, 4\), got \(4, 3\)"),
     (((4, 4), (5, 5)), r"semantic_sims must have the shape of sims \(4, 4\), got \(5, 5\)"),
     (((4,), (4,)), r"sims must be a 2-D matrix, got 1-D"),
@@ -246,6 +245,18 @@ def test_loss_mixed_and_half_dtypes(entry, dtypes):
 def test_loss_rejects_shapes(entry, shapes, message):
     with pytest.raises(ValueError, match=message):
         _loss(entry, torch.zeros(shapes[0]), torch.zeros(shapes[1]))
+
+
+@cell(PUBLIC, "shape / rank")
+def test_public_code_loss_rejects_rectangular_sims():
+    with pytest.raises(ValueError, match=r"sims must be a square \(n, n\) matrix for variant='public-code'"):
+        vsl_ext.vsl_loss(torch.zeros(3, 4), torch.zeros(3, 4), variant="public-code")
+
+
+@cell(ROW, "shape / rank")
+def test_row_loss_takes_rectangular_sims():
+    s, c = _m(3, 4, scale=0.3), _m(3, 4, seed=1, scale=0.3)
+    assert vsl_ext.vsl_loss(s, c, 0.1).item() == pytest.approx(LOSS_ORACLE[ROW](s, c, 0.1), rel=1e-9)
 
 
 @pytest.mark.parametrize("entry", params((e, (e, "shape / rank")) for e in LOSSES))
@@ -575,3 +586,233 @@ def test_vsl_loss_module_checks_tau_in_the_computation_dtype():
     assert m(_m(3, 3), _m(3, 3, seed=1)).item() == pytest.approx(oracle.loss(_m(3, 3), _m(3, 3, seed=1), 1e-39))
     with pytest.raises(ValueError, match="1 / tau overflows float32"):
         m(_m(3, 3, dtype=torch.float32), _m(3, 3, dtype=torch.float32))
+
+
+# ------------------------------------------------------- the smoothed-rank family (issue 24)
+AMONG, AMONG_OP = "vsl_ext.sigmoid_rank (among)", "torch.ops.vsl_ext.sigmoid_rank_among"
+SAP, SAP_OP = "vsl_ext.smooth_ap_loss", "torch.ops.vsl_ext.smooth_ap_loss"
+TAU64 = torch.tensor(1e-2, dtype=torch.float64)
+
+
+def _among(r, c, seed=0):
+    return torch.rand(r, c, generator=torch.Generator().manual_seed(seed)) < 0.5
+
+
+def _sap_oracle(s, rel, tau=1e-2):
+    import oracle as brute
+    return brute.brute_smooth_ap(s.double().tolist(), rel.tolist(), tau)[0]
+
+
+def _among_oracle(m, among, tau=1e-2, descending=True):
+    import oracle as brute
+    return torch.tensor(brute.brute_rank_among(m.double().tolist(), among.tolist(), tau, descending),
+                        dtype=torch.float64)
+
+
+@cell(AMONG, "dtype")
+@cell(SAP, "dtype")
+@pytest.mark.parametrize("bad", ["int64", "uint8", "float32", "complex64"])
+def test_family_masks_must_be_bool(bad):
+    mask = torch.ones(3, 4).to(getattr(torch, bad))
+    with pytest.raises(TypeError, match=rf"among must be a bool tensor .* got dtype torch\.{bad}"):
+        vsl_ext.sigmoid_rank(_m(3, 4), among=mask)
+    with pytest.raises(TypeError, match=rf"relevant must be a bool tensor .* got dtype torch\.{bad}"):
+        vsl_ext.smooth_ap_loss(_m(3, 4), mask)
+
+
+@cell(AMONG_OP, "dtype")
+@cell(SAP_OP, "dtype")
+@pytest.mark.parametrize("bad", ["int64", "float32"])
+def test_family_ops_reject_non_bool_masks(bad):
+    mask = torch.ones(3, 4).to(getattr(torch, bad))
+    with pytest.raises(TypeError, match="vsl_ext::sigmoid_rank_among: among must be a bool tensor"):
+        OPS.sigmoid_rank_among(_m(3, 4), mask, TAU64, True, 0)
+    with pytest.raises(TypeError, match="vsl_ext::smooth_ap_loss: relevant must be a bool tensor"):
+        OPS.smooth_ap_loss(_m(3, 4), mask, TAU64, True, 0)
+
+
+@cell(AMONG, "shape / rank")
+@cell(SAP, "shape / rank")
+@cell(AMONG_OP, "shape / rank")
+@cell(SAP_OP, "shape / rank")
+@pytest.mark.parametrize("shape", [(3, 5), (4, 3), (3,)], ids=str)
+def test_family_masks_of_another_shape(shape):
+    mask = torch.ones(shape, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"among must have the shape of M \(3, 4\)"):
+        vsl_ext.sigmoid_rank(_m(3, 4), among=mask)
+    with pytest.raises(ValueError, match=r"relevant must have the shape of sims \(3, 4\)"):
+        vsl_ext.smooth_ap_loss(_m(3, 4), mask)
+    with pytest.raises(ValueError, match=r"among must have the shape of m \(3, 4\)"):
+        OPS.sigmoid_rank_among(_m(3, 4), mask, TAU64, True, 0)
+    with pytest.raises(ValueError, match=r"relevant must have the shape of sims \(3, 4\)"):
+        OPS.smooth_ap_loss(_m(3, 4), mask, TAU64, True, 0)
+
+
+@cell(SAP, "shape / rank")
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1)], ids=str)
+def test_smooth_ap_takes_any_rectangle(shape):
+    s, rel = _m(*shape, scale=0.05), torch.ones(shape, dtype=torch.bool)
+    rel[0, 0] = True
+    assert vsl_ext.smooth_ap_loss(s, rel).item() == pytest.approx(_sap_oracle(s, rel), rel=1e-9, abs=1e-12)
+
+
+@cell(AMONG, "empty")
+@cell(SAP, "empty")
+@pytest.mark.parametrize("shape", EMPTY, ids=str)
+def test_family_rejects_empty(shape):
+    with pytest.raises(ValueError, match="M must be non-empty"):
+        vsl_ext.sigmoid_rank(torch.empty(shape), among=torch.ones(shape, dtype=torch.bool))
+    with pytest.raises(ValueError, match="sims must be non-empty"):
+        vsl_ext.smooth_ap_loss(torch.empty(shape), torch.ones(shape, dtype=torch.bool))
+
+
+@cell(AMONG_OP, "empty")
+@cell(SAP_OP, "empty")
+@pytest.mark.parametrize("shape", EMPTY, ids=str)
+def test_family_ops_on_empty_matrices(shape):
+    mask = torch.ones(shape, dtype=torch.bool)
+    assert OPS.sigmoid_rank_among(torch.empty(shape), mask, TAU64, True, 0).shape == shape
+    with pytest.raises(ValueError, match="relevant marks no relevant reference"):  # no query has one
+        OPS.smooth_ap_loss(torch.empty(shape), mask, TAU64, True, 0)
+    loss, grad = OPS.smooth_ap_loss(torch.empty(0, *shape), torch.ones(0, *shape, dtype=torch.bool), TAU64, True, 0)
+    assert loss.shape == (0,) and grad.shape == (0, *shape)  # no matrix at all: nothing to reject
+
+
+@cell(AMONG, "n = 1")
+@cell(SAP, "n = 1")
+@pytest.mark.parametrize("keep", [True, False])
+def test_family_of_one_entry(keep):
+    m = torch.tensor([[0.3]], requires_grad=True)
+    mask = torch.tensor([[keep]])
+    r = vsl_ext.sigmoid_rank(m, among=mask)
+    assert r.item() == 1.0
+    if keep:
+        loss = vsl_ext.smooth_ap_loss(m, mask)
+        assert loss.item() == 0.0
+        loss.backward()
+        assert m.grad.item() == 0.0
+    else:
+        with pytest.raises(ValueError, match="relevant marks no relevant reference"):
+            vsl_ext.smooth_ap_loss(m, mask)
+
+
+@cell(AMONG, "device")
+@cell(SAP, "device")
+@cell(AMONG_OP, "device")
+@cell(SAP_OP, "device")
+def test_family_masks_on_another_device():
+    mask = torch.ones(3, 4, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match="among is on meta but M is on cpu"):
+        vsl_ext.sigmoid_rank(_m(3, 4), among=mask)
+    with pytest.raises(ValueError, match="relevant is on meta but sims is on cpu"):
+        vsl_ext.smooth_ap_loss(_m(3, 4), mask)
+    with pytest.raises(ValueError, match="among is on meta but m is on cpu"):
+        OPS.sigmoid_rank_among(_m(3, 4), mask, TAU64, True, 0)
+    with pytest.raises(ValueError, match="relevant is on meta but sims is on cpu"):
+        OPS.smooth_ap_loss(_m(3, 4), mask, TAU64, True, 0)
+
+
+@cell(AMONG, "layout (strides)")
+@cell(SAP, "layout (strides)")
+@pytest.mark.parametrize("layout", ["transposed", "sliced"])
+def test_family_any_layout(layout):
+    base, mask = _m(8, 10, scale=0.02), _among(8, 10)
+    mask[:, 0] = True
+    view = (lambda t: t.t().contiguous().t()) if layout == "transposed" else (lambda t: t.repeat_interleave(2, dim=1)[:, ::2])
+    m, keep = view(base), view(mask)
+    assert not m.is_contiguous() and not keep.is_contiguous()
+    assert_values(vsl_ext.sigmoid_rank(m, 1e-2, among=keep), _among_oracle(base, mask))
+    assert vsl_ext.smooth_ap_loss(m, keep).item() == pytest.approx(_sap_oracle(base, mask), rel=1e-9)
+
+
+@cell(AMONG, "NaN")
+@cell(SAP, "NaN")
+def test_family_nan():
+    m, mask = _m(3, 5, scale=0.02), torch.ones(3, 5, dtype=torch.bool)
+    m[1, 2] = NAN
+    r = vsl_ext.sigmoid_rank(m, 1e-2, among=mask)
+    assert torch.isnan(r[1]).all() and torch.isfinite(r[[0, 2]]).all()
+    assert math.isnan(vsl_ext.smooth_ap_loss(m, mask).item())
+
+
+@cell(AMONG, "±inf")
+@cell(SAP, "±inf")
+@pytest.mark.parametrize("fill", [INF, -INF, "both"])
+def test_family_infinities(fill):
+    m, mask = _m(4, 9, scale=0.02), _among(4, 9, 3)
+    mask[:, 0] = True
+    m[1, :3] = INF if fill == "both" else fill
+    m[2, 4::2] = -INF if fill == "both" else fill
+    m[3, :] = fill if fill != "both" else INF
+    for descending in (True, False):
+        assert_values(vsl_ext.sigmoid_rank(m, 1e-2, descending, among=mask), _among_oracle(m, mask, 1e-2, descending))
+    assert vsl_ext.smooth_ap_loss(m, mask).item() == pytest.approx(_sap_oracle(m, mask), rel=1e-9)
+
+
+@cell(AMONG, "huge (1e38, dtype max)")
+@cell(SAP, "huge (1e38, dtype max)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_family_huge_values(dtype):
+    big = torch.finfo(dtype).max
+    m = torch.tensor([[big, -big, 0.0, 1e38, -1e38]], dtype=dtype)
+    mask = torch.tensor([[True, False, True, False, True]])
+    assert_values(vsl_ext.sigmoid_rank(m, 1e-2, among=mask), _among_oracle(m, mask))
+    assert vsl_ext.smooth_ap_loss(m, mask).item() == pytest.approx(_sap_oracle(m, mask), rel=1e-6)
+
+
+@cell(AMONG, "tau")
+@cell(SAP, "tau")
+@cell(AMONG_OP, "tau")
+@cell(SAP_OP, "tau")
+@pytest.mark.parametrize("tau, message", [(0.0, "tau must be a finite number > 0"), (NAN, "tau"), (1e-45, "1 / tau")])
+def test_family_rejects_bad_tau(tau, message):
+    with pytest.raises(ValueError, match=message):
+        vsl_ext.sigmoid_rank(_m(3, 4, dtype=torch.float32), tau, among=_among(3, 4))
+    with pytest.raises(ValueError, match=message):
+        vsl_ext.smooth_ap_loss(_m(3, 4, dtype=torch.float32), torch.ones(3, 4, dtype=torch.bool), tau)
+    if tau != 1e-45:
+        with pytest.raises(ValueError, match=message):
+            OPS.sigmoid_rank_among(_m(3, 4, dtype=torch.float32), _among(3, 4), torch.tensor(tau, dtype=torch.float64), True, 0)
+        with pytest.raises(ValueError, match=message):
+            OPS.smooth_ap_loss(_m(3, 4, dtype=torch.float32), torch.ones(3, 4, dtype=torch.bool), torch.tensor(tau, dtype=torch.float64),
+                               True, 0)
+
+
+@cell(SAP, "other arguments")
+@cell(SAP_OP, "other arguments")
+@pytest.mark.parametrize("rows", ["none relevant", "some without", "all relevant"])
+def test_smooth_ap_rows_without_positives_and_all_positive_rows(rows):
+    s = _m(4, 6, scale=0.02)
+    rel = _among(4, 6, 1)
+    if rows == "none relevant":
+        rel[:] = False
+        with pytest.raises(ValueError, match="relevant marks no relevant reference in any row"):
+            vsl_ext.smooth_ap_loss(s, rel)
+        with pytest.raises(ValueError, match="relevant marks no relevant reference in any row"):
+            OPS.smooth_ap_loss(s, rel, TAU64, True, 0)
+        return
+    if rows == "some without":
+        rel[1:3] = False
+    else:
+        rel[:] = True  # every AP is 1: the loss is 0, its gradient too
+    x = s.clone().requires_grad_()
+    loss = vsl_ext.smooth_ap_loss(x, rel)
+    assert loss.item() == pytest.approx(_sap_oracle(s, rel), rel=1e-9, abs=1e-12)
+    loss.backward()
+    if rows == "all relevant":
+        assert loss.item() == pytest.approx(0.0, abs=1e-15) and torch.count_nonzero(x.grad) == 0
+    else:
+        assert torch.count_nonzero(x.grad[1:3]) == 0  # skipped rows get no gradient
+
+
+@cell(AMONG, "other arguments")
+@cell(AMONG_OP, "other arguments")
+@pytest.mark.parametrize("descending", [True, False])
+def test_among_of_nothing_and_everything(descending):
+    m = _m(3, 6, scale=0.02)
+    none, every = torch.zeros(3, 6, dtype=torch.bool), torch.ones(3, 6, dtype=torch.bool)
+    assert torch.equal(vsl_ext.sigmoid_rank(m, 1e-2, descending, among=none), torch.ones_like(m))
+    torch.testing.assert_close(vsl_ext.sigmoid_rank(m, 1e-2, descending, among=every),
+                               vsl_ext.sigmoid_rank(m, 1e-2, descending))
+    with pytest.raises(ValueError, match="algorithm must be one of the codes"):
+        OPS.sigmoid_rank_among(m, every, TAU64, descending, 7)

@@ -60,6 +60,7 @@ class Row:
     formula: Callable
     module: Optional[torch.nn.Module] = None
     tensor_tau: bool = False  # the registered ops take tau only as a 0-d float64 tensor
+    kernel_calls: int = 1  # native calls of the forward of a vmapped batch (one per rank it takes)
     errors: Dict[str, Tuple[type, str]] = field(default_factory=dict)
 
     def set_tau(self, tau) -> None:
@@ -80,6 +81,22 @@ def _op_loss(x, c, tau):
     return 1.0 - OPS.vsl_loss_ratio_sum(x, c, tau, False, False, AUTO)[0] / (n * n)
 
 
+def _relevant(c):
+    """The smoothed-rank family's relevance (or subset) from the semantic matrix: at least one per row."""
+    return c >= c.mean(-1, keepdim=True)
+
+
+_smooth_ap_module = vsl_ext.SmoothAPLoss(TAU)
+
+
+def _daa_formula(x, c, tau):
+    return 25.0 * (reference.public_code_vsl_loss(x, c, tau) + reference.public_code_vsl_loss(x.t(), c.t(), tau))
+
+
+def _smooth_ap_formula(x, c, tau):
+    return reference.smooth_ap_loss(x, _relevant(c), tau)
+
+
 _FUNC_RAISES = (RuntimeError, "must override the setup_context staticmethod")  # pytorch/pytorch#168393
 _HALF = (TypeError, "must be float32 or float64, got torch.(bfloat16|float16)")  # the ops compute in float32/64
 # vsl_ext.distributed.vsl_loss reads its cross-rank agreement check (a collective's result) on the host:
@@ -98,11 +115,28 @@ ROWS = [
     Row("distributed.vsl_loss", lambda x, c, tau: vsl_ext.distributed.vsl_loss(x, c, tau), reference.vsl_loss,
         errors={"compile_fullgraph": _DATA_DEPENDENT, "export": _DATA_DEPENDENT, "compiled_func_grad": _DATA_DEPENDENT,
                 "func_vmap": _NO_BATCHED_COLLECTIVE}),
+    Row("sigmoid_rank among", lambda x, c, tau: vsl_ext.sigmoid_rank(x, tau, among=_relevant(c)),
+        lambda x, c, tau: reference.sigmoid_rank_among(x, _relevant(c), tau)),
+    Row("smooth_ap_loss", lambda x, c, tau: vsl_ext.smooth_ap_loss(x, _relevant(c), tau), _smooth_ap_formula,
+        kernel_calls=2),
+    Row("SmoothAPLoss", lambda x, c, tau: _smooth_ap_module(x, _relevant(c)), _smooth_ap_formula,
+        module=_smooth_ap_module, kernel_calls=2),
+    Row("daa_loss", lambda x, c, tau: vsl_ext.daa_loss(x, c, tau), _daa_formula, kernel_calls=2),
     Row("torch.ops.vsl_ext.sigmoid_rank", lambda x, c, tau: OPS.sigmoid_rank(x, tau, True, AUTO),
         lambda x, c, tau: reference.sigmoid_rank(x, tau), tensor_tau=True,
         errors={"func_grad": _FUNC_RAISES, "compiled_func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES,
                 "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
     Row("torch.ops.vsl_ext.vsl_loss_ratio_sum", _op_loss, reference.vsl_loss, tensor_tau=True,
+        errors={"func_grad": _FUNC_RAISES, "compiled_func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES,
+                "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
+    Row("torch.ops.vsl_ext.sigmoid_rank_among",
+        lambda x, c, tau: OPS.sigmoid_rank_among(x, _relevant(c), tau, True, AUTO),
+        lambda x, c, tau: reference.sigmoid_rank_among(x, _relevant(c), tau), tensor_tau=True,
+        errors={"func_grad": _FUNC_RAISES, "compiled_func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES,
+                "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
+    Row("torch.ops.vsl_ext.smooth_ap_loss",
+        lambda x, c, tau: OPS.smooth_ap_loss(x, _relevant(c), tau, False, AUTO)[0],  # backward recomputes
+        _smooth_ap_formula, tensor_tau=True, kernel_calls=2,
         errors={"func_grad": _FUNC_RAISES, "compiled_func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES,
                 "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
 ]
@@ -332,7 +366,7 @@ def cell_func_vmap(row: Row):
     tau = _tau_arg(row, TAU)
     with _kernel_calls() as calls:
         out = torch.func.vmap(lambda x, c: row.call(x, c, tau))(xs, cs)
-    assert len(calls) == 1, calls
+    assert len(calls) == row.kernel_calls, calls
     if row.name.startswith("torch.ops"):
         grads = None
     else:

@@ -137,7 +137,8 @@ def test_half_inputs_return_half_gradients(device, dtype):
 BAD_INPUTS = [
     (lambda: vsl_ext.vsl_loss(torch.rand(3), torch.rand(3)), ValueError, "sims must be a 2-D"),
     (lambda: vsl_ext.vsl_loss(torch.rand(2, 3, 3), torch.rand(3, 3)), ValueError, "sims must be a 2-D"),
-    (lambda: vsl_ext.vsl_loss(torch.rand(3, 4), torch.rand(3, 4)), ValueError, r"sims must be a square \(n, n\)"),
+    (lambda: vsl_ext.vsl_loss(torch.rand(3, 4), torch.rand(3, 4), variant="public-code"), ValueError,
+     r"sims must be a square \(n, n\) matrix for variant='public-code'"),
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(4, 4)), ValueError, r"semantic_sims must have the shape"),
     (lambda: vsl_ext.vsl_loss(torch.rand(3, 3), torch.rand(3, 3), tau=0.0), ValueError,
      "tau must be a finite number > 0"),

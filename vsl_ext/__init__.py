@@ -9,9 +9,11 @@ from . import reference
 from ._native import build_info
 from ._version import __version__
 from .caption_index import CaptionIndex
-from .criterion import VSLCriterion, VSLLoss
+from .criterion import SmoothAPLoss, VSLCriterion, VSLLoss
+from .daa import daa_loss
 from .ops.sigmoid_rank import sigmoid_rank
+from .ops.smooth_ap_loss import smooth_ap_loss
 from .ops.vsl_loss import vsl_loss
 
 __all__ = ["__version__", "build_info", "reference", "sigmoid_rank", "vsl_loss", "VSLLoss", "VSLCriterion",
-           "CaptionIndex"]
+           "CaptionIndex", "smooth_ap_loss", "SmoothAPLoss", "daa_loss"]

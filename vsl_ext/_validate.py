@@ -44,6 +44,17 @@ def same_shape_and_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
 
 
+def bool_mask(name: str, t, ref_name: str, ref: torch.Tensor) -> torch.Tensor:
+    """A bool tensor of ``ref``'s shape on ``ref``'s device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a bool torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor of the shape of {ref_name} {tuple(ref.shape)}, got dtype "
+                        f"{t.dtype}")
+    same_shape_and_device(name, t, ref_name, ref)
+    return t
+
+
 def tau_error(value, dtype: torch.dtype = torch.float32) -> Optional[Exception]:
     """Why ``value`` is no temperature the kernels can use in ``dtype`` (the computation dtype,
     float32 or float64), or None if it is one: tau must be a real number, finite and > 0,

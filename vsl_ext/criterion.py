@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _validate
+from .ops.smooth_ap_loss import smooth_ap_loss
 from .ops.vsl_loss import VARIANTS, vsl_loss
 
 
@@ -107,6 +108,35 @@ class VSLLoss(_Temperature, nn.Module):
 
     def forward(self, sims: Tensor, semantic_sims: Tensor) -> Tensor:
         return vsl_loss(sims, semantic_sims, self._tau, self.variant, algorithm=self.algorithm)
+
+
+class SmoothAPLoss(_Temperature, nn.Module):
+    """Smooth-AP (Brown et al., ECCV 2020) for any relevance as a module: ``SmoothAPLoss(tau)(sims,
+    relevant)`` is :func:`vsl_ext.smooth_ap_loss` ``(sims, relevant, tau, algorithm=...)``.
+
+    Args:
+        tau: sigmoid temperature of the ranks (> 0, default 0.01 as in the paper).
+        algorithm: ``"auto"``, ``"dense"`` or ``"sorted"``, as for :func:`vsl_ext.sigmoid_rank`.
+
+    ``forward(sims, relevant)``: (q, r) similarities of queries to references and a bool (q, r)
+    relevance -> scalar ``1 - mean_q AP_q`` over the queries with a relevant reference.
+
+    Raises:
+        ValueError / TypeError naming the argument: an unknown algorithm, a tau that is not a finite
+        number > 0 (here); the errors of :func:`vsl_ext.smooth_ap_loss` (in forward).
+    """
+
+    def __init__(self, tau: float = 0.01, algorithm: str = "auto"):
+        super().__init__()
+        self._init_tau(tau)
+        _validate.algorithm(algorithm)
+        self.algorithm = algorithm
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, algorithm={self.algorithm!r}"
+
+    def forward(self, sims: Tensor, relevant: Tensor) -> Tensor:
+        return smooth_ap_loss(sims, relevant, self._tau, algorithm=self.algorithm)
 
 
 class VSLCriterion(_Temperature, nn.Module):

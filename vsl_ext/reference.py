@@ -36,8 +36,31 @@ def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True) -> Tenso
     return 1.0 + terms.sum(dim=-1)
 
 
+def sigmoid_rank_among(M: Tensor, among: Tensor, tau: float = 1e-3, descending: bool = True) -> Tensor:
+    """(r, c) -> (r, c): ``R[i, j] = 1 + sum_{k != j, among[i, k]} sigmoid(+-(M[i, k] - M[i, j]) / tau)`` for
+    every j (``vsl_ext.sigmoid_rank(M, among=among)``), with the module's rule for infinities."""
+    diff = _pair_differences(M)
+    if not descending:
+        diff = -diff
+    keep = ~torch.eye(M.shape[1], dtype=torch.bool, device=M.device) & among.unsqueeze(1)  # [i, j, k]
+    terms = torch.where(keep, torch.sigmoid(diff / tau), torch.zeros((), dtype=M.dtype, device=M.device))
+    return 1.0 + terms.sum(dim=-1)
+
+
+def smooth_ap_loss(sims: Tensor, relevant: Tensor, tau: float = 0.01) -> Tensor:
+    """Smooth-AP (Brown et al., ECCV 2020) for any relevance: ``1 - mean_q AP_q`` over the queries with a
+    relevant reference, ``AP_q = (1/|P_q|) sum_{j in P_q} R_P(q, j) / R_all(q, j)`` with R_all =
+    :func:`sigmoid_rank` and R_P = :func:`sigmoid_rank_among` ``(sims, relevant)``."""
+    ratio = sigmoid_rank_among(sims, relevant, tau) / sigmoid_rank(sims, tau)
+    ratio = torch.where(relevant, ratio, torch.zeros((), dtype=sims.dtype, device=sims.device))
+    positives = relevant.sum(-1)
+    valid = positives > 0
+    ap = ratio.sum(-1)[valid] / positives[valid]
+    return 1.0 - ap.mean()
+
+
 def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3) -> Tensor:
-    """Row variant: ``1 - mean(min(SR, CR) / max(SR, CR))`` with SR = R(S), CR = R(C)."""
+    """Row variant: ``1 - mean(min(SR, CR) / max(SR, CR))`` with SR = R(S), CR = R(C); any (r, c) shape."""
     sr = sigmoid_rank(sims, tau)
     cr = sigmoid_rank(semantic_sims, tau)
     return 1.0 - (torch.minimum(sr, cr) / torch.maximum(sr, cr)).mean()

@@ -187,3 +187,62 @@ def vsl_loss_ratio_sum(sims: Tensor, semantic: Tensor, tau: Tensor, public_code:
     if public_code:
         square(op, "sims", sims, require)
     return scalars(op, tau, sims.dtype, algorithm, require)
+
+
+def bool_mask(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require: Require) -> None:
+    """A bool tensor of ``ref``'s shape on ``ref``'s device (a relevance or subset mask)."""
+    require(TypeError, isinstance(t, Tensor), lambda: f"{op}: {name} must be a bool Tensor, got {type(t).__name__}")
+    require(TypeError, t.dtype == torch.bool, lambda: (
+        f"{op}: {name} must be a bool tensor of the shape of {ref_name} {tuple(ref.shape)}, got dtype {t.dtype}"))
+    require(ValueError, t.device == ref.device,
+            lambda: f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
+    require(ValueError, t.dim() == ref.dim(),
+            lambda: f"{op}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+    for dim in range(ref.dim()):
+        require(ValueError, t.shape[dim] == ref.shape[dim],
+                lambda: f"{op}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+
+
+def _fast_mask(t, ref: Tensor) -> bool:
+    return (isinstance(t, Tensor) and t.dtype == torch.bool and t.is_cuda == ref.is_cuda
+            and t.get_device() == ref.get_device() and t.shape == ref.shape)
+
+
+def sigmoid_rank_among(m: Tensor, among: Tensor, tau: Tensor, algorithm: int,
+                       require: Require = raise_unless) -> Optional[float]:
+    """Returns tau's value in the real kernels (None in fake ones)."""
+    if require is raise_unless and _fast_matrix(m) and _fast_mask(among, m):
+        value = _fast_tau(tau, m.dtype, algorithm)
+        if value is not None:
+            return value
+    op = "vsl_ext::sigmoid_rank_among"
+    matrix(op, "m", m, require)
+    bool_mask(op, "among", among, "m", m, require)
+    return scalars(op, tau, m.dtype, algorithm, require)
+
+
+def sigmoid_rank_among_backward(m: Tensor, among: Tensor, grad: Tensor, tau: Tensor, algorithm: int,
+                                require: Require = raise_unless) -> Optional[float]:
+    if require is raise_unless and _fast_matrix(m) and _fast_mask(among, m) and _fast_like(grad, m):
+        value = _fast_tau(tau, m.dtype, algorithm)
+        if value is not None:
+            return value
+    op = "vsl_ext::sigmoid_rank_among_backward"
+    matrix(op, "m", m, require)
+    bool_mask(op, "among", among, "m", m, require)
+    like(op, "grad", grad, "m", m, require)
+    return scalars(op, tau, m.dtype, algorithm, require)
+
+
+def smooth_ap_loss(sims: Tensor, relevant: Tensor, tau: Tensor, algorithm: int,
+                   require: Require = raise_unless) -> Optional[float]:
+    """Returns tau's value in the real kernels (None in fake ones). That some query of every matrix
+    has a relevant reference is a check of values, made by the op itself."""
+    if require is raise_unless and _fast_matrix(sims) and _fast_mask(relevant, sims):
+        value = _fast_tau(tau, sims.dtype, algorithm)
+        if value is not None:
+            return value
+    op = "vsl_ext::smooth_ap_loss"
+    matrix(op, "sims", sims, require)
+    bool_mask(op, "relevant", relevant, "sims", sims, require)
+    return scalars(op, tau, sims.dtype, algorithm, require)

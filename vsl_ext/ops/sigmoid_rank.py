@@ -23,6 +23,8 @@ public function differentiates through :class:`SigmoidRankFunction`, an ``autogr
 """
 # No `from __future__ import annotations`: torch 2.4 infers the custom ops' schemas from the
 # annotations and rejects string ones ("unsupported type Tensor").
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -176,8 +178,9 @@ class SigmoidRankFunction(torch.autograd.Function):
     backward = staticmethod(_backward)
 
 
-def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algorithm: str = "auto") -> Tensor:
-    """Smoothed rank of every entry of M within its row.
+def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algorithm: str = "auto",
+                 among: Optional[Tensor] = None) -> Tensor:
+    """Smoothed rank of every entry of M within its row (or within a subset of it: ``among``).
 
     Args:
         M: (r, c) float tensor on CPU or CUDA, any layout. float16/bfloat16 are computed in float32.
@@ -187,6 +190,10 @@ def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algor
             sigmoids only where |difference| <= 30 tau, 50 tau in float64; exact to rounding).
             "auto" takes "sorted" from 64 columns on CPU; on CUDA from 2,048 columns when at most
             half of a row's pairs fall inside the window (docs/kernels.md).
+        among: None, or a bool (r, c) tensor on M's device: rank every entry (in the subset or not)
+            among the references ``k`` with ``among[i, k]`` only, ``R[i, j] = 1 + sum_{k != j,
+            among[i, k]} sigmoid(+-(M[i, k] - M[i, j]) / tau)`` (Smooth-AP's rank among the positives,
+            Brown et al., ECCV 2020); O(r c) memory, both algorithms (:mod:`vsl_ext.ops.sigmoid_rank_among`).
 
     Returns:
         (r, c) ranks in [1, c], float32 (float64 for float64 input); differentiable w.r.t. M.
@@ -197,12 +204,18 @@ def sigmoid_rank(M: Tensor, tau: float = 1e-3, descending: bool = True, *, algor
     Raises:
         TypeError / ValueError naming the argument: M not a non-empty 2-D float tensor, tau not a
         finite number > 0 whose reciprocal is finite in the computation dtype (tau >= 2.9e-39 for
-        float32), descending not a bool, an unknown algorithm.
+        float32), descending not a bool, an unknown algorithm, among not a bool tensor of M's shape
+        on M's device.
     """
     _validate.matrix("M", M)
     dtype = _validate.compute_dtype(M)
     tau = _validate.tau(tau, dtype)
     if not isinstance(descending, bool):
         raise TypeError(f"descending must be a bool, got {type(descending).__name__}")
+    if among is not None:
+        from .sigmoid_rank_among import SigmoidRankAmongFunction  # it builds on this module
+        _validate.bool_mask("among", among, "M", M)
+        return SigmoidRankAmongFunction.apply(M.to(dtype), among, _validate.tau_tensor(tau), descending,
+                                              _validate.algorithm(algorithm))
     return SigmoidRankFunction.apply(M.to(dtype), _validate.tau_tensor(tau), descending,
                                      _validate.algorithm(algorithm))

@@ -5,7 +5,8 @@ sigmoid ranks, see :mod:`vsl_ext.ops.sigmoid_rank`). The fused op ranks one row 
 sums the row's ratios and, for the inputs that need one, takes the gradient of that sum through the
 row's ranks right away (on CPU in the same pass over the row, which is still sorted), so the backward
 only scales it: memory is O(n^2) instead of the reference's O(n^3), and nothing is recomputed. It
-returns the float64 sum of the ratios; the loss is ``1 - sum / n^2``, and a row-sharded batch
+returns the float64 sum of the ratios; the loss is ``1 - sum / (r c)`` for (r, c) S (the row variant takes
+any rectangular shape, the public-code variant square ones), and a row-sharded batch
 (:mod:`vsl_ext.distributed`) adds the ranks' sums.
 
 Registered op: ``vsl_ext::vsl_loss_ratio_sum(Tensor sims, Tensor semantic, Tensor tau, bool
@@ -223,13 +224,16 @@ def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: st
     """Visual Semantic Loss between an image-text similarity matrix and a semantic similarity matrix.
 
     Args:
-        sims: (n, n) image-text similarities S (row i: image i against the batch's n texts).
-        semantic_sims: (n, n) semantic similarities C between the batch's images (e.g. from
-            :class:`vsl_ext.CaptionIndex`); receives gradients only if it requires grad.
+        sims: (n, n) image-text similarities S (row i: image i against the batch's n texts), or, for
+            the row variant, any (r, c) matrix (e.g. N images x N*K captions).
+        semantic_sims: semantic similarities C of sims' shape: (n, n) between the batch's images (e.g.
+            from :class:`vsl_ext.CaptionIndex`), or (r, c) with C[i, j] the similarity of image i and
+            caption j's image; receives gradients only if it requires grad.
         tau: sigmoid temperature of the ranks (> 0, default 1e-3 as in the paper).
         variant: "row" ranks each row of S and C (the paper's Eq. 5); "public-code" reproduces the
             published implementation, which ranks S[b, c] against column b of S (see
-            :func:`vsl_ext.reference.public_code_vsl_loss`). Neither is multiplied by beta.
+            :func:`vsl_ext.reference.public_code_vsl_loss`; square S only, since it ranks S against
+            S^T). Neither is multiplied by beta. The loss is ``1 - sum_ij min/max / (r c)``.
         algorithm: "auto", "dense" or "sorted", as for :func:`vsl_ext.sigmoid_rank`.
 
     Returns:
@@ -237,15 +241,19 @@ def vsl_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, variant: st
         Infinite entries (e.g. -inf-masked padding captions) are ranked as
         :func:`vsl_ext.sigmoid_rank` ranks them (both variants), so the loss stays finite and no
         gradient reaches them; NaN in either matrix gives a NaN loss. tau must have a finite
-        reciprocal in the computation dtype (ValueError naming tau otherwise).
+        reciprocal in the computation dtype (ValueError naming tau otherwise); a non-square sims with
+        variant="public-code" is a ValueError naming sims.
     """
-    _validate.square("sims", _validate.matrix("sims", sims))
+    _validate.matrix("sims", sims)
     s, c, tau, algo = prepare(sims, semantic_sims, tau, variant, algorithm)
+    if variant == "public-code" and s.shape[0] != s.shape[1]:
+        raise ValueError(f"sims must be a square (n, n) matrix for variant='public-code' (it ranks S against S^T), "
+                         f"got shape {tuple(s.shape)}; the row variant takes any (r, c) shape")
     public_code = variant == "public-code"
     if type(tau) is float and _eager.plain(s, c):
         _checks.vsl_loss_ratio_sum(s, c, tau, public_code, algo)  # the op's own checks
         grad = torch.is_grad_enabled()  # (forward() runs with it off)
         return _EagerLoss.apply(s, c, tau, public_code, algo, grad and s.requires_grad, grad and c.requires_grad)
-    n = s.shape[0]  # a symbolic size under tracing: no Python arithmetic that would specialise it
+    rows, cols = s.shape  # symbolic sizes under tracing: no Python arithmetic that would specialise them
     total = ratio_sum(s, c, tau, public_code, algo)
-    return (1.0 - total / (n * n)).to(s.dtype)
+    return (1.0 - total / (rows * cols)).to(s.dtype)
