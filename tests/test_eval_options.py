@@ -1,5 +1,8 @@
-"""vsl-eval's runtime options: --threads (the metrics' last digit can depend on it) and the progress
-bar of long evaluations."""
+"""vsl-eval's runtime options: --threads (the metrics' last digit can depend on it), the progress
+bar of long evaluations, and --overwrite (no output file is replaced without it)."""
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -39,3 +42,18 @@ def test_a_pairwise_head_shows_progress_while_it_scores(saf_checkpoint, tiny_dat
     assert "similarities (images)" in capsys.readouterr().err
     assert eval_main([saf_checkpoint, "--data", tiny_data, "--shard", "2", "--no-progress"]) == 0
     assert "similarities (images)" not in capsys.readouterr().err
+
+
+def test_no_output_file_is_replaced_without_overwrite(saf_checkpoint, tiny_data, tmp_path, capsys):
+    metrics, sims = tmp_path / "m.json", tmp_path / "s.npy"
+    metrics.write_text("earlier")
+    sims.write_bytes(b"earlier")
+    run = [saf_checkpoint, "--data", tiny_data, "--no-progress", "--json", str(metrics),
+           "--save-sims", str(tmp_path / "s")]
+    assert eval_main(run) == 2
+    err = capsys.readouterr().err
+    assert str(metrics) in err and str(sims) in err and "--overwrite" in err
+    assert metrics.read_text() == "earlier" and sims.read_bytes() == b"earlier"
+    assert eval_main(run + ["--overwrite"]) == 0
+    assert "results" in json.loads(metrics.read_text())
+    assert np.load(sims).shape == (4, 20)       # tiny_data's test split: 4 images x 5 captions

@@ -137,7 +137,7 @@ def test_harness_outputs_under_the_umask(tmp_path, mask):
         for p in written:
             os.chmod(p, 0o640)
         train(TrainConfig(epochs=2, resume=True, **cfg), log=lambda m: None)
-        assert eval_main(evaluation) == 0
+        assert eval_main(evaluation + ["--overwrite"]) == 0
         rewritten = [out / n for n in ("checkpoint.pth", "config.json", "vocab.json", "metrics.jsonl",
                                       "results.json")] + [tmp_path / "eval" / "m.json", tmp_path / "eval" / "s.npy"]
         assert {str(p): mode(p) for p in rewritten} == {str(p): 0o640 for p in rewritten}

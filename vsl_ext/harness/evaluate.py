@@ -39,7 +39,6 @@ from .data.wordpiece import vocabulary_from_checkpoint
 from .models import SEGMENTATION_MODELS, build_model
 from .phrase_training import caption_extras
 
-
 # torch CPU threads of vsl-train, vsl-eval and the demo unless --threads is given: one thread is the
 # fastest for the harness's small models on small or shared machines (docs/training.md, "Threads")
 DEFAULT_THREADS = 1
@@ -271,6 +270,16 @@ def semantic_reports(args, sims: np.ndarray, captions_per_image: int) -> dict:
     return out
 
 
+def sims_path(path: str) -> str:
+    """Where ``--save-sims PATH`` writes: PATH, with ``.npy`` appended as ``np.save`` does."""
+    return path if path.endswith(".npy") else path + ".npy"
+
+
+def output_paths(args) -> List[str]:
+    """The files this vsl-eval writes (``--json``, ``--save-sims``): none is replaced without ``--overwrite``."""
+    return ([args.json] if args.json else []) + ([sims_path(args.save_sims)] if args.save_sims else [])
+
+
 def evaluate_saved_sims(args) -> int:
     """``vsl-eval --sims FILE.npy``: the metrics of a saved (images x captions) similarity matrix."""
     try:
@@ -318,6 +327,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--shard", type=int, default=128, help="images/captions per similarity shard")
     p.add_argument("--save-sims", default=None, help="write the (ensemble's) similarity matrix to this .npy file")
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json or --save-sims file")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch CPU threads (default {DEFAULT_THREADS}, the fastest on small or shared machines; "
                    "0: torch's default, one per core); the last digit of the metrics can depend on it")
@@ -325,6 +335,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.threads < 0:
         p.error(f"--threads must be >= 0, got {args.threads}")
+    existing = [path for path in output_paths(args) if os.path.exists(path)]
+    if existing and not args.overwrite:
+        print(f"vsl-eval: error: {', '.join(existing)} already exists: pass --overwrite to replace it, or pick "
+              "another path", file=sys.stderr)
+        return 2
     set_threads(args.threads)
     if args.sims is not None:
         if args.checkpoint:
@@ -378,8 +393,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = {"checkpoints": list(args.checkpoint), "split": split, "results": results, "models": per_model}
     summary.update(semantic_reports(args, sims, cpi))
     if args.save_sims:
-        path = args.save_sims if args.save_sims.endswith(".npy") else args.save_sims + ".npy"   # as np.save names it
-        with atomic_open(path) as f:
+        with atomic_open(sims_path(args.save_sims)) as f:
             np.save(f, sims)
     if args.json:
         atomic_write(args.json, json.dumps(summary, indent=1))
