@@ -92,3 +92,35 @@ def test_add_keeps_a_runs_results_with_what_produced_them(tmp_path, monkeypatch)
     kept = json.loads((tmp_path / path).read_text())
     assert kept == {"command": "vsl-train --demo", "commit": "a" * 40, "seeds": [0],
                     "results": {"baseline": [], "vsl": []}}
+
+
+def _run_folder(folder, vsl, seed, rsum):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"vsl": vsl, "seed": seed, "threads": 1, "model": "vse"}))
+    metrics = {k: rsum / 6 for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")}
+    (folder / "results.json").write_text(json.dumps({"test": {"full": {**metrics, "rsum": rsum}}}))
+
+
+def test_add_runs_gathers_both_arms_of_run_folders_and_renders_them(tmp_path, monkeypatch):
+    tool = _tool()
+    monkeypatch.setattr(tool, "ROOT", str(tmp_path))
+    runs = []
+    for seed, (base, vsl) in enumerate([(60.0, 6.0), (120.0, 12.0), (180.0, 24.0)]):
+        for arm, rsum in (("baseline", base), ("vsl", vsl)):
+            runs.append(str(tmp_path / "runs" / f"{arm}{seed}"))
+            _run_folder(tmp_path / "runs" / f"{arm}{seed}", arm == "vsl", seed, rsum)
+    path = tool.gather_runs(runs[::-1], "f8k", "vsl-train ...", "b" * 40)   # any order
+    kept = json.loads((tmp_path / path).read_text())
+    assert kept["seeds"] == [0, 1, 2] and [r["rsum"] for r in kept["results"]["vsl"]] == [6.0, 12.0, 24.0]
+    doc = tmp_path / "README.md"
+    doc.write_text(f"<!-- results-table: runs {path} -->\n<!-- /results-table -->\n")
+    tool.run(check=False)
+    text = doc.read_text()
+    # rsum 60/120/180 -> 120.0 ± 60.0; 6/12/24 -> 14.0 ± 9.2 (sample std sqrt(84) = 9.17); R@K = rsum / 6
+    assert "| triplet | 20.0 ± 10.0 / 20.0 ± 10.0 / 20.0 ± 10.0 | 20.0 ± 10.0 / 20.0 ± 10.0 / 20.0 ± 10.0 | " \
+           "120.0 ± 60.0 |" in text
+    assert text.split("\n")[4].startswith("| + VSL |") and text.split("\n")[4].endswith("| 14.0 ± 9.2 |")
+    with pytest.raises(ValueError, match="both arms for the same seeds"):
+        tool.gather_runs(runs[:-1], "f8k", "vsl-train ...", "b" * 40)
+    with pytest.raises(ValueError, match="a second vsl run of seed 2"):
+        tool.gather_runs(runs + [runs[-1]], "f8k", "vsl-train ...", "b" * 40)

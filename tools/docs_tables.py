@@ -4,6 +4,8 @@
     python tools/docs_tables.py --check    # exit 1 and name each table that differs from its file
     python tools/docs_tables.py --add runs/demo/results.json demo_vse --command "vsl-train --demo" \
         --commit SHA                       # keep a run's results as docs/results/demo_vse.json, then render
+    python tools/docs_tables.py --add-runs f8k_mini RUN [RUN ...] --command "..." --commit SHA
+                                           # gather vsl-train run folders (both arms, any seeds) likewise
 
 A table lives between two markers; the first names how to render it and from which file (paths
 from the repository root)::
@@ -20,6 +22,8 @@ and ``command`` that produced it, kept under ``docs/results/``):
 - ``comparison FILE`` and ``comparison-diagnostics FILE``: the ``--model 3shnet`` demo's tables
   (``vsl_ext.harness.demo_shnet``);
 - ``variants FILE [FILE ...]``: one row per demo (its command, model, rsum and i2t R@1 of both arms);
+- ``runs FILE``: R@1 / R@5 / R@10 per direction and rsum, one row per arm, of vsl-train runs gathered
+  with ``--add-runs`` (each run's ``config.json`` says its arm and seed, ``results.json`` its test metrics);
 - ``copy FILE N``: the N-th table (1-based) of a Markdown file, verbatim (benchmark reports).
 
 Every rendered table is followed by one line naming its file and what its numbers depend on (the
@@ -158,9 +162,19 @@ def render_copy(path: str, number: str) -> str:
     return tables[n - 1]
 
 
+def render_runs(path: str) -> str:
+    res = _load(path)
+    lines = ["| | i2t R@1 / R@5 / R@10 | t2i R@1 / R@5 / R@10 | rsum |", "|---|---|---|---|"]
+    for arm, label in zip(DEMO_ARMS, ("triplet", "+ VSL")):
+        runs = res["results"][arm]
+        cells = [" / ".join(_cell([r[f"{d}_r{k}"] for r in runs]) for k in (1, 5, 10)) for d in ("i2t", "t2i")]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {_cell([r['rsum'] for r in runs])} |")
+    return "\n".join(lines)
+
+
 RENDERERS = {"summary": render_summary, "demo": render_demo, "diagnostics": render_diagnostics,
              "comparison": render_comparison, "comparison-diagnostics": render_comparison_diagnostics,
-             "variants": render_variants, "copy": render_copy}
+             "variants": render_variants, "runs": render_runs, "copy": render_copy}
 
 
 def source_line(kind: str, args: Sequence[str], doc: str) -> str:
@@ -250,19 +264,60 @@ def add_results(run_results: str, name: str, command: str, commit: str) -> str:
     return path
 
 
+def gather_runs(run_dirs: Sequence[str], name: str, command: str, commit: str) -> str:
+    """Keep the test metrics of vsl-train run folders (``config.json`` + ``results.json``: both arms,
+    one run per arm and seed) as ``docs/results/<name>.json``; returns its path from the root."""
+    from vsl_ext._atomic import atomic_write
+
+    results: Dict[str, Dict[int, dict]] = {arm: {} for arm in DEMO_ARMS}
+    configs = {}
+    for run_dir in run_dirs:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
+            test = json.load(f)["test"]
+        if len(test) != 1:
+            raise ValueError(f"{run_dir}: results.json holds {sorted(test)}, not one test protocol")
+        arm = "vsl" if cfg["vsl"] else "baseline"
+        if cfg["seed"] in results[arm]:
+            raise ValueError(f"{run_dir}: a second {arm} run of seed {cfg['seed']}")
+        results[arm][cfg["seed"]] = next(iter(test.values()))
+        configs[arm] = cfg
+    seeds = sorted(results["baseline"])
+    if not seeds or sorted(results["vsl"]) != seeds:
+        raise ValueError(f"the runs need both arms for the same seeds, got {sorted(results['baseline'])} (baseline) "
+                         f"and {sorted(results['vsl'])} (vsl)")
+    import torch
+
+    environment = {"threads": configs["vsl"]["threads"], "torch": torch.__version__}
+    gathered = {"command": command, "commit": commit, "seeds": seeds, "environment": environment,
+                "train_config": configs["vsl"],
+                "results": {arm: [results[arm][s] for s in seeds] for arm in DEMO_ARMS}}
+    path = os.path.join("docs", "results", f"{name}.json")
+    atomic_write(os.path.join(ROOT, path), json.dumps(gathered, indent=1))
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its file")
     p.add_argument("--add", nargs=2, metavar=("RESULTS_JSON", "NAME"),
                    help="first keep a run's results.json as docs/results/NAME.json (needs --command, --commit)")
-    p.add_argument("--command", help="with --add: the command that produced the run")
-    p.add_argument("--commit", help="with --add: the commit of the code that produced the run")
+    p.add_argument("--add-runs", nargs="+", metavar=("NAME", "RUN"),
+                   help="first keep vsl-train run folders' test metrics as docs/results/NAME.json (needs --command, "
+                   "--commit)")
+    p.add_argument("--command", help="with --add/--add-runs: the command that produced the runs")
+    p.add_argument("--commit", help="with --add/--add-runs: the commit of the code that produced the runs")
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
     if args.add:
         if not (args.command and args.commit):
             p.error("--add needs --command and --commit (what produced the numbers)")
         print(f"wrote {add_results(args.add[0], args.add[1], args.command, args.commit)}")
+    if args.add_runs:
+        if not (args.command and args.commit) or len(args.add_runs) < 3:
+            p.error("--add-runs NAME RUN RUN ... needs both arms' runs, --command and --commit")
+        print(f"wrote {gather_runs(args.add_runs[1:], args.add_runs[0], args.command, args.commit)}")
     report = run(args.check)
     for doc, specs in report.items():
         for spec in specs:
