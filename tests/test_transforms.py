@@ -495,3 +495,17 @@ def test_vmap_over_a_tau_schedule():
         torch.testing.assert_close(losses[i], reference.vsl_loss(x, c, tau), rtol=1e-12, atol=1e-12)
         want = torch.func.grad(reference.vsl_loss)(x, c, tau)
         torch.testing.assert_close(grads[i], want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("entry", ["sigmoid_rank", "sigmoid_rank among", "vsl_loss", "vsl_loss public-code"])
+def test_a_second_derivative_raises_instead_of_treating_the_gradient_as_constant(entry):
+    torch.manual_seed(0)
+    x = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(5, 5, dtype=torch.float64)
+    losses = {"sigmoid_rank": lambda: (vsl_ext.sigmoid_rank(x, 0.1) * c).sum(),
+              "sigmoid_rank among": lambda: (vsl_ext.sigmoid_rank(x, 0.1, among=c > 0) * c).sum(),
+              "vsl_loss": lambda: vsl_ext.vsl_loss(x, c, 0.1),
+              "vsl_loss public-code": lambda: vsl_ext.vsl_loss(x, c, 0.1, "public-code")}
+    (grad,) = torch.autograd.grad(losses[entry](), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="no second derivative|does not require grad"):
+        torch.autograd.grad(grad.sum(), x)

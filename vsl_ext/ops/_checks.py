@@ -208,41 +208,33 @@ def _fast_mask(t, ref: Tensor) -> bool:
             and t.get_device() == ref.get_device() and t.shape == ref.shape)
 
 
-def sigmoid_rank_among(m: Tensor, among: Tensor, tau: Tensor, algorithm: int,
-                       require: Require = raise_unless) -> Optional[float]:
-    """Returns tau's value in the real kernels (None in fake ones)."""
-    if require is raise_unless and _fast_matrix(m) and _fast_mask(among, m):
+def _masked(op: str, name: str, m: Tensor, mask_name: str, mask: Tensor, tau: Tensor, algorithm: int,
+            require: Require, grad: Optional[Tensor] = None) -> Optional[float]:
+    """The checks of an op on a matrix ``m`` and a bool mask of its shape (and, for a backward, the
+    gradient ``grad`` of m's shape); returns tau's value in the real kernels (None in fake ones)."""
+    if (require is raise_unless and _fast_matrix(m) and _fast_mask(mask, m)
+            and (grad is None or _fast_like(grad, m))):
         value = _fast_tau(tau, m.dtype, algorithm)
         if value is not None:
             return value
-    op = "vsl_ext::sigmoid_rank_among"
-    matrix(op, "m", m, require)
-    bool_mask(op, "among", among, "m", m, require)
+    matrix(op, name, m, require)
+    bool_mask(op, mask_name, mask, name, m, require)
+    if grad is not None:
+        like(op, "grad", grad, name, m, require)
     return scalars(op, tau, m.dtype, algorithm, require)
+
+
+def sigmoid_rank_among(m: Tensor, among: Tensor, tau: Tensor, algorithm: int,
+                       require: Require = raise_unless) -> Optional[float]:
+    return _masked("vsl_ext::sigmoid_rank_among", "m", m, "among", among, tau, algorithm, require)
 
 
 def sigmoid_rank_among_backward(m: Tensor, among: Tensor, grad: Tensor, tau: Tensor, algorithm: int,
                                 require: Require = raise_unless) -> Optional[float]:
-    if require is raise_unless and _fast_matrix(m) and _fast_mask(among, m) and _fast_like(grad, m):
-        value = _fast_tau(tau, m.dtype, algorithm)
-        if value is not None:
-            return value
-    op = "vsl_ext::sigmoid_rank_among_backward"
-    matrix(op, "m", m, require)
-    bool_mask(op, "among", among, "m", m, require)
-    like(op, "grad", grad, "m", m, require)
-    return scalars(op, tau, m.dtype, algorithm, require)
+    return _masked("vsl_ext::sigmoid_rank_among_backward", "m", m, "among", among, tau, algorithm, require, grad)
 
 
 def smooth_ap_loss(sims: Tensor, relevant: Tensor, tau: Tensor, algorithm: int,
                    require: Require = raise_unless) -> Optional[float]:
-    """Returns tau's value in the real kernels (None in fake ones). That some query of every matrix
-    has a relevant reference is a check of values, made by the op itself."""
-    if require is raise_unless and _fast_matrix(sims) and _fast_mask(relevant, sims):
-        value = _fast_tau(tau, sims.dtype, algorithm)
-        if value is not None:
-            return value
-    op = "vsl_ext::smooth_ap_loss"
-    matrix(op, "sims", sims, require)
-    bool_mask(op, "relevant", relevant, "sims", sims, require)
-    return scalars(op, tau, sims.dtype, algorithm, require)
+    """That some query of every matrix has a relevant reference is a check of values, made by the op itself."""
+    return _masked("vsl_ext::smooth_ap_loss", "sims", sims, "relevant", relevant, tau, algorithm, require)
