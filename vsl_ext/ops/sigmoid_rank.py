@@ -132,25 +132,30 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (descending, algorithm)
 
 
-class _RankBackward(torch.autograd.Function):
-    """:func:`sigmoid_rank_backward_op` as the backward calls it: an inner autograd node whose own
-    backward raises (the op has no derivative), in a form ``torch.func`` accepts (under
-    ``torch.func.grad`` the saved m is tracked, and the op's generated autograd node would raise
-    pytorch/pytorch#168393's error instead)."""
+class FirstOrderGradient(torch.autograd.Function):
+    """Base of the ops' gradient nodes: the subclass's ``forward`` computes a gradient, and its own
+    backward raises (the ops' gradients have no derivative, and a double backward, ``create_graph=True``
+    or ``torch.func.hessian``, must not treat them as constants). An ``autograd.Function`` with
+    ``setup_context`` is a form ``torch.func`` accepts: under ``torch.func.grad`` the saved inputs are
+    tracked, and a registered op's own autograd node would raise pytorch/pytorch#168393's error."""
 
     generate_vmap_rule = True
-
-    @staticmethod
-    def forward(m, grad, tau, descending, public_code, algorithm):
-        return sigmoid_rank_backward_op(m, grad, tau, descending, public_code, algorithm)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         pass
 
     @staticmethod
-    def backward(ctx, grad):
-        raise RuntimeError("vsl_ext: sigmoid_rank has no second derivative (double backward is not supported)")
+    def backward(ctx, *grads):
+        raise RuntimeError("vsl_ext: the ops' gradients have no second derivative (double backward is not supported)")
+
+
+class _RankBackward(FirstOrderGradient):
+    """:func:`sigmoid_rank_backward_op` as the backward calls it."""
+
+    @staticmethod
+    def forward(m, grad, tau, descending, public_code, algorithm):
+        return sigmoid_rank_backward_op(m, grad, tau, descending, public_code, algorithm)
 
 
 def _backward(ctx, grad):

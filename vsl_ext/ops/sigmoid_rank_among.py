@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .. import kernels
 from . import _checks
-from .sigmoid_rank import batched, per_sample
+from .sigmoid_rank import FirstOrderGradient, batched, per_sample
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -142,23 +142,12 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (descending, algorithm)
 
 
-class _AmongBackward(torch.autograd.Function):
-    """:func:`sigmoid_rank_among_backward_op` as the backward calls it (see
-    :class:`vsl_ext.ops.sigmoid_rank._RankBackward`)."""
-
-    generate_vmap_rule = True
+class _AmongBackward(FirstOrderGradient):
+    """:func:`sigmoid_rank_among_backward_op` as the backward calls it."""
 
     @staticmethod
     def forward(m, among, grad, tau, descending, algorithm):
         return sigmoid_rank_among_backward_op(m, among, grad, tau, descending, algorithm)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, grad):
-        raise RuntimeError("vsl_ext: sigmoid_rank has no second derivative (double backward is not supported)")
 
 
 def _backward(ctx, grad):

@@ -35,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import _validate, kernels
 from . import _checks, _eager
-from .sigmoid_rank import batched, per_sample
+from .sigmoid_rank import FirstOrderGradient, batched, per_sample
 
 VARIANTS = ("row", "public-code")
 _TORCH_GRAIN_SIZE = 32768   # at::internal::GRAIN_SIZE: torch runs smaller element-wise ops on one thread
@@ -115,24 +115,12 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (public_code, algorithm)
 
 
-class _Scale(torch.autograd.Function):
-    """d sum / d input (..., r, c) times the incoming gradient of each block's sum (...), as an autograd
-    node whose own backward raises: the op's gradients have no derivative, and a double backward
-    (``create_graph=True``, ``torch.func.hessian``) must not treat them as constants."""
-
-    generate_vmap_rule = True
+class _Scale(FirstOrderGradient):
+    """d sum / d input (..., r, c) times the incoming gradient of each block's sum (...)."""
 
     @staticmethod
     def forward(grad: Tensor, grad_sum: Tensor) -> Tensor:
         return grad * grad_sum.to(grad.dtype)[..., None, None]
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, grad):
-        raise RuntimeError("vsl_ext: vsl_loss has no second derivative (double backward is not supported)")
 
 
 def _scale(grad: Tensor, grad_sum: Tensor) -> Tensor:
