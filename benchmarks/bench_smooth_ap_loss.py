@@ -27,11 +27,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks._env import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 IMPLS = ("vsl_ext", "pml", "compile", "chunked")
@@ -158,17 +159,6 @@ def _fmt_s(s: float) -> str:
     return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def _device_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--one", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
@@ -239,7 +229,7 @@ def main(argv=None) -> int:
         f"Command: `python -m benchmarks.bench_smooth_ap_loss --threads {args.threads}"
         + (f" --max-n {args.max_n}" if args.max_n != 8192 else "") + "`",
         "",
-        f"Device: {_device_name()}, {args.threads} torch threads; torch {torch.__version__}, vsl_ext "
+        f"Device: {cpu_name()}, {args.threads} torch threads; torch {torch.__version__}, vsl_ext "
         f"{vsl_ext.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. A shared machine: other "
         "load shows in the medians." + (f" {args.note}" if args.note else ""),
         "",

@@ -67,11 +67,8 @@ def matrix(op: str, name: str, t: Tensor, require: Require) -> None:
         f"shape {tuple(t.shape)}"))
 
 
-def like(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require: Require) -> None:
-    """A matrix of ``ref``'s dtype, device and shape."""
-    matrix(op, name, t, require)
-    require(TypeError, t.dtype == ref.dtype, lambda: f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), "
-            f"got {t.dtype}")
+def _same_place(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require: Require) -> None:
+    """``t`` on ``ref``'s device with ``ref``'s shape."""
     require(ValueError, t.device == ref.device,
             lambda: f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
     require(ValueError, t.dim() == ref.dim(),
@@ -79,6 +76,14 @@ def like(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require: Req
     for dim in range(ref.dim()):
         require(ValueError, t.shape[dim] == ref.shape[dim],
                 lambda: f"{op}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+
+
+def like(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require: Require) -> None:
+    """A matrix of ``ref``'s dtype, device and shape."""
+    matrix(op, name, t, require)
+    require(TypeError, t.dtype == ref.dtype, lambda: f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), "
+            f"got {t.dtype}")
+    _same_place(op, name, t, ref_name, ref, require)
 
 
 def square(op: str, name: str, t: Tensor, require: Require) -> None:
@@ -194,13 +199,7 @@ def bool_mask(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor, require
     require(TypeError, isinstance(t, Tensor), lambda: f"{op}: {name} must be a bool Tensor, got {type(t).__name__}")
     require(TypeError, t.dtype == torch.bool, lambda: (
         f"{op}: {name} must be a bool tensor of the shape of {ref_name} {tuple(ref.shape)}, got dtype {t.dtype}"))
-    require(ValueError, t.device == ref.device,
-            lambda: f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
-    require(ValueError, t.dim() == ref.dim(),
-            lambda: f"{op}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
-    for dim in range(ref.dim()):
-        require(ValueError, t.shape[dim] == ref.shape[dim],
-                lambda: f"{op}: {name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+    _same_place(op, name, t, ref_name, ref, require)
 
 
 def _fast_mask(t, ref: Tensor) -> bool:
