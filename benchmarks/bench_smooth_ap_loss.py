@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._env import cpu_name
+from benchmarks._env import cpu_name, write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 IMPLS = ("vsl_ext", "pml", "compile", "chunked")
@@ -159,6 +159,14 @@ def _fmt_s(s: float) -> str:
     return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
 
+def _run_one_process(impl: str, n: int, args) -> subprocess.CompletedProcess:
+    """``--one IMPL N`` in a fresh process with this run's options."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "benchmarks.bench_smooth_ap_loss", "--one", impl, str(n),
+                           "--threads", str(args.threads), "--target-seconds", str(args.target_seconds)],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--one", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
@@ -187,10 +195,9 @@ def main(argv=None) -> int:
     todo = [] if args.from_json else [n for n in N_ALL if n <= args.max_n]
     if args.add:
         impl, n_add = args.add[0], int(args.add[1])
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
-        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_smooth_ap_loss", "--one", impl, str(n_add),
-                              "--threads", str(args.threads), "--target-seconds", str(args.target_seconds)],
-                             cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+        proc = _run_one_process(impl, n_add, args)
+        proc.check_returncode()
+        out = proc.stdout
         added = dict(json.loads(out.strip().splitlines()[-1]), status="ok", note="added with --add")
         records = [r for r in records if (r["impl"], r["n"]) != (impl, n_add)] + [added]
     for n in todo:
@@ -206,10 +213,7 @@ def main(argv=None) -> int:
             elif predicted is not None and predicted > args.max_case_seconds:
                 rec["status"] = f"not run (predicted {_fmt_s(predicted)} per call)"
             else:
-                env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
-                proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_smooth_ap_loss", "--one", impl, str(n),
-                                       "--threads", str(args.threads), "--target-seconds", str(args.target_seconds)],
-                                      cwd=REPO, env=env, capture_output=True, text=True)
+                proc = _run_one_process(impl, n, args)
                 if proc.returncode != 0:
                     tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
                     rec["status"] = f"failed: {tail[:120]}"
@@ -266,11 +270,8 @@ def main(argv=None) -> int:
     lines += ["", "Raw records: the `.json` file beside this one.", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"smooth_ap_loss-{slug}"
-    for path, text in ((stem.with_suffix(".md"), "\n".join(lines)), (stem.with_suffix(".json"),
-                                                                      json.dumps(records, indent=1))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_atomic(stem.with_suffix(".md"), "\n".join(lines))
+    write_atomic(stem.with_suffix(".json"), json.dumps(records, indent=1))
     print("\n".join(lines))
     return 0
 
