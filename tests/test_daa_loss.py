@@ -124,3 +124,15 @@ def test_bad_arguments(kwargs, error, message):
 def test_rectangular_scores_are_rejected():
     with pytest.raises(ValueError, match="square"):
         vsl_ext.daa_loss(torch.zeros(3, 4), torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((torch.zeros(4), torch.zeros(4, 4)), ValueError, "^sims must be a 2-D matrix"),
+    ((torch.zeros(4, 4), torch.zeros(3, 4)), ValueError, "^semantic_sims must have the shape of sims"),
+    (([[0.0]], torch.zeros(1, 1)), TypeError, "^sims must be a torch.Tensor"),
+])
+def test_bad_matrices_get_errors_naming_the_argument(args, error, message):
+    with pytest.raises(error, match=message):
+        vsl_ext.daa_loss(*args)
+    with pytest.raises(error, match=message):     # by keyword too: the names in the error are the parameters'
+        vsl_ext.daa_loss(sims=args[0], semantic_sims=args[1])

@@ -27,13 +27,14 @@ from torch import Tensor
 from .ops.vsl_loss import vsl_loss
 
 
-def daa_loss(scores: Tensor, sems: Tensor, tau: float = 1e-3, *, weight: float = 25.0, text_side: bool = True,
+def daa_loss(sims: Tensor, semantic_sims: Tensor, tau: float = 1e-3, *, weight: float = 25.0, text_side: bool = True,
              algorithm: str = "auto") -> Tensor:
     """DAA's loss (Li et al., NeurIPS 2022) as its public code computes it (see :mod:`vsl_ext.daa`).
 
     Args:
-        scores: (n, n) score matrix S (images x captions), float, CPU or CUDA.
-        sems: (n, n) semantic similarities C of the same pairs (DAA: CIDEr), float.
+        sims: (n, n) score matrix S (images x captions; DAA's ``scores``), float, CPU or CUDA.
+        semantic_sims: (n, n) semantic similarities C of the same pairs (DAA's ``sems``: CIDEr), float.
+            The names are :func:`vsl_ext.vsl_loss`'s, so its errors name these arguments.
         tau: sigmoid temperature (0.001 in SGRAF-DAA's loss, 0.01 in PCME-DAA's).
         weight: the factor DAA multiplies its loss by (``daa_weight``, 25 in SGRAF-DAA).
         text_side: also add the loss of ``(S^T, C^T)`` (SGRAF-DAA adds both directions).
@@ -52,7 +53,7 @@ def daa_loss(scores: Tensor, sems: Tensor, tau: float = 1e-3, *, weight: float =
         raise TypeError(f"weight must be a finite real number, got {weight!r}")
     if not isinstance(text_side, bool):
         raise TypeError(f"text_side must be a bool, got {type(text_side).__name__}")
-    loss = vsl_loss(scores, sems, tau, "public-code", algorithm=algorithm)
+    loss = vsl_loss(sims, semantic_sims, tau, "public-code", algorithm=algorithm)
     if text_side:
-        loss = loss + vsl_loss(scores.t(), sems.t(), tau, "public-code", algorithm=algorithm)
+        loss = loss + vsl_loss(sims.t(), semantic_sims.t(), tau, "public-code", algorithm=algorithm)
     return weight * loss
