@@ -505,7 +505,18 @@ def build_figures(report: dict) -> List[tuple]:
     import matplotlib.pyplot as plt
     import matplotlib.transforms as mtransforms
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter
+
+    class _MinorInUnits(LogFormatterSciNotation):
+        """Labels the minor ticks matplotlib labels on a short log axis (under about a decade), in the
+        axis' units (10 ms, 20 ms) rather than as powers of ten (2 x 10^-2)."""
+
+        def __init__(self, fmt):
+            super().__init__(labelOnlyBase=False)
+            self.fmt = fmt
+
+        def __call__(self, x, pos=None):
+            return self.fmt(x) if super().__call__(x, pos) else ""
 
     stamp, records = report["stamp"], report["records"]
     idx = _index(records)
@@ -522,10 +533,13 @@ def build_figures(report: dict) -> List[tuple]:
         ax.set_yscale("log")
         if xs:
             ax.set_xticks(sorted(xs))
+            if len(xs) == 1:   # one n (--quick): centred, not at the edge of a decade matplotlib adds
+                ax.set_xlim(xs[0] / 2, xs[0] * 2)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
         if yfmt is not None:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: yfmt(v)))
+            ax.yaxis.set_minor_formatter(_MinorInUnits(yfmt))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -540,11 +554,12 @@ def build_figures(report: dict) -> List[tuple]:
            "vsl_loss": ["vsl_ext row"] + peer_labels("vsl_loss", "row", "reference row")
            + ["vsl_ext public-code"] + peer_labels("vsl_loss", "public-code", "public_code_vsl_loss")}
     all_n = sorted({k[4] for k in idx if k[0] == "main"})
+    passes = [p for p in PASSES if any(k[0] == "main" and k[2] == p for k in idx)]   # --quick: fwd+bwd only
     if all_n:
         # time vs n with an n^3 line: one row per op, one column per pass
-        fig, grid = new_figure(len(ops), len(PASSES), 13, 8.6)
+        fig, grid = new_figure(len(ops), len(passes), max(8.0, 6.5 * len(passes)), 8.6)
         for row, op in zip(grid, ops):
-            for ax, p in zip(row, PASSES):
+            for ax, p in zip(row, passes):
                 anchor = None
                 for lab in ops[op]:
                     xs, ys = series("main", op, p, lab)
@@ -555,15 +570,15 @@ def build_figures(report: dict) -> List[tuple]:
                 if anchor is None:
                     xs, ys = series("main", op, p, ops[op][0])
                     anchor = (xs[-1], ys[-1]) if xs else None
-                if anchor:
+                if anchor and len(all_n) > 1:   # a slope needs two n
                     ax.plot(all_n, [anchor[1] * (x / anchor[0]) ** 3 for x in all_n], "k:", lw=1, label="∝ n³")
                 style(ax, f"{op}, {p}", "n", "time per call", fmt_seconds, all_n)
             _legend_outside(row[-1])
         figures.append(("time", "time vs n", fig))
 
         # speed-up vs n
-        fig, grid = new_figure(1, len(PASSES), 13, 4.6, sharey=True)
-        for ax, p in zip(grid[0], PASSES):
+        fig, grid = new_figure(1, len(passes), max(8.0, 6.5 * len(passes)), 4.6, sharey=True)
+        for ax, p in zip(grid[0], passes):
             for _title, op, variant, ours, ref in RANK_TABLES:
                 pts = []
                 for n in all_n:
@@ -586,12 +601,12 @@ def build_figures(report: dict) -> List[tuple]:
 
         # peak memory vs n: one row per op; the references' predicted n^3 memory (not run) dotted and
         # hollow; a measured 0 B (nothing allocated) cannot sit on a log axis: a triangle on the bottom edge
-        fig, grid = new_figure(len(ops), len(PASSES), 13, 8.6, sharey=True)
+        fig, grid = new_figure(len(ops), len(passes), max(8.0, 6.5 * len(passes)), 8.6, sharey=True)
         limit = report["settings"].get("memory_limit_bytes")
         zeros_at: Dict[tuple, int] = {}
         for row, (op, labs) in zip(grid, ops.items()):
             zero_seen = predicted_seen = False
-            for ax, p in zip(row, PASSES):
+            for ax, p in zip(row, passes):
                 for lab in labs:
                     pts = sorted((n, r["peak_extra_bytes"]) for (s, o, pp, l_, n), r in idx.items()
                                  if s == "main" and o == op and pp == p and l_ == lab and _ok(r))

@@ -113,3 +113,33 @@ def test_no_text_is_cut_off_at_the_figure_edges(figures):
             box = t.get_window_extent(renderer)
             assert (box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1
                     and box.y1 <= page.y1 + 1), (suffix, t.get_text()[:60])
+
+
+def test_a_quick_report_draws_no_empty_panel_and_labels_its_ticks_in_units():
+    """--quick measures forward+backward at one n: no forward panels, the one n in the middle of its
+    axis, no n^3 slope through one point, and the minor ticks of a short log axis read 20 ms, not 2 x 10^-2."""
+    if not os.path.isfile(REPORT):
+        pytest.skip("no committed benchmark report")
+    from benchmarks.report import build_figures
+
+    with open(REPORT, encoding="utf-8") as f:
+        report = json.load(f)
+    report["records"] = [r for r in report["records"] if r.get("section") != "main"
+                         or (r["pass"] == "forward+backward" and r["n"] == 128)]
+    figures = {suffix: fig for suffix, _, fig in build_figures(report)}
+    try:
+        for suffix in ("time", "speedup", "memory"):
+            titles = [ax.get_title() for ax in figures[suffix].axes]
+            assert titles and all(t.endswith("forward+backward") for t in titles), (suffix, titles)
+        time = figures["time"]
+        time.canvas.draw()
+        for ax in time.axes:
+            assert "∝ n³" not in [line.get_label() for line in ax.get_lines()]
+            lo, hi = ax.get_xlim()
+            assert lo == pytest.approx(64) and hi == pytest.approx(256)
+            labels = [t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()]
+            assert len(labels) >= 3, labels        # a short axis: minor ticks are labelled ...
+            assert all(label.endswith("s") and "10^" not in label for label in labels), labels   # ... in seconds
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
