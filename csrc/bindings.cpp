@@ -17,6 +17,7 @@
 #include "caption_index.h"
 #include "caption_index_cuda.h"
 #include "sigmoid_rank.h"
+#include "smooth_ap_loss.h"
 #include "vsl_constants.h"
 #include "vsl_loss.h"
 
@@ -339,6 +340,21 @@ PYBIND11_MODULE(_C, m) {
       no_gil);
 
   m.def(
+      "smooth_ap_loss_cpu",
+      [](bool float64, uintptr_t sims, uintptr_t relevant, uintptr_t weights, uintptr_t row_sums, uintptr_t grad_sims,
+         int64_t rows, int64_t cols, double tau, int threads) {
+        vsl::smooth_ap_loss_cpu(dtype(float64), in(sims), in<uint8_t>(relevant), in<double>(weights),
+                                out<double>(row_sums), out(grad_sims), rows, cols, tau, threads);
+      },
+      py::arg("float64"), py::arg("sims"), py::arg("relevant"), py::arg("weights"), py::arg("row_sums"),
+      py::arg("grad_sims"), py::arg("rows"), py::arg("cols"), py::arg("tau"), py::arg("threads"),
+      private_doc("Fused Smooth-AP rows: row_sums[q] = weights[q] * sum_{j in P} R_P / R_all and, where grad_sims is "
+                  "not 0, d (1 - sum(row_sums)) / d sims.",
+                  "smooth_ap_loss.h")
+          .c_str(),
+      no_gil);
+
+  m.def(
       "scale_cpu",
       [](bool float64, uintptr_t data, uintptr_t result, int64_t count, double factor, int threads) {
         vsl::scale_cpu(dtype(float64), in(data), out(result), count, factor, threads);
@@ -414,6 +430,19 @@ PYBIND11_MODULE(_C, m) {
       py::arg("float64"), py::arg("sr"), py::arg("cr"), py::arg("grad_sr"), py::arg("grad_cr"), py::arg("row_sums"),
       py::arg("rows"), py::arg("cols"), py::arg("device"), py::arg("stream"),
       private_doc("VSL row sums and gradients from ranks SR, CR on `device`.", "vsl_loss.h").c_str(), no_gil);
+  m.def(
+      "smooth_ap_loss_cuda",
+      [](bool float64, uintptr_t sims, uintptr_t relevant, uintptr_t weights, uintptr_t row_sums, uintptr_t coef_pos,
+         uintptr_t coef_neg, uintptr_t grad_sims, int64_t rows, int64_t cols, double tau, int device,
+         uintptr_t stream) {
+        vsl::smooth_ap_loss_cuda(dtype(float64), in(sims), in<uint8_t>(relevant), in<double>(weights),
+                                 out<double>(row_sums), out(coef_pos), out(coef_neg), out(grad_sims), rows, cols, tau,
+                                 device, stream);
+      },
+      py::arg("float64"), py::arg("sims"), py::arg("relevant"), py::arg("weights"), py::arg("row_sums"),
+      py::arg("coef_pos"), py::arg("coef_neg"), py::arg("grad_sims"), py::arg("rows"), py::arg("cols"), py::arg("tau"),
+      py::arg("device"), py::arg("stream"),
+      private_doc("Fused Smooth-AP rows on `device`.", "smooth_ap_loss.h").c_str(), no_gil);
 #endif
 
   m.def(

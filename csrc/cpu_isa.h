@@ -1,7 +1,8 @@
 // The CPU kernels exist once per instruction set (cpu_kernels_baseline.cpp, cpu_kernels_avx2.cpp);
-// the entry points of sigmoid_rank_cpu.cpp and vsl_loss_cpu.cpp pick one at run time.
+// the entry points of sigmoid_rank_cpu.cpp, vsl_loss_cpu.cpp and smooth_ap_loss_cpu.cpp pick one at run time.
 #pragma once
 #include "sigmoid_rank.h"
+#include "smooth_ap_loss.h"
 #include "vsl_loss.h"
 
 #define VSL_DECLARE_CPU_KERNELS(ISA)                                                                               \
@@ -12,6 +13,8 @@
                              const RankArgs&);                                                                     \
   void vsl_loss_ratio_sum(DType, const void*, const void*, const void*, const void*, const VslLossGrads&, double*, \
                           int64_t, int64_t, const RankArgs&);                                                      \
+  void smooth_ap_loss(DType, const void*, const uint8_t*, const double*, double*, void*, int64_t, int64_t, double, \
+                      int);                                                                                        \
   }                                                                                                                \
   }
 

@@ -145,3 +145,24 @@ def tied_grids(max_rows: int):
         pool = torch.tensor(values, dtype=torch.float64)
         return pool[torch.randint(0, len(values), (rows, cols), generator=g)], draw_(st.booleans())
     return draw()
+
+
+def ops_making(shape, fn):
+    """The aten ops that return a tensor of ``shape`` while ``fn()`` runs (under a dispatch mode, so the
+    public functions take their registered ops)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and tuple(out.shape) == tuple(shape):
+                self.ops.append(str(func))
+            return out
+
+    with Record() as record:
+        fn()
+    return record.ops

@@ -286,6 +286,39 @@ def test_ratio_sum_from_ranks_kernel_matches_the_formula(emulator, shape, dtype)
             torch.testing.assert_close(x.double(), w, rtol=1e-6, atol=0)
 
 
+def _relevance_and_weights(shape, seed):
+    """A relevance with a row without relevant references (weight 0) and an all-relevant row, and
+    Smooth-AP's row weights 1 / (|P_q| * rows with one)."""
+    rows, cols = shape
+    rel = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.3
+    rel[0, 0] = True
+    if rows > 1:
+        rel[1] = False
+    if rows > 2:
+        rel[2] = True
+    positives = rel.sum(1)
+    weights = torch.where(positives > 0, 1.0 / (positives.clamp(min=1) * (positives > 0).sum()).double(), 0.0)
+    return rel.to(torch.uint8), weights
+
+
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fused_smooth_ap_kernels_match_cpu_kernel(emulator, shape, dtype):
+    """Row sums and d loss / d sims of the two Smooth-AP kernels against the CPU kernel in float64."""
+    rows, cols = shape
+    x = make_input("tied", shape, dtype, seed=8, tau=0.01)
+    rel, weights = _relevance_and_weights(shape, 9)
+    for grad in (Out(shape, dtype), None):
+        coef = [Out(shape, dtype), Out(shape, dtype)] if grad is not None else [None, None]
+        got = run(emulator, "smooth_ap_loss_cuda",
+                  [_f64(dtype), x, rel, weights, Out((rows,), torch.float64), *coef, grad, rows, cols, 0.01])
+        want = _cpu("smooth_ap_loss_cpu",
+                    [_f64(dtype), x, rel, weights, Out((rows,), torch.float64), grad, rows, cols, 0.01, 1])
+        torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-9)
+        if grad is not None:
+            assert_close_grad(got[-1].double(), want[-1])
+
+
 def test_empty_batches_launch_nothing(emulator):
     """0 rows: no launch (a GPU rejects a grid of 0 blocks; so does the emulator)."""
     x = torch.zeros((0, 4))
@@ -295,6 +328,7 @@ def test_empty_batches_launch_nothing(emulator):
     emulator.vsl_loss_ratio_sum_cuda(False, *[p] * 7, 0, 4, 1e-3, False)
     emulator.sigmoid_rank_sorted_sums_cuda(False, 0, *[p] * 7, 0, 4, 1e-3, True)
     emulator.vsl_loss_ratio_sum_from_ranks_cuda(False, *[p] * 5, 0, 4)
+    emulator.smooth_ap_loss_cuda(False, *[p] * 7, 0, 4, 1e-2)
 
 
 def _caption_args(index, which):

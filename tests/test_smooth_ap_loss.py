@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import oracle
 import vsl_ext
-from helpers import DEVICES, KINDS, assert_close_grad, device_cases, make_input, tied_grids
+from helpers import DEVICES, KINDS, assert_close_grad, device_cases, make_input, ops_making, tied_grids
 from vsl_ext import reference
 from vsl_ext.ops import smooth_ap_loss as sap
 
@@ -345,3 +345,13 @@ def test_masks_made_under_inference_mode():
     (g3,) = torch.autograd.grad(loss, x)
     torch.testing.assert_close(g3, g2)
     assert torch.isfinite(g1).all()
+
+
+def test_backward_makes_no_zeros_for_the_gradient_output():
+    """The op's second output (the gradient) takes no gradient: the backward gets None for it, not an
+    (r, c) tensor of zeros (as much memory as the gradient itself)."""
+    x = make_input("random", (7, 9), torch.float64, seed=2, tau=0.01).requires_grad_()
+    rel = _relevance((7, 9), 3)
+    ops = ops_making((7, 9), lambda: torch.autograd.grad(vsl_ext.smooth_ap_loss(x, rel), x))
+    assert not [op for op in ops if "zeros" in op], ops
+    assert ops.count("aten.mul.Tensor") == 1, ops  # the gradient times the incoming one, once

@@ -117,10 +117,9 @@ ROWS = [
                 "func_vmap": _NO_BATCHED_COLLECTIVE}),
     Row("sigmoid_rank among", lambda x, c, tau: vsl_ext.sigmoid_rank(x, tau, among=_relevant(c)),
         lambda x, c, tau: reference.sigmoid_rank_among(x, _relevant(c), tau)),
-    Row("smooth_ap_loss", lambda x, c, tau: vsl_ext.smooth_ap_loss(x, _relevant(c), tau), _smooth_ap_formula,
-        kernel_calls=2),
+    Row("smooth_ap_loss", lambda x, c, tau: vsl_ext.smooth_ap_loss(x, _relevant(c), tau), _smooth_ap_formula),
     Row("SmoothAPLoss", lambda x, c, tau: _smooth_ap_module(x, _relevant(c)), _smooth_ap_formula,
-        module=_smooth_ap_module, kernel_calls=2),
+        module=_smooth_ap_module),
     Row("daa_loss", lambda x, c, tau: vsl_ext.daa_loss(x, c, tau), _daa_formula, kernel_calls=2),
     Row("torch.ops.vsl_ext.sigmoid_rank", lambda x, c, tau: OPS.sigmoid_rank(x, tau, True, AUTO),
         lambda x, c, tau: reference.sigmoid_rank(x, tau), tensor_tau=True,
@@ -136,7 +135,7 @@ ROWS = [
                 "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
     Row("torch.ops.vsl_ext.smooth_ap_loss",
         lambda x, c, tau: OPS.smooth_ap_loss(x, _relevant(c), tau, False, AUTO)[0],  # backward recomputes
-        _smooth_ap_formula, tensor_tau=True, kernel_calls=2,
+        _smooth_ap_formula, tensor_tau=True,
         errors={"func_grad": _FUNC_RAISES, "compiled_func_grad": _FUNC_RAISES, "func_vjp": _FUNC_RAISES,
                 "func_jacrev": _FUNC_RAISES, "autocast_bf16": _HALF, "autocast_fp16": _HALF}),
 ]
@@ -341,7 +340,7 @@ def _kernel_calls():
 
     calls = []
     saved = {name: getattr(cpu, name) for name in ("sigmoid_rank_forward", "sigmoid_rank_backward",
-                                                   "vsl_loss_ratio_sum")}
+                                                   "vsl_loss_ratio_sum", "smooth_ap_loss")}
 
     def counting(name):
         def kernel(*args, **kwargs):

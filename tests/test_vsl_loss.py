@@ -18,6 +18,7 @@ from helpers import (
     device_cases,
     make_input,
     make_pair,
+    ops_making,
     requires_cuda,
 )
 from vsl_ext import reference
@@ -249,3 +250,13 @@ def test_backward_scaling_on_the_pool_is_torchs_product_bit_for_bit(dtype):
                 assert got[:3].isnan().tolist() == [False, False, True] and got[0] == want[0]
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("variant", ["row", "public-code"])
+def test_registered_ops_backward_makes_no_zeros_for_the_gradient_outputs(variant):
+    """The ratio-sum op's gradient outputs take no gradient: its backward gets None for them, not two
+    (n, n) tensors of zeros. (A dispatch mode makes vsl_loss take the registered op.)"""
+    s = make_input("random", (6, 6), torch.float64, seed=1).requires_grad_()
+    c = make_input("tied", (6, 6), torch.float64, seed=2).requires_grad_()
+    ops = ops_making((6, 6), lambda: torch.autograd.grad(vsl_ext.vsl_loss(s, c, variant=variant), (s, c)))
+    assert not [op for op in ops if "zeros" in op], ops

@@ -122,6 +122,7 @@ _SIGNATURES = {
     "vsl_emu_sigmoid_rank_sorted_sums": [_INT, _INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _INT],
     "vsl_emu_vsl_loss_ratio_sum": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64, _INT],
     "vsl_emu_vsl_loss_ratio_sum_from_ranks": [_INT, _P, _P, _P, _P, _P, _I64, _I64],
+    "vsl_emu_smooth_ap_loss": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _F64],
     "vsl_emu_caption_index_gram_cuda": [_P, _P, _P, _P, _I64, _INT, _P],
     "vsl_emu_caption_index_cider_matrix_cuda": [_P, _P, _P, _P, _P, ctypes.POINTER(_I64), _I64, _P, _I64, _P, _I64,
                                                 _INT, _F64, _INT, _P, _P],
@@ -180,6 +181,11 @@ class Emulator:
     def vsl_loss_ratio_sum_from_ranks_cuda(self, float64, sr, cr, grad_sr, grad_cr, row_sums, rows, cols, device=0,
                                            stream=0):
         self._call("vsl_emu_vsl_loss_ratio_sum_from_ranks", float64, sr, cr, grad_sr, grad_cr, row_sums, rows, cols)
+
+    def smooth_ap_loss_cuda(self, float64, sims, relevant, weights, row_sums, coef_pos, coef_neg, grad_sims, rows,
+                            cols, tau, device=0, stream=0):
+        self._call("vsl_emu_smooth_ap_loss", float64, sims, relevant, weights, row_sums, coef_pos, coef_neg,
+                   grad_sims, rows, cols, tau)
 
     def caption_index_gram_cuda(self, indptr, indices, data, rows, B, smem_cap, out, device=0, stream=0):
         self._call("vsl_emu_caption_index_gram_cuda", indptr, indices, data, rows, B, smem_cap, out)

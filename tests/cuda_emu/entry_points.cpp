@@ -9,6 +9,7 @@
 
 #include "caption_index_cuda.h"
 #include "sigmoid_rank.h"
+#include "smooth_ap_loss.h"
 #include "vsl_loss.h"
 
 namespace {
@@ -92,6 +93,16 @@ int vsl_emu_vsl_loss_ratio_sum_from_ranks(int f64, uintptr_t sr, uintptr_t cr, u
   return guarded([&] {
     vsl::vsl_loss_ratio_sum_from_ranks_cuda(dtype(f64), p<const void>(sr), p<const void>(cr), p<void>(grad_sr),
                                             p<void>(grad_cr), p<double>(row_sums), rows, cols, 0, 0);
+  });
+}
+
+int vsl_emu_smooth_ap_loss(int f64, uintptr_t sims, uintptr_t relevant, uintptr_t weights, uintptr_t row_sums,
+                           uintptr_t coef_pos, uintptr_t coef_neg, uintptr_t grad_sims, int64_t rows, int64_t cols,
+                           double tau) {
+  return guarded([&] {
+    vsl::smooth_ap_loss_cuda(dtype(f64), p<const void>(sims), p<const uint8_t>(relevant), p<const double>(weights),
+                             p<double>(row_sums), p<void>(coef_pos), p<void>(coef_neg), p<void>(grad_sims), rows, cols,
+                             tau, 0, 0);
   });
 }
 

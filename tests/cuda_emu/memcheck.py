@@ -37,6 +37,11 @@ def rank_and_vsl_kernels(emu: Emulator) -> None:
             sr, cr = 1 + x.abs() * 1e3, 1 + y.abs() * 1e3
             emu.vsl_loss_ratio_sum_from_ranks_cuda(f64, sr.data_ptr(), cr.data_ptr(), gx.data_ptr(), 0,
                                                    row_sums.data_ptr(), rows, cols)
+            relevant = (x > 0).to(torch.uint8)
+            weights = torch.ones(rows, dtype=torch.float64)
+            for coef, grad in ((0, 0), (out.data_ptr(), gx.data_ptr())):
+                emu.smooth_ap_loss_cuda(f64, x.data_ptr(), relevant.data_ptr(), weights.data_ptr(),
+                                        row_sums.data_ptr(), coef, coef and gy.data_ptr(), grad, rows, cols, 1e-2)
 
 
 def caption_kernels(emu: Emulator) -> None:

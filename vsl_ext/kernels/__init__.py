@@ -15,6 +15,9 @@ same-named function of the module :func:`for_tensor` picks: :mod:`vsl_ext.kernel
   the gradient of ``sum(row_sums)`` with respect to sims (semantic) through its ranks; with
   ``sims_compared`` (the public-code variant's S^T) its part with respect to sims_compared, in
   sims_compared's layout, goes to ``grad_sims_compared``
+* ``smooth_ap_loss(sims, relevant, weights, row_sums, grad_sims, tau)``: ``row_sums[q] = weights[q] *
+  sum_{j in P_q} R_P / R_all`` (float64) and, if grad_sims is not None, d (1 - sum(row_sums)) / d sims;
+  relevant a bool tensor of sims' shape, weights float64 (rows,)
 
 on contiguous, non-empty (rows, cols) tensors of one dtype (float32 or float64) on one device,
 ``compared`` None for a row rank (see ``csrc/sigmoid_rank.h`` and ``csrc/vsl_loss.h``).

@@ -42,6 +42,15 @@ def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: 
                               _ptr(grad_semantic), _ptr(grad_semantic_compared))
 
 
+def smooth_ap_loss(sims: Tensor, relevant: Tensor, weights: Tensor, row_sums: Tensor, grad_sims: Optional[Tensor],
+                   tau: float) -> None:
+    """One native call: each row's weighted AP sum and, where grad_sims is given, d loss / d sims
+    (csrc/smooth_ap_loss.h)."""
+    rows, cols = sims.shape
+    _C.smooth_ap_loss_cpu(sims.dtype == torch.float64, sims.data_ptr(), relevant.data_ptr(), weights.data_ptr(),
+                          row_sums.data_ptr(), _ptr(grad_sims), rows, cols, tau, torch.get_num_threads())
+
+
 def scale(t: Tensor, factor: float) -> Tensor:
     """``t * factor`` (a new contiguous tensor of t's dtype; float32: factor rounded to float32, as
     torch's product with a 0-d tensor rounds it) on the package's pool (csrc/vsl_loss.h: scale_cpu),

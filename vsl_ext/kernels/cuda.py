@@ -132,6 +132,18 @@ def vsl_loss_ratio_sum(sims: Tensor, sims_compared: Optional[Tensor], semantic: 
                               public_code_clamp, algorithm)
 
 
+def smooth_ap_loss(sims: Tensor, relevant: Tensor, weights: Tensor, row_sums: Tensor, grad_sims: Optional[Tensor],
+                   tau: float) -> None:
+    """The fused dense Smooth-AP kernels (csrc/smooth_ap_loss.h); with grad_sims, two (rows, cols)
+    coefficient buffers for the gradient kernel."""
+    rows, cols = sims.shape
+    coef = torch.empty((2, rows, cols), dtype=sims.dtype, device=sims.device) if grad_sims is not None else None
+    _C.smooth_ap_loss_cuda(sims.dtype == torch.float64, sims.data_ptr(), relevant.data_ptr(), weights.data_ptr(),
+                           row_sums.data_ptr(), _ptr(None if coef is None else coef[0]),
+                           _ptr(None if coef is None else coef[1]), _ptr(grad_sims), rows, cols, tau,
+                           *launch_args(sims.device))
+
+
 # ------------------------------------------------------------------------------ sorted algorithm
 def _sort(x: Tensor) -> Tuple[Tensor, Tensor]:
     values, perm = torch.sort(x, dim=1, stable=True)

@@ -9,11 +9,16 @@ For sims S (queries x references, any (r, c)) and a bool relevance P of the same
 ``loss = 1 - mean_q AP_q`` over the queries with at least one relevant reference.
 
 Any number of relevant references per query, in any order; the caller decides whether a query counts
-itself (the original code and pytorch-metric-learning put the diagonal in P). The op ranks a chunk of
-rows at a time with the rank kernels (R_all: the row rank; R_P: the rank among P,
-:mod:`vsl_ext.ops.sigmoid_rank_among`; either algorithm, CPU or CUDA) and takes the gradient through both
-ranks while the chunk is at hand, so memory is O(r c) (the gradient) plus a bounded chunk, never the
-reference's O(r c^2); the backward only scales that gradient.
+itself (the original code and pytorch-metric-learning put the diagonal in P).
+
+How: algorithm "auto" and "dense" take the fused kernels (``csrc/smooth_ap_loss.h``, CPU and CUDA): only
+the pairs (j in P_q, any k) are evaluated, O(|P_q| c) per query where the ranks of every entry would take
+O(c^2), and the gradient is taken in the same call, pair by pair. "sorted" ranks a chunk of rows at a time
+with the rank kernels' sorted algorithm (R_P: the rank among P, :mod:`vsl_ext.ops.sigmoid_rank_among`;
+R_all = R_P + R_N - 1), which prunes saturated pairs: worth it only for queries with many relevant
+references at a small tau. Memory is O(r c) (the gradient) plus O(c) per thread (CUDA: two (r, c)
+coefficient buffers; sorted: a bounded chunk), never the reference's O(r c^2); the backward only scales
+the gradient.
 
 Registered op: ``vsl_ext::smooth_ap_loss(Tensor sims, Tensor relevant, Tensor tau, bool sims_grad, int
 algorithm) -> (Tensor loss, Tensor grad_sims)``: for (..., r, c) sims and relevant, the loss of each (r, c)
@@ -30,64 +35,79 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .. import _validate
+from .. import _validate, kernels
+from .._native import _C
 from . import _checks
 from .sigmoid_rank import batched, per_sample
 from .sigmoid_rank_among import ranks_among, ranks_among_backward, savable
 
-# Rows per kernel call: about this many elements of (rows, cols) temporaries at a time (a few MB), so a
-# large batch holds its gradient and a bounded chunk, not a dozen (r, c) buffers.
+ALGORITHMS = _C.ALGORITHMS
+
+# The sorted algorithm's rows per kernel call: about this many elements of (rows, cols) temporaries at a time
+# (a few MB), so a large batch holds its gradient and a bounded chunk, not a dozen (r, c) buffers.
 CHUNK_ELEMENTS = 1 << 18
 
 
 def _weights(relevant: Tensor) -> Tensor:
-    """(..., r) float64 weight of each query's AP in its matrix's loss: 1 / (|P_q| * queries with a
-    relevant reference), 0 for a query without one. Raises if a matrix has no such query."""
-    positives = relevant.sum(-1)
-    valid = positives > 0
+    """(..., r) float64 weight of each query's AP in its matrix's loss: 1 / (queries with a relevant
+    reference), 0 for a query without one. Raises if a matrix has no such query."""
+    valid = relevant.any(-1)  # (a sum would go through an int64 copy of relevant: 8 bytes per entry)
     counted = valid.sum(-1, keepdim=True)
     if counted.numel() and bool((counted == 0).any()):
         raise ValueError("vsl_ext::smooth_ap_loss: relevant marks no relevant reference in any row of a "
                          f"(queries, references) matrix of shape {tuple(relevant.shape)}; Smooth-AP needs at least one "
                          "query with a relevant reference (rows without one are skipped)")
-    return torch.where(valid, 1.0 / (positives.clamp(min=1).double() * counted.clamp(min=1).double()), 0.0)
+    return torch.where(valid, 1.0 / counted.clamp(min=1).double(), 0.0)
 
 
 def loss_and_grad(sims: Tensor, relevant: Tensor, tau: float, sims_grad: bool,
                   algorithm: int) -> Tuple[Tensor, Optional[Tensor]]:
-    """The op's computation on checked inputs: (float64 loss of each (r, c) matrix, d loss / d sims or None)."""
+    """The op's computation on checked inputs: (float64 loss of each (r, c) matrix, d loss / d sims or None).
+    "auto" and "dense": the fused kernels; "sorted": the rank kernels' sorted algorithm."""
     sims, relevant = sims.contiguous(), relevant.contiguous()
-    batch = sims.shape[:-2]
-    cols = sims.shape[-1]
     weights = _weights(relevant).reshape(-1)
+    if algorithm == ALGORITHMS["sorted"]:
+        row_sums, grad = _by_sorted_ranks(sims, relevant, weights, tau, sims_grad)
+    else:
+        cols = sims.shape[-1]
+        row_sums = torch.zeros(weights.shape, dtype=torch.float64, device=sims.device)
+        grad = torch.empty_like(sims) if sims_grad else None
+        if sims.numel():
+            kernels.for_tensor(sims).smooth_ap_loss(sims.view(-1, cols), relevant.view(-1, cols), weights, row_sums,
+                                                    grad.view(-1, cols) if grad is not None else None, tau)
+    loss = 1.0 - row_sums.view(sims.shape[:-1]).sum(-1)
+    return loss, grad
+
+
+def _by_sorted_ranks(sims: Tensor, relevant: Tensor, weights: Tensor, tau: float,
+                     sims_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """Each row's weighted AP sum and d loss / d sims from the sorted algorithm's ranks, a chunk of rows at a
+    time: R_P the rank among P, R_all = R_P + R_N - 1 with R_N the rank among the rest (the same pairs as the
+    row rank; an all-relevant query gets R_all = R_P exactly)."""
+    algorithm = ALGORITHMS["sorted"]
+    cols = sims.shape[-1]
     grad = torch.zeros_like(sims) if sims_grad else None
-    weighted = torch.zeros(weights.shape, dtype=torch.float64, device=sims.device)
+    row_sums = torch.zeros(weights.shape, dtype=torch.float64, device=sims.device)
     if sims.numel():
         x_all, p_all = sims.view(-1, cols), relevant.view(-1, cols)
         g_all = grad.view(-1, cols) if grad is not None else None
         step = max(1, CHUNK_ELEMENTS // cols)
         for a in range(0, x_all.shape[0], step):
-            x, p, w = x_all[a:a + step], p_all[a:a + step], weights[a:a + step, None]
-            # R_all = R_P + R_N - 1 with R_N the rank among the references that are not relevant: the
-            # same pairs as the row rank, and an all-relevant query gets R_all = R_P exactly.
+            x, p = x_all[a:a + step], p_all[a:a + step]
+            w = weights[a:a + step, None] / p.sum(-1, keepdim=True).clamp(min=1)
             r_pos = ranks_among(x, p, tau, True, algorithm).double()
             r_neg = ranks_among(x, ~p, tau, True, algorithm).double()
             r64 = r_pos + r_neg - 1.0
             ratio = torch.where(p, r_pos / r64, 0.0)
-            weighted[a:a + step] = (ratio * w).sum(-1)
+            row_sums[a:a + step] = (ratio * w).sum(-1)
             if g_all is not None:
-                # d loss / d R_all = w R_P / R_all^2 and d loss / d R_P = -w / R_all, taken pair by pair: a
-                # pair (j, k) with k relevant carries their sum w (R_P - R_all) / R_all^2, one with k not
-                # relevant the first alone. Summing the two ranks' gradients instead would cancel two large
-                # terms in the input's precision (an all-relevant query, whose AP is 1, would get a
-                # gradient of rounding errors).
+                # The pair coefficients of csrc/smooth_ap_loss.h: one term per pair, not the difference of the
+                # two ranks' gradients (which would cancel two large terms in the input's precision).
                 g_in = torch.where(p, w * (1.0 - r_neg) / (r64 * r64), 0.0).to(x.dtype)
                 g_out = torch.where(p, w * ratio / r64, 0.0).to(x.dtype)
                 g_all[a:a + step] = ranks_among_backward(x, p, g_in, tau, True, algorithm)
                 g_all[a:a + step] += ranks_among_backward(x, ~p, g_out, tau, True, algorithm)
-    rows = sims.shape[-2]
-    loss = 1.0 - weighted.view(*batch, rows).sum(-1)
-    return loss, grad
+    return row_sums, grad
 
 
 @torch.library.custom_op("vsl_ext::smooth_ap_loss", mutates_args=())
@@ -121,6 +141,7 @@ def _setup_context(ctx, inputs, output):
     sims, relevant, tau, sims_grad, algorithm = inputs
     _, grad = output
     ctx.mark_non_differentiable(grad)
+    ctx.set_materialize_grads(False)  # no (r, c) zeros for the gradient output's incoming gradient
     want = ctx.needs_input_grad[0]
     recompute = want and not sims_grad
     ctx.save_for_backward(grad if want and sims_grad else None, sims if recompute else None,
@@ -130,7 +151,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, _grad_grad):
     grad, sims, relevant, tau = ctx.saved_tensors
-    if not ctx.needs_input_grad[0]:
+    if not ctx.needs_input_grad[0] or grad_loss is None:  # None: no gradient reached the loss (no zeros made)
         return None, None, None, None, None
     if sims is not None:
         _, grad = smooth_ap_loss_op(sims, relevant, tau, True, ctx.algorithm)

@@ -107,6 +107,7 @@ def _setup_context(ctx, inputs, output):
     sims, semantic, tau, public_code, semantic_grad, algorithm = inputs
     _, grad_sims, grad_semantic = output
     ctx.mark_non_differentiable(grad_sims, grad_semantic)
+    ctx.set_materialize_grads(False)  # no (r, c) zeros for the gradient outputs' incoming gradients
     want_sims, want_semantic = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     recompute = want_semantic and not semantic_grad  # semantic's gradient was not asked of the forward
     # Only what the backward reads: an input that needs no gradient may be an inference tensor.
@@ -130,6 +131,8 @@ def _scale(grad: Tensor, grad_sum: Tensor) -> Tensor:
 def _backward(ctx, grad_sum, _grad_sims, _grad_semantic):
     grad_sims, grad_semantic, sims, semantic, tau = ctx.saved_tensors
     public_code, algorithm = ctx.args
+    if grad_sum is None:  # no gradient reached the sums (no zeros made: set_materialize_grads(False))
+        return None, None, None, None, None, None
     if sims is not None:
         _, grad_sims, grad_semantic = vsl_loss_ratio_sum_op(sims, semantic, tau, public_code, True, algorithm)
     d_sims = _scale(grad_sims, grad_sum) if ctx.needs_input_grad[0] else None
