@@ -1,12 +1,14 @@
-"""smooth_ap_loss (Smooth-AP for any relevance, issue 24): vsl_ext vs its peers, forward+backward, time and
-peak memory, n = 64 ... 8192 on CPU; writes the report section ``benchmarks/results/smooth_ap_loss-<device>.md``.
+"""The benchmark report's ``smooth_ap_loss`` suite (Smooth-AP for any relevance): vsl_ext vs its peers,
+forward+backward, time and peak memory, n = 64 ... 8192 on CPU.
 
-    python -m benchmarks.bench_smooth_ap_loss --threads 2                 # the committed section
-    python -m benchmarks.bench_smooth_ap_loss --threads 2 --max-n 256     # a quick look
+    python -m benchmarks.report --suites smooth_ap_loss            # this suite alone
+    python -m benchmarks.report                                   # with the others (CPU)
 
-Each case is one process (``--one``): n embeddings (dim 128, L2-normalised) of n ** 0.5 classes of n ** 0.5
-members (rounded to a power of two; classes equal to members, where pytorch-metric-learning 2.9.0's
-SmoothAPLoss is right), the loss and its backward to the embeddings, tau = 0.01. Peers in the same run:
+:func:`run_cases` runs the cases and :func:`render_section` writes the report's section. Each case is one
+process (``python -m benchmarks.bench_smooth_ap_loss --one IMPL N``): n embeddings (dim 128, L2-normalised)
+of n ** 0.5 classes of n ** 0.5 members (rounded to a power of two; classes equal to members, where
+pytorch-metric-learning 2.9.0's SmoothAPLoss is right), the loss and its backward to the embeddings,
+tau = 0.01. Peers in the same run:
 
 * ``vsl_ext``: ``vsl_ext.smooth_ap_loss(xn @ xn.T, labels equal)``;
 * ``pml``: ``pytorch_metric_learning.losses.SmoothAPLoss(0.01)(x, labels)`` (n^3 tensors);
@@ -14,12 +16,12 @@ SmoothAPLoss is right), the loss and its backward to the embeddings, tau = 0.01.
 * ``chunked``: the formula over blocks of query rows, each block checkpointed (``torch.utils.checkpoint``),
   so that no block holds more than 2^24 pair terms: O(n^2) memory, the formula's O(n^3) work.
 
-Time: median of the timed calls after the measured call (perf_counter), ``--threads`` torch threads. Memory:
+Time: median of the timed calls after the measured call (perf_counter), the report's torch threads. Memory:
 extra peak RSS of the first call at this n in the case's fresh process (VmHWM - VmRSS after
 ``/proc/self/clear_refs``), after one call at n = 16 that initialises the libraries (``compile``: after
-the call at this n that compiles). Cases whose n^3
-tensors would exceed ``--cube-limit-mb`` are not run ("does not fit"), nor cases predicted (n^3 from the
-previous n) to exceed ``--max-case-seconds``.
+the call at this n that compiles). Cases whose n^3 tensors would exceed 4 GiB are not run ("does not
+fit"), nor cases predicted (n^3 from the previous n) to exceed the report's ``--max-case-seconds`` or
+its ``--time-budget``.
 """
 from __future__ import annotations
 
@@ -31,12 +33,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import List, Optional
 
-from benchmarks._env import cpu_name, write_atomic
+from benchmarks._env import fmt_bytes, fmt_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 IMPLS = ("vsl_ext", "pml", "compile", "chunked")
 N_ALL = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
+N_QUICK = [64, 128]
+QUICK_IMPLS = ("vsl_ext", "pml", "chunked")  # torch.compile's compilation alone takes longer than a quick run
 CUBIC = {"pml": 8, "compile": 6}  # about this many float32 n^3 tensors alive at the peak
 CHUNK_TERMS = 1 << 24
 
@@ -148,131 +153,131 @@ def run_one(impl: str, n: int, threads: int, target_s: float) -> dict:
             "peak_extra_bytes": peak, "threads": threads}
 
 
-def _fmt_bytes(b: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if b >= size:
-            return f"{b / size:.1f} {unit}"
-    return f"{b:.0f} B"
-
-
-def _fmt_s(s: float) -> str:
-    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
-
-
-def _run_one_process(impl: str, n: int, args) -> subprocess.CompletedProcess:
-    """``--one IMPL N`` in a fresh process with this run's options."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
+def _run_one_process(impl: str, n: int, threads: int, target_s: float,
+                     timeout_s: Optional[float]) -> subprocess.CompletedProcess:
+    """``--one IMPL N`` in a fresh process."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "benchmarks.bench_smooth_ap_loss", "--one", impl, str(n),
-                           "--threads", str(args.threads), "--target-seconds", str(args.target_seconds)],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+                           "--threads", str(threads), "--target-seconds", str(target_s)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--one", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-n", type=int, default=8192)
-    ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
-    ap.add_argument("--target-seconds", type=float, default=2.0)
-    ap.add_argument("--max-case-seconds", type=float, default=120.0)
-    ap.add_argument("--cube-limit-mb", type=float, default=4096.0)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    ap.add_argument("--add", nargs=2, metavar=("IMPL", "N"),
-                    help="run one more case and put it into the existing records (re-rendering the section)")
-    ap.add_argument("--from-json", type=Path, help="re-render the section from these records")
-    ap.add_argument("--note", default="", help="a line in the section's notes (e.g. the machine's load)")
-    args = ap.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.threads, args.target_seconds)))
-        return 0
-
-    import torch
-
-    import vsl_ext
+def run_cases(threads: int, quick: bool = False, max_n: Optional[int] = None, target_s: float = 2.0,
+              max_case_seconds: float = 600.0, cube_limit_bytes: float = 4 << 30,
+              deadline: Optional[float] = None) -> List[dict]:
+    """Every case, ascending n, each in a fresh process; returns the records (``"suite":
+    "smooth_ap_loss"``; ``status`` "ok", or why a case was not run). A case is not run when its n^3
+    tensors exceed ``cube_limit_bytes``, when a smaller n of the implementation was not run, when it is
+    predicted (n^3 from the previous n) to exceed ``max_case_seconds``, or when ``deadline``
+    (time.monotonic()) would pass first."""
+    impls = QUICK_IMPLS if quick else IMPLS
     records, last = [], {}
-    if args.from_json:
-        records = json.loads(args.from_json.read_text())
-    todo = [] if args.from_json else [n for n in N_ALL if n <= args.max_n]
-    if args.add:
-        impl, n_add = args.add[0], int(args.add[1])
-        proc = _run_one_process(impl, n_add, args)
-        proc.check_returncode()
-        out = proc.stdout
-        added = dict(json.loads(out.strip().splitlines()[-1]), status="ok", note="added with --add")
-        records = [r for r in records if (r["impl"], r["n"]) != (impl, n_add)] + [added]
-    for n in todo:
-        for impl in args.impls:
-            rec = {"impl": impl, "n": n}
+    for n in [n for n in (N_QUICK if quick else N_ALL) if max_n is None or n <= max_n]:
+        for impl in impls:
+            rec = {"suite": "smooth_ap_loss", "impl": impl, "n": n, "threads": threads}
             cube = CUBIC.get(impl, 0) * 4 * n ** 3
             prev = last.get(impl)
             predicted = prev[1] * (n / prev[0]) ** 3 if prev else None
-            if cube > args.cube_limit_mb * (1 << 20):
-                rec["status"] = f"does not fit (needs about {_fmt_bytes(cube)} of n^3 tensors)"
+            left = None if deadline is None else deadline - time.monotonic()
+            if cube > cube_limit_bytes:
+                rec["status"] = f"does not fit (needs about {fmt_bytes(cube)} of n^3 tensors)"
+            elif left is not None and (left <= 0 or (predicted is not None and 3 * predicted > left)):
+                rec["status"] = "not run (time budget)"
             elif impl in last and last[impl] is None:
                 rec["status"] = "not run (a smaller n was not run)"
-            elif predicted is not None and predicted > args.max_case_seconds:
-                rec["status"] = f"not run (predicted {_fmt_s(predicted)} per call)"
+            elif predicted is not None and predicted > max_case_seconds:
+                rec["status"] = f"not run (predicted {fmt_seconds(predicted)} per call)"
             else:
-                proc = _run_one_process(impl, n, args)
-                if proc.returncode != 0:
-                    tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                    rec["status"] = f"failed: {tail[:120]}"
+                try:
+                    proc = _run_one_process(impl, n, threads, target_s, left)
+                except subprocess.TimeoutExpired:
+                    rec["status"] = "not run (time budget)"
                 else:
-                    rec.update(json.loads(proc.stdout.strip().splitlines()[-1]), status="ok")
+                    if proc.returncode != 0:
+                        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                        rec["status"] = f"failed: {tail[:120]}"
+                    else:
+                        rec.update(json.loads(proc.stdout.strip().splitlines()[-1]), status="ok")
             if rec["status"] == "ok":
                 last[impl] = (n, rec["time_s"])
             elif impl not in last:
-                last[impl] = None if rec["status"].startswith(("failed", "does not")) else last.get(impl)
+                last[impl] = None
             records.append(rec)
             print(json.dumps(rec), flush=True)
+    return records
 
-    slug = "cpu"
-    lines = [
-        "# Smooth-AP: vsl_ext vs peers (forward+backward, CPU)",
-        "",
-        f"Command: `python -m benchmarks.bench_smooth_ap_loss --threads {args.threads}"
-        + (f" --max-n {args.max_n}" if args.max_n != 8192 else "") + "`",
-        "",
-        f"Device: {cpu_name()}, {args.threads} torch threads; torch {torch.__version__}, vsl_ext "
-        f"{vsl_ext.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. A shared machine: other "
-        "load shows in the medians." + (f" {args.note}" if args.note else ""),
-        "",
-        "Inputs: n embeddings (dim 128) in sqrt(n) classes of sqrt(n) members (powers of two), tau = 0.01; "
-        "the loss from the embeddings and its backward to them. Time: median after a warm-up call. Memory: "
-        "extra peak RSS of one call in a fresh process (torch.compile: its second call).",
-        "",
-        "| n | " + " | ".join(f"{i} time" for i in args.impls) + " | " + " | ".join(f"{i} peak" for i in args.impls)
-        + " | PML / vsl_ext |",
-        "|---|" + "---|" * (2 * len(args.impls) + 1),
-    ]
+
+def _ratio(ours: dict, peers: List[dict]) -> str:
+    best = min(peers, key=lambda r: r["time_s"])
+    return f"{best['time_s'] / ours['time_s']:.1f}× ({best['impl']})"
+
+
+def _rows_by_n(records: List[dict]):
     for n in sorted({r["n"] for r in records}):
         row = {r["impl"]: r for r in records if r["n"] == n}
+        ours = row.get("vsl_ext", {})
+        peers = [r for i, r in row.items() if i != "vsl_ext" and r.get("status") == "ok"]
+        yield n, row, ours if ours.get("status") == "ok" else None, peers
 
+
+def summary_line(records: List[dict]) -> str:
+    """The report summary's line for the suite ("" without records)."""
+    ratios = [f"n = {n}: {_ratio(ours, peers)}" for n, _, ours, peers in _rows_by_n(records) if ours and peers]
+    ran = [(n, ours) for n, _, ours, _ in _rows_by_n(records) if ours]
+    if not ran:
+        return ""
+    n, ours = ran[-1]
+    return (f"- smooth_ap_loss, forward+backward: ratio to the fastest peer {', '.join(ratios) or '-'}; vsl_ext runs "
+            f"up to n = {n} ({fmt_seconds(ours['time_s'])}, peak memory {fmt_bytes(ours['peak_extra_bytes'])}).")
+
+
+def render_section(records: List[dict]) -> List[str]:
+    """The report's Markdown section for the suite's records (empty without any)."""
+    if not records:
+        return []
+    impls = [i for i in IMPLS if any(r["impl"] == i for r in records)]
+    threads = sorted({r.get("threads") for r in records if r.get("threads")})
+    lines = [
+        "## Smooth-AP (smooth_ap_loss): forward+backward vs peers",
+        "",
+        "Inputs: n embeddings (dim 128, L2-normalised) in sqrt(n) classes of sqrt(n) members (powers of two; "
+        "pytorch-metric-learning 2.9.0's SmoothAPLoss is right only with as many classes as members), relevance "
+        "= same class, diagonal included, tau = 0.01; the loss from the embeddings and its backward to them, "
+        f"{'/'.join(map(str, threads))} torch threads. Peers: `pml` = PML's SmoothAPLoss (n³ tensors), "
+        "`compile` = torch.compile of the formula (`vsl_ext.reference.smooth_ap_loss`), `chunked` = the "
+        "formula over checkpointed blocks of query rows (O(n²) memory, O(n³) work). Time: median after the "
+        "measured call; memory: extra peak RSS of that call in the case's fresh process (compile: its second "
+        "call).",
+        "",
+        "| n | " + " | ".join(f"{i} time" for i in impls) + " | " + " | ".join(f"{i} peak mem" for i in impls)
+        + " | ratio to the fastest peer |",
+        "|---|" + "---|" * (2 * len(impls) + 1),
+    ]
+    for n, row, ours, peers in _rows_by_n(records):
         def cell(impl, key, row=row):
             r = row.get(impl)
             if r is None:
                 return ""
             if r["status"] != "ok":
                 return r["status"].split(" (")[0]
-            return _fmt_s(r["time_s"]) if key == "time" else _fmt_bytes(r["peak_extra_bytes"])
-        ratio = ""
-        if row.get("pml", {}).get("status") == "ok" and row.get("vsl_ext", {}).get("status") == "ok":
-            ratio = f"{row['pml']['time_s'] / row['vsl_ext']['time_s']:.1f}x"
-        lines.append(f"| {n} | " + " | ".join(cell(i, "time") for i in args.impls) + " | "
-                     + " | ".join(cell(i, "peak") for i in args.impls) + f" | {ratio} |")
+            return fmt_seconds(r["time_s"]) if key == "time" else fmt_bytes(r["peak_extra_bytes"])
+        ratio = _ratio(ours, peers) if ours and peers else ""
+        lines.append(f"| {n} | " + " | ".join(cell(i, "time") for i in impls) + " | "
+                     + " | ".join(cell(i, "peak") for i in impls) + f" | {ratio} |")
     skipped = [r for r in records if r["status"] != "ok"]
     if skipped:
-        lines += ["", "Not run:", ""] + [f"- {r['impl']} n={r['n']}: {r['status']}" for r in skipped]
-    added = [r for r in records if r.get("note")]
-    if added:
-        lines += ["", "Added to this run's records afterwards (`--add IMPL N`, same options): "
-                  + ", ".join(f"{r['impl']} n={r['n']}" for r in added) + "."]
-    lines += ["", "Raw records: the `.json` file beside this one.", ""]
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"smooth_ap_loss-{slug}"
-    write_atomic(stem.with_suffix(".md"), "\n".join(lines))
-    write_atomic(stem.with_suffix(".json"), json.dumps(records, indent=1))
-    print("\n".join(lines))
+        lines += ["", "Not run: " + "; ".join(f"{r['impl']} n = {r['n']}: {r['status']}" for r in skipped) + "."]
+    lines.append("")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="one case of the report's smooth_ap_loss suite (internal)")
+    ap.add_argument("--one", nargs=2, metavar=("IMPL", "N"), required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--target-seconds", type=float, default=2.0)
+    args = ap.parse_args(argv)
+    print(json.dumps(run_one(args.one[0], int(args.one[1]), args.threads, args.target_seconds)))
     return 0
 
 

@@ -268,15 +268,15 @@ session() {
     skip_step build "rehearsal: the sm_90 CUDA build needs the GPU machine's nvcc run; the vsl_ext installed here is used"
     step self-check 120 logged "$out/self-check.log" python -m vsl_ext
     # the CUDA kernels' own source, compiled for the CPU: every kernel family against the CPU kernels
-    # or its definition, on rows past the 1,024-column tile (13 of the emulator's 184 tests; CI's pytest
+    # or its definition, on rows past the 1,024-column tile (15 of the emulator's 202 tests; CI's pytest
     # runs them all)
     tests_cmd=(python -m pytest -q -p no:cacheprovider tests/test_cuda_emulated.py -k
-      "f32 and 1025 and (dense_rank or fused_vsl or sorted_sums) or caption_index or empty_batches")
+      "f32 and 1025 and (dense_rank or fused_vsl or fused_smooth_ap or sorted_sums) or caption_index or empty_batches")
     step cuda-tests 150 logged "$out/cuda-tests.log" "${tests_cmd[@]}"
     for tool in memcheck racecheck; do
       skip_step "$tool" "rehearsal: compute-sanitizer needs a GPU (the emulator's AddressSanitizer run in tests/test_cuda_emulated.py stands in for memcheck, in CI's pytest)"
     done
-    step bench 150 report --device cpu --quick --sections main --max-n 128 \
+    step bench 150 report --device cpu --quick --suites rank caption_index --sections main --max-n 128 \
       --out "$work/report" --note "GPU session rehearsal on a CPU: n <= 128"
     step large-n 60 logged "$out/bench.log" large_loss 2048 cpu  # n = 65,536 on the GPU
   else

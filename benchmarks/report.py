@@ -23,13 +23,24 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from benchmarks import _peers
+from benchmarks import _peers, bench_smooth_ap_loss
 from benchmarks._cases import SECTIONS, label, make_inputs
-from benchmarks._env import REPO, RESULTS_DIR, fmt_bytes, fmt_seconds, write_atomic, write_json_atomic
+from benchmarks._env import (
+    REPO,
+    RESULTS_DIR,
+    default_threads,
+    fmt_bytes,
+    fmt_seconds,
+    stamp,
+    write_atomic,
+    write_json_atomic,
+)
 
-# suite -> its files: "rank" is the ops' suite (records with "suite": "rank"), one file per op
+# suite -> its pytest files: "rank" is the ops' suite (records with "suite": "rank"), one file per op;
+# "smooth_ap_loss" runs its cases one process each (benchmarks/bench_smooth_ap_loss.py; CPU only)
 SUITES = {"rank": ("benchmarks/bench_sigmoid_rank.py", "benchmarks/bench_vsl_loss.py"),
-          "caption_index": ("benchmarks/bench_caption_index.py",)}
+          "caption_index": ("benchmarks/bench_caption_index.py",),
+          "smooth_ap_loss": ()}
 LEGACY_SUITE_NAMES = {"captions": "caption_index"}  # records of earlier runs (--from-json)
 RENDER_RESERVE_S = 45  # --time-budget: kept for rendering tables and plots after the suites
 PASSES = ("forward", "forward+backward")
@@ -101,6 +112,7 @@ def load(paths: List[Path]) -> dict:
 
 
 def run_suites(args, json_path: Path) -> int:
+    """The pytest suites of ``args.suites``; their pytest-benchmark JSON goes to ``json_path``."""
     cmd = [sys.executable, "-m", "pytest", *[f for s in args.suites for f in SUITES[s]], "-p", "no:cacheprovider",
            "-q", f"--benchmark-json={json_path}", "--benchmark-columns=min,median,max,rounds",
            "--benchmark-sort=name", f"--vsl-device={args.device}"]
@@ -223,23 +235,25 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
     arch = f" {bi['cuda_arch']}" if bi.get("cuda_arch") else ""
     w(f"- Build: OpenMP {bi.get('openmp')}, CUDA kernels {bi.get('cuda')}{arch}, "
       f"compiler {bi.get('compiler')}; Python {stamp.get('python')}; memory {stamp.get('memory_total_gb')} GiB")
-    w("- Inputs: S = cosine similarities of random unit embeddings (d = 1024) with +0.5 on the diagonal; "
-      f"C = {settings.get('semantic_source', '?')}; float32; tau = 1e-3.")
-    if stamp.get("device") == "cuda":
-        w("- Time: CUDA events around each call after warm-up, median of the repeats.")
-        w("- Peak memory: `torch.cuda.max_memory_allocated` during one call minus the memory allocated before it.")
-    else:
-        w(f"- Time: median wall time of the repeats (pytest-benchmark, perf_counter) after a warm-up call; "
-          f"torch.set_num_threads({stamp.get('threads')}). A case whose single call exceeds the timing target "
-          f"({fmt_seconds(settings.get('target_seconds'))}) is timed by that one call, made in the memory probe's "
-          "fresh process.")
-        w("- Peak memory: extra peak RSS of one call in a fresh process per case (VmHWM - VmRSS after loading "
-          "the inputs).")
-    limit = settings.get("memory_limit_bytes")
-    w(f"- \"does not fit\": the reference's n³ tensors (counted: peak number alive at once × n³ × 4 B) exceed "
-      f"{settings.get('memory_fraction')} of the free memory{f' ({fmt_bytes(limit)})' if limit else ''}; "
-      "never attempted. \"skipped (est.)\": one call was predicted (n³ from the previous n) to exceed "
-      f"{fmt_seconds(settings.get('max_case_seconds'))}.")
+    if idx:
+        w("- Inputs: S = cosine similarities of random unit embeddings (d = 1024) with +0.5 on the diagonal; "
+          f"C = {settings.get('semantic_source', '?')}; float32; tau = 1e-3.")
+    if any(r.get("suite") in ("rank", "caption_index") for r in records):  # the pytest suites' settings
+        if stamp.get("device") == "cuda":
+            w("- Time: CUDA events around each call after warm-up, median of the repeats.")
+            w("- Peak memory: `torch.cuda.max_memory_allocated` during one call minus the memory allocated before it.")
+        else:
+            w(f"- Time: median wall time of the repeats (pytest-benchmark, perf_counter) after a warm-up call; "
+              f"torch.set_num_threads({stamp.get('threads')}). A case whose single call exceeds the timing target "
+              f"({fmt_seconds(settings.get('target_seconds'))}) is timed by that one call, made in the memory probe's "
+              "fresh process.")
+            w("- Peak memory: extra peak RSS of one call in a fresh process per case (VmHWM - VmRSS after loading "
+              "the inputs).")
+        limit = settings.get("memory_limit_bytes")
+        w(f"- \"does not fit\": the reference's n³ tensors (counted: peak number alive at once × n³ × 4 B) exceed "
+          f"{settings.get('memory_fraction')} of the free memory{f' ({fmt_bytes(limit)})' if limit else ''}; "
+          "never attempted. \"skipped (est.)\": one call was predicted (n³ from the previous n) to exceed "
+          f"{fmt_seconds(settings.get('max_case_seconds'))}.")
     if quick:
         w("- **Quick run**: small sizes and few repeats; times are indicative only.")
     w()
@@ -279,6 +293,9 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
         if any(k[0] == "large-n" and k[1] == op for k in idx):
             w(f"- {op} dense vs sorted (forward+backward): "
               + (f"sorted is as fast or faster from n = {x} on." if x else "sorted never overtook dense here."))
+    summary = bench_smooth_ap_loss.summary_line([r for r in records if r.get("suite") == "smooth_ap_loss"])
+    if summary:
+        w(summary)
     w()
     if plots:
         w(" ".join(f"[{name}]({path})" for name, path in plots.items()))
@@ -346,11 +363,13 @@ def render_markdown(report: dict, plots: Dict[str, str]) -> str:
     _render_window(w, [r for r in records if r.get("suite") == "rank" and r.get("window") is not None],
                    stamp.get("device"))
     _render_caption_index(w, [r for r in records if r.get("suite") == "caption_index"])
+    for line in bench_smooth_ap_loss.render_section([r for r in records if r.get("suite") == "smooth_ap_loss"]):
+        w(line)
 
     w("## Notes")
     w()
-    not_run = [r for r in records if r.get("status") not in (None, "ok", "does not fit", "over time budget",
-                                                             "over session budget")]
+    not_run = [r for r in records if r.get("suite") != "smooth_ap_loss"  # listed in its section
+               and r.get("status") not in (None, "ok", "does not fit", "over time budget", "over session budget")]
     for r in not_run:
         w(f"- {r.get('label') or r.get('impl')} {r.get('op', '')} {r.get('pass', '')} n={r.get('n', '')}: "
           f"{r['status']}: {r.get('reason', '')}")
@@ -695,6 +714,37 @@ def render_plots(report: dict, out_dir: Path, stem: str) -> Dict[str, str]:
     return written
 
 
+def run_pytest_suites(args):
+    """(report of the pytest suites, pytest's exit code); a report with only a stamp when no pytest suite
+    is asked for; (None, code) when the suites wrote nothing."""
+    if not any(SUITES[s] for s in args.suites):
+        threads = args.threads or default_threads()
+        return {"stamp": stamp(args.device, threads), "settings": {"quick": args.quick}, "records": []}, 0
+    with tempfile.TemporaryDirectory(prefix="vsl-report-") as tmp:
+        raw = Path(tmp) / "suites.json"
+        rc = run_suites(args, raw)
+        if not raw.exists():
+            print(f"the suites wrote no results (pytest exit code {rc})", file=sys.stderr)
+            return None, rc
+        if args.save_raw:
+            write_atomic(args.save_raw, raw.read_text())
+        return load([raw]), rc
+
+
+def run_smooth_ap_suite(args, report: dict) -> None:
+    """The smooth_ap_loss suite's records into ``report`` (CPU only: a note on CUDA)."""
+    if args.device != "cpu":
+        report.setdefault("notes", []).append("smooth_ap_loss suite: CPU only, not run on CUDA")
+        return
+    deadline = None
+    if args.time_budget is not None:
+        deadline = args.started + args.time_budget - RENDER_RESERVE_S
+    report["records"].extend(bench_smooth_ap_loss.run_cases(
+        report["stamp"].get("threads") or args.threads or default_threads(), quick=args.quick, max_n=args.max_n,
+        target_s=args.target_seconds or (0.3 if args.quick else 2.0), max_case_seconds=args.max_case_seconds or 600.0,
+        deadline=deadline))
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
@@ -702,8 +752,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 3 min on 2 cores)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all CPUs this process may use)")
-    ap.add_argument("--suites", nargs="+", choices=sorted(SUITES), default=["rank", "caption_index"],
-                    help="suites to run, in this order")
+    ap.add_argument("--suites", nargs="+", choices=sorted(SUITES),
+                    help="suites to run, in this order (default: rank caption_index, and smooth_ap_loss on the CPU)")
     ap.add_argument("--sections", nargs="+", choices=SECTIONS,
                     help="rank suite sections to run, in this order (default: main large-n window)")
     ap.add_argument("--time-budget", type=float, metavar="SECONDS",
@@ -726,15 +776,13 @@ def main(argv=None) -> int:
     if args.from_json:
         report = load(args.from_json)
     else:
-        with tempfile.TemporaryDirectory(prefix="vsl-report-") as tmp:
-            raw = Path(tmp) / "suites.json"
-            rc = run_suites(args, raw)
-            if not raw.exists():
-                print(f"the suites wrote no results (pytest exit code {rc})", file=sys.stderr)
-                return rc or 1
-            if args.save_raw:
-                write_atomic(args.save_raw, raw.read_text())
-            report = load([raw])
+        if args.suites is None:
+            args.suites = ["rank", "caption_index"] + (["smooth_ap_loss"] if args.device == "cpu" else [])
+        report, rc = run_pytest_suites(args)
+        if report is None:
+            return rc or 1
+        if "smooth_ap_loss" in args.suites:
+            run_smooth_ap_suite(args, report)
         report["command"] = "python -m benchmarks.report " + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     report.setdefault("command", "python -m benchmarks.report" + (" --quick" if report["settings"].get("quick")

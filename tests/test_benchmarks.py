@@ -111,3 +111,40 @@ def test_report_leads_with_the_ratio_to_the_fastest_peer():
     row = next(line for line in md.splitlines() if line.startswith("| 128 | "))
     assert row.startswith("| 128 | 20× | numba parallel | 2 ms |")
     assert "40 ms ✗" in row and "3.0e-03" in row
+
+
+def _smooth_ap_record(impl, n, seconds=None, status="ok"):
+    rec = {"suite": "smooth_ap_loss", "impl": impl, "n": n, "threads": 2, "status": status}
+    if status == "ok":
+        rec.update(time_s=seconds, peak_extra_bytes=n * n * 4)
+    return rec
+
+
+def test_report_renders_the_smooth_ap_section_with_its_peers():
+    from benchmarks import bench_smooth_ap_loss
+
+    records = [_smooth_ap_record("vsl_ext", 256, 0.002), _smooth_ap_record("pml", 256, 6.0),
+               _smooth_ap_record("chunked", 256, 3.0), _smooth_ap_record("vsl_ext", 8192, 12.0),
+               _smooth_ap_record("pml", 8192, status="does not fit (needs about 16 TB of n^3 tensors)")]
+    report = {"stamp": {"slug": "cpu-test", "device": "cpu", "device_name": "test CPU", "threads": 2},
+              "settings": {}, "records": records}
+    md = report_mod.render_markdown(report, plots={})
+    assert "## Smooth-AP (smooth_ap_loss): forward+backward vs peers" in md
+    assert "| 256 | 2 ms | 6 s | 3 s | 262 kB | 262 kB | 262 kB | 1500.0× (chunked) |" in md
+    assert "| 8192 | 12 s | does not fit |  | 268 MB | does not fit |  |  |" in md
+    assert "pml n = 8192: does not fit (needs about 16 TB of n^3 tensors)" in md
+    assert ("- smooth_ap_loss, forward+backward: ratio to the fastest peer n = 256: 1500.0× (chunked); vsl_ext runs "
+            "up to n = 8192 (12 s, peak memory 268 MB).") in md
+    assert "pytest-benchmark" not in md  # no pytest suite ran: none of its settings are described
+    assert bench_smooth_ap_loss.render_section([]) == [] and bench_smooth_ap_loss.summary_line([]) == ""
+
+
+def test_smooth_ap_suite_stops_at_its_deadline_without_running_a_case():
+    import time
+
+    from benchmarks import bench_smooth_ap_loss
+
+    records = bench_smooth_ap_loss.run_cases(1, quick=True, deadline=time.monotonic() - 1)
+    assert {r["status"] for r in records} == {"not run (time budget)"}
+    assert {(r["impl"], r["n"]) for r in records} == {(i, n) for i in bench_smooth_ap_loss.QUICK_IMPLS
+                                                      for n in bench_smooth_ap_loss.N_QUICK}
