@@ -6,10 +6,9 @@ import warnings
 
 import pytest
 
+from phrases_gold import FLOORS, GOLD, gold_scores, scores
 from vsl_ext import phrases
 from vsl_ext.phrases import PhraseLabels
-
-from phrases_gold import FLOORS, GOLD, gold_scores, scores
 
 
 def _model_or_skip():

@@ -33,7 +33,7 @@ and ``command`` that produced it, kept under ``docs/results/``):
   thread count, machine and load), the rows of every file under the first file's columns.
 
 Every rendered table is followed by one line naming its file and what its numbers depend on (the
-torch CPU thread count and torch version the run recorded). ``tests/test_docs_tables.py`` runs the
+torch CPU thread count and torch version the run recorded; for a record also the machine and load). ``tests/test_docs_tables.py`` runs the
 check, so CI fails when a table and its file disagree.
 """
 from __future__ import annotations
@@ -368,22 +368,24 @@ def gather_phrase_weights(run_dirs: Sequence[str], name: str, command: str, comm
     """Keep ``--phrase-level`` runs that differ in ``--phrase-weight`` as the record
     ``docs/results/<name>.json``: per run (in the order given) its w, best validation rsum (and
     epoch), the phrase terms' mean training value in the first and last epoch, the triplet term's in
-    the last, and the test rsum of its best checkpoint. Returns the record's path from the root; ValueError for a run without
-    ``--phrase-level`` or runs of different thread counts."""
+    the last, and the test rsum of its best checkpoint. Returns the record's path from the root;
+    ValueError for a run without ``--phrase-level`` or runs of different thread counts or epochs."""
     from vsl_ext.harness.results_record import environment, write_record
 
-    rows, threads = [], set()
+    rows, threads, epochs = [], set(), set()
     for run_dir in run_dirs:
         cfg, history, res = _run_folder(run_dir)
         if not cfg.get("phrase_level"):
             raise ValueError(f"{run_dir}: not a --phrase-level run")
         threads.add(cfg["threads"])
+        epochs.add(len(history))
         test = next(iter((res.get("test") or {"-": {"rsum": float("nan")}}).values()))
         rows.append([f"{cfg['phrase_weight']:g}", f"{res['best_val_rsum']:.1f} (epoch {res['best_epoch']})",
                      f"{history[0]['train_phrase']:.0f} → {history[-1]['train_phrase']:.0f}",
                      f"{history[-1]['train_triplet']:.0f}", f"{test['rsum']:.1f}"])
-    if len(threads) != 1:
-        raise ValueError(f"the runs used different thread counts: {sorted(threads)}")
+    if len(threads) != 1 or len(epochs) != 1:
+        raise ValueError(f"the runs need the same thread count and epochs, got threads {sorted(threads)}, "
+                         f"epochs {sorted(epochs)}")
     columns = ["w", "best val rsum (epoch)", f"phrase terms, epoch 1 → {len(history)}",
                f"triplet term, epoch {len(history)}", "test rsum (best epoch)"]
     path = os.path.join("docs", "results", f"{name}.json")
@@ -419,7 +421,8 @@ def main(argv=None) -> int:
     if args.add_phrase_weights:
         if not (args.command and args.commit) or len(args.add_phrase_weights) < 2:
             p.error("--add-phrase-weights NAME RUN ... needs at least one run, --command and --commit")
-        print(f"wrote {gather_phrase_weights(args.add_phrase_weights[1:], args.add_phrase_weights[0], args.command, args.commit)}")
+        name, *runs = args.add_phrase_weights
+        print(f"wrote {gather_phrase_weights(runs, name, args.command, args.commit)}")
     report = run(args.check)
     for doc, specs in report.items():
         for spec in specs:

@@ -27,7 +27,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
     from phrases_gold import FLOORS, GOLD, gold_scores
-
     from vsl_ext import phrases
     from vsl_ext.harness.results_record import write_record
 
