@@ -33,8 +33,8 @@ and ``command`` that produced it, kept under ``docs/results/``):
   thread count, machine and load), the rows of every file under the first file's columns.
 
 Every rendered table is followed by one line naming its file and what its numbers depend on (the
-torch CPU thread count and torch version the run recorded; for a record also the machine and load). ``tests/test_docs_tables.py`` runs the
-check, so CI fails when a table and its file disagree.
+torch CPU thread count and torch version the run recorded; for a record also the machine and load).
+``tests/test_docs_tables.py`` runs the check, so CI fails when a table and its file disagree.
 """
 from __future__ import annotations
 
