@@ -62,15 +62,16 @@ def record_row(n: int, medians: dict, command: str, load: str) -> list:
             f"{ratio:.1f}×", goal]
 
 
-def write_record(path: str, times: dict, command: str, threads: int, load: str) -> None:
-    """Write the runs' medians as a results record to ``path`` (``times``: {n: {impl: [seconds]}})."""
+def write_record(path: str, times: dict, command: str, threads: int, load: str, commit=None) -> None:
+    """Write the runs' medians as a results record to ``path`` (``times``: {n: {impl: [seconds]}};
+    ``commit``: of the code measured, default the checkout's now)."""
     from vsl_ext.harness import results_record
 
     rows = [record_row(n, {impl: statistics.median(ts) for impl, ts in by_impl.items()}, command, load)
             for n, by_impl in times.items()]
     results_record.write_record(path, RECORD_COLUMNS, rows, "python -m benchmarks.one_process " + command,
                                 results_record.environment(threads, load), align="lllrrrr",
-                                data={"seconds": {str(n): by_impl for n, by_impl in times.items()}})
+                                data={"seconds": {str(n): by_impl for n, by_impl in times.items()}}, commit=commit)
 
 
 def main(argv=None) -> int:
@@ -85,6 +86,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
+    if args.record:
+        from vsl_ext.harness.results_record import current_commit
+
+        commit = current_commit()           # the code measured, before anyone edits the checkout
     print(f"threads {torch.get_num_threads()}, load average before {load_before}", flush=True)
     measured = {}
     for n in args.n:
@@ -122,7 +127,8 @@ def main(argv=None) -> int:
         shown = list(sys.argv[1:] if argv is None else argv)
         at = shown.index("--record")
         command = " ".join(shown[:at] + shown[at + 2:])
-        write_record(args.record, measured, command, torch.get_num_threads(), load_range(load_before[0], load_after[0]))
+        write_record(args.record, measured, command, torch.get_num_threads(), load_range(load_before[0], load_after[0]),
+                     commit)
         print(f"wrote {args.record}")
     return 0
 

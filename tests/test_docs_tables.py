@@ -271,3 +271,24 @@ def test_phrases_gold_scores_rows():
     rows = tool.record_rows({"entities": (1.0, 0.98), "triples": (0.9643, 0.9464)},
                             {"entities": (0.96, 0.96), "triples": (0.9, 0.9)})
     assert rows == [["entities", "1.000", "0.980", "0.96, 0.96"], ["triples", "0.964", "0.946", "0.90, 0.90"]]
+
+
+def test_epoch_times_times_a_whole_epoch_or_its_first_batches_and_writes_the_record(tiny_data, tmp_path):
+    from vsl_ext.harness import epoch_times
+
+    def args(name):                      # 40 captions in batches of 10: 4 steps per epoch
+        return epoch_times.train_args(tiny_data, "vse", str(tmp_path / name)) + ["--batch-size", "10"]
+
+    seconds, timed, per_epoch = epoch_times.time_epoch(args("whole"))
+    logged = json.loads((tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()[0])
+    assert (timed, per_epoch) == (4, 4) and seconds == logged["train_seconds"] > 0
+    seconds, timed, per_epoch = epoch_times.time_epoch(args("part"), batches=2)
+    assert (timed, per_epoch) == (2, 4) and seconds > 0
+    assert (tmp_path / "part" / "metrics.jsonl").read_text() == ""        # stopped inside the epoch
+    record = tmp_path / "times.json"
+    assert epoch_times.main(["--data", tiny_data, "--models", "vse", "--output", str(tmp_path / "runs"),
+                             "--record", str(record)]) == 0
+    rec = json.loads(record.read_text())
+    assert rec["columns"] == epoch_times.COLUMNS and rec["environment"]["threads"] == 1
+    assert rec["rows"][0][0] == "`vse`" and rec["rows"][0][2] == "the whole epoch (1 batches)"
+    assert rec["command"].startswith(f"python -m vsl_ext.harness.epoch_times --data {tiny_data} --models vse")

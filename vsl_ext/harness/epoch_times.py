@@ -84,7 +84,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         batches = parse_batches(args.batches)
     except ValueError as exc:
         p.error(str(exc))
-    from .results_record import environment, load_range, write_record
+    from .results_record import current_commit, environment, load_range, write_record
+
+    commit = current_commit()       # the code measured, before anyone edits the checkout
 
     if not os.path.isfile(os.path.join(args.data, "train_caps.txt")):
         from .data.synthetic import SyntheticConfig, generate
@@ -99,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(" | ".join(rows[-1]), flush=True)
     shown = " ".join(sys.argv[1:] if argv is None else argv)
     write_record(args.record, COLUMNS, rows, f"python -m vsl_ext.harness.epoch_times {shown}",
-                 environment(1, load_range(load_before, os.getloadavg()[0])), align="lrl")
+                 environment(1, load_range(load_before, os.getloadavg()[0])), align="lrl", commit=commit)
     print(f"wrote {args.record}")
     return 0
 
