@@ -6,6 +6,9 @@
         --commit SHA                       # keep a run's results as docs/results/demo_vse.json, then render
     python tools/docs_tables.py --add-runs f8k_mini RUN [RUN ...] --command "..." --commit SHA
                                            # gather vsl-train run folders (both arms, any seeds) likewise
+    python tools/docs_tables.py --add-phrase-weights ssamt_phrase_weight RUN [RUN ...] --command "..." \
+        --commit SHA
+                                           # one row per --phrase-weight run, as a record
 
 A table lives between two markers; the first names how to render it and from which file (paths
 from the repository root)::
@@ -24,11 +27,14 @@ and ``command`` that produced it, kept under ``docs/results/``):
 - ``variants FILE [FILE ...]``: one row per demo (its command, model, rsum and i2t R@1 of both arms);
 - ``runs FILE``: R@1 / R@5 / R@10 per direction and rsum, one row per arm, of vsl-train runs gathered
   with ``--add-runs`` (each run's ``config.json`` says its arm and seed, ``results.json`` its test metrics);
-- ``copy FILE N``: the N-th table (1-based) of a Markdown file, verbatim (benchmark reports).
+- ``copy FILE N``: the N-th table (1-based) of a Markdown file, verbatim (benchmark reports);
+- ``record FILE [FILE ...]``: the columns and rows of results records
+  (``vsl_ext.harness.results_record``: measured tables with their command, commit, torch version,
+  thread count, machine and load), the rows of every file under the first file's columns.
 
 Every rendered table is followed by one line naming its file and what its numbers depend on (the
-torch CPU thread count and torch version the run recorded). ``tests/test_docs_tables.py`` runs the
-check, so CI fails when a table and its file disagree.
+torch CPU thread count and torch version the run recorded; for a record also the machine and load).
+``tests/test_docs_tables.py`` runs the check, so CI fails when a table and its file disagree.
 """
 from __future__ import annotations
 
@@ -172,9 +178,52 @@ def render_runs(path: str) -> str:
     return "\n".join(lines)
 
 
+def _record(path: str) -> dict:
+    rec = _load(path)
+    if not isinstance(rec, dict) or not isinstance(rec.get("columns"), list) or not isinstance(rec.get("rows"), list):
+        raise ValueError(f"{path} is not a results record (no 'columns' and 'rows')")
+    for row in rec["rows"]:
+        if len(row) != len(rec["columns"]):
+            raise ValueError(f"{path}: a row of {len(row)} cells under {len(rec['columns'])} columns: {row}")
+    return rec
+
+
+def render_record(*paths: str) -> str:
+    """The rows of the records ``paths``, in order, under the first one's columns (all must match)."""
+    if not paths:
+        raise ValueError("record needs at least one file")
+    first = _record(paths[0])
+    lines = ["| " + " | ".join(first["columns"]) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in first.get("align", "l" * len(first["columns"])))
+             + "|"]
+    for path in paths:
+        rec = _record(path)
+        if rec["columns"] != first["columns"]:
+            raise ValueError(f"{path}: columns {rec['columns']} differ from {paths[0]}'s {first['columns']}")
+        lines += ["| " + " | ".join(row) + " |" for row in rec["rows"]]
+    return "\n".join(lines)
+
+
+def _record_source(res: dict) -> str:
+    env = res.get("environment", {})
+    parts = [f"torch {env['torch']}"] if "torch" in env else []
+    threads = env.get("threads")
+    if threads is not None:
+        parts.append(f"{threads} CPU thread{'s' if threads != 1 else ''}")
+    parts += [f"{k} {v}" for k, v in env.items() if k not in ("torch", "threads", "machine", "load")]
+    if "machine" in env:
+        parts.append(env["machine"])
+    if "load" in env:
+        parts.append(f"load average {env['load']}")
+    commit = str(res.get("commit", "?"))
+    text = (f"`{res['command']}` at" if res.get("command") else "measured at") + \
+        f" commit {commit[:10]}{' with uncommitted changes' * commit.endswith('+dirty')}"
+    return text + ", " + ", ".join(parts) + (f"; {res['note']}" if res.get("note") else "")
+
+
 RENDERERS = {"summary": render_summary, "demo": render_demo, "diagnostics": render_diagnostics,
              "comparison": render_comparison, "comparison-diagnostics": render_comparison_diagnostics,
-             "variants": render_variants, "runs": render_runs, "copy": render_copy}
+             "variants": render_variants, "runs": render_runs, "copy": render_copy, "record": render_record}
 
 
 def source_line(kind: str, args: Sequence[str], doc: str) -> str:
@@ -184,6 +233,9 @@ def source_line(kind: str, args: Sequence[str], doc: str) -> str:
                       for p in files)
     if kind == "copy":
         return f"<sub>Table {args[1]} of {links}; rendered by `python tools/docs_tables.py`.</sub>"
+    if kind == "record":
+        return (f"<sub>From {links} ({'; '.join(_record_source(_load(p)) for p in files)}); rendered by "
+                f"`python tools/docs_tables.py`.</sub>")
     envs = []
     for p in files:
         res = _load(p)
@@ -199,7 +251,10 @@ def render_block(spec: str, doc: str) -> str:
     kind, *args = spec.split()
     if kind not in RENDERERS:
         raise ValueError(f"{doc}: unknown results-table kind {kind!r} (known: {', '.join(RENDERERS)})")
-    return RENDERERS[kind](*args) + "\n\n" + source_line(kind, args, doc)
+    try:
+        return RENDERERS[kind](*args) + "\n\n" + source_line(kind, args, doc)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{os.path.relpath(doc, ROOT)}: the results table '{spec}': {exc}") from exc
 
 
 def documents() -> List[str]:
@@ -298,6 +353,47 @@ def gather_runs(run_dirs: Sequence[str], name: str, command: str, commit: str) -
     return path
 
 
+def _run_folder(run_dir: str) -> Tuple[dict, List[dict], dict]:
+    """A vsl-train run folder's ``config.json``, ``metrics.jsonl`` (one dict per epoch) and ``results.json``."""
+    def read(name):
+        with open(os.path.join(run_dir, name), encoding="utf-8") as f:
+            return f.read()
+    history = [json.loads(line) for line in read("metrics.jsonl").splitlines() if line.strip()]
+    if not history:
+        raise ValueError(f"{run_dir}: metrics.jsonl holds no epoch")
+    return json.loads(read("config.json")), history, json.loads(read("results.json"))
+
+
+def gather_phrase_weights(run_dirs: Sequence[str], name: str, command: str, commit: str) -> str:
+    """Keep ``--phrase-level`` runs that differ in ``--phrase-weight`` as the record
+    ``docs/results/<name>.json``: per run (in the order given) its w, best validation rsum (and
+    epoch), the phrase terms' mean training value in the first and last epoch, the triplet term's in
+    the last, and the test rsum of its best checkpoint. Returns the record's path from the root;
+    ValueError for a run without ``--phrase-level`` or runs of different thread counts or epochs."""
+    from vsl_ext.harness.results_record import environment, write_record
+
+    rows, threads, epochs = [], set(), set()
+    for run_dir in run_dirs:
+        cfg, history, res = _run_folder(run_dir)
+        if not cfg.get("phrase_level"):
+            raise ValueError(f"{run_dir}: not a --phrase-level run")
+        threads.add(cfg["threads"])
+        epochs.add(len(history))
+        test = next(iter((res.get("test") or {"-": {"rsum": float("nan")}}).values()))
+        rows.append([f"{cfg['phrase_weight']:g}", f"{res['best_val_rsum']:.1f} (epoch {res['best_epoch']})",
+                     f"{history[0]['train_phrase']:.0f} → {history[-1]['train_phrase']:.0f}",
+                     f"{history[-1]['train_triplet']:.0f}", f"{test['rsum']:.1f}"])
+    if len(threads) != 1 or len(epochs) != 1:
+        raise ValueError(f"the runs need the same thread count and epochs, got threads {sorted(threads)}, "
+                         f"epochs {sorted(epochs)}")
+    columns = ["w", "best val rsum (epoch)", f"phrase terms, epoch 1 → {len(history)}",
+               f"triplet term, epoch {len(history)}", "test rsum (best epoch)"]
+    path = os.path.join("docs", "results", f"{name}.json")
+    write_record(os.path.join(ROOT, path), columns, rows, command, environment(threads.pop()), align="lrrrr",
+                 commit=commit)
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its file")
@@ -306,8 +402,12 @@ def main(argv=None) -> int:
     p.add_argument("--add-runs", nargs="+", metavar=("NAME", "RUN"),
                    help="first keep vsl-train run folders' test metrics as docs/results/NAME.json (needs --command, "
                    "--commit)")
-    p.add_argument("--command", help="with --add/--add-runs: the command that produced the runs")
-    p.add_argument("--commit", help="with --add/--add-runs: the commit of the code that produced the runs")
+    p.add_argument("--add-phrase-weights", nargs="+", metavar=("NAME", "RUN"),
+                   help="first keep --phrase-level runs of several --phrase-weight values as the record "
+                   "docs/results/NAME.json (needs --command, --commit)")
+    p.add_argument("--command", help="with --add/--add-runs/--add-phrase-weights: the command that produced the runs")
+    p.add_argument("--commit", help="with --add/--add-runs/--add-phrase-weights: the commit of the code that produced "
+                   "the runs")
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
     if args.add:
@@ -318,6 +418,11 @@ def main(argv=None) -> int:
         if not (args.command and args.commit) or len(args.add_runs) < 3:
             p.error("--add-runs NAME RUN RUN ... needs both arms' runs, --command and --commit")
         print(f"wrote {gather_runs(args.add_runs[1:], args.add_runs[0], args.command, args.commit)}")
+    if args.add_phrase_weights:
+        if not (args.command and args.commit) or len(args.add_phrase_weights) < 2:
+            p.error("--add-phrase-weights NAME RUN ... needs at least one run, --command and --commit")
+        name, *runs = args.add_phrase_weights
+        print(f"wrote {gather_phrase_weights(runs, name, args.command, args.commit)}")
     report = run(args.check)
     for doc, specs in report.items():
         for spec in specs:

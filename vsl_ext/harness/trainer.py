@@ -430,8 +430,8 @@ class Trainer:
                  f"device {self.device}")
         if cfg.model in PAIRWISE_HEADS and self.device.type == "cpu":
             self.log(f"note: {cfg.model} scores every image-caption pair with its head, which is slow on a CPU "
-                     f"(on 2 cores one epoch of 5,000 captions takes about 2 minutes for saf and 13 for sgr, "
-                     f"against seconds for vse); use --device cuda, or vse / ssamt / 3shnet on a CPU")
+                     f"(on 2 cores one epoch of 5,000 captions takes minutes, against seconds for vse: README.md, "
+                     f"'Models in the harness'); use --device cuda, or vse / ssamt / 3shnet on a CPU")
         with _StopOnInterrupt(self.ctx is None) as stop:
             self._train_epochs(writer, stop, crash_after_steps)
         if writer is not None:
