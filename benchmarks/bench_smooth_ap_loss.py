@@ -250,8 +250,8 @@ def render_section(records: List[dict]) -> List[str]:
         "call).",
         "",
         "| n | " + " | ".join(f"{i} time" for i in impls) + " | " + " | ".join(f"{i} peak mem" for i in impls)
-        + " | ratio to the fastest peer |",
-        "|---|" + "---|" * (2 * len(impls) + 1),
+        + " | ratio to the fastest peer | pml / vsl_ext |",
+        "|---|" + "---|" * (2 * len(impls) + 2),
     ]
     for n, row, ours, peers in _rows_by_n(records):
         def cell(impl, key, row=row):
@@ -262,8 +262,10 @@ def render_section(records: List[dict]) -> List[str]:
                 return r["status"].split(" (")[0]
             return fmt_seconds(r["time_s"]) if key == "time" else fmt_bytes(r["peak_extra_bytes"])
         ratio = _ratio(ours, peers) if ours and peers else ""
+        pml = [r for r in peers if r["impl"] == "pml"]
+        vs_pml = f"{pml[0]['time_s'] / ours['time_s']:.1f}×" if ours and pml else ""
         lines.append(f"| {n} | " + " | ".join(cell(i, "time") for i in impls) + " | "
-                     + " | ".join(cell(i, "peak") for i in impls) + f" | {ratio} |")
+                     + " | ".join(cell(i, "peak") for i in impls) + f" | {ratio} | {vs_pml} |")
     skipped = [r for r in records if r["status"] != "ok"]
     if skipped:
         lines += ["", "Not run: " + "; ".join(f"{r['impl']} n = {r['n']}: {r['status']}" for r in skipped) + "."]
