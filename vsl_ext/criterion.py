@@ -116,7 +116,7 @@ class SmoothAPLoss(_Temperature, nn.Module):
 
     Args:
         tau: sigmoid temperature of the ranks (> 0, default 0.01 as in the paper).
-        algorithm: ``"auto"``, ``"dense"`` or ``"sorted"``, as for :func:`vsl_ext.sigmoid_rank`.
+        algorithm: ``"auto"``, ``"dense"`` or ``"sorted"``, as for :func:`vsl_ext.smooth_ap_loss`.
 
     ``forward(sims, relevant)``: (q, r) similarities of queries to references and a bool (q, r)
     relevance -> scalar ``1 - mean_q AP_q`` over the queries with a relevant reference.

@@ -186,14 +186,17 @@ def smooth_ap_loss(sims: Tensor, relevant: Tensor, tau: float = 0.01, *, algorit
             query i (any number per query, in any order). Whether a query counts itself is the
             caller's choice: the original code and pytorch-metric-learning put the diagonal in it.
         tau: sigmoid temperature (> 0; 0.01 as in the paper).
-        algorithm: "auto", "dense" or "sorted", as for :func:`vsl_ext.sigmoid_rank`.
+        algorithm: "auto" or "dense": the fused kernels, which evaluate only the pairs (relevant j, any
+            k), O(|P_q| r) per query; "sorted": the rank kernels' sorted algorithm (ranks of every entry,
+            skipping saturated pairs), for queries with many relevant references at a small tau.
 
     Returns:
         Scalar loss in [0, 1) in the computation dtype (float32, or float64 for float64 input), over the
         queries with at least one relevant reference (a query without one is skipped);
         differentiable with respect to sims (not relevant). ``AP_q = (1/|P_q|) sum_{j in P_q} R_P(q, j)
         / R_all(q, j)``, with R_all the descending sigmoid rank of S[q, j] in row q and R_P the same
-        sum over the relevant references only (:mod:`vsl_ext.ops.smooth_ap_loss`). Memory O(q r).
+        sum over the relevant references only (:mod:`vsl_ext.ops.smooth_ap_loss`). Memory O(q r): the
+        gradient (and on CUDA two (q, r) coefficient buffers).
         Infinite entries follow :func:`vsl_ext.sigmoid_rank`'s rule (a -inf reference ranks below
         every finite one and takes no gradient); NaN gives a NaN loss.
 
