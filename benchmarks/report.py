@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from benchmarks import _peers, bench_smooth_ap_loss
-from benchmarks._cases import SECTIONS, label, make_inputs
+from benchmarks._cases import PASSES, SECTIONS, label, make_inputs
 from benchmarks._env import (
     REPO,
     RESULTS_DIR,
@@ -43,7 +43,6 @@ SUITES = {"rank": ("benchmarks/bench_sigmoid_rank.py", "benchmarks/bench_vsl_los
           "smooth_ap_loss": ()}
 LEGACY_SUITE_NAMES = {"captions": "caption_index"}  # records of earlier runs (--from-json)
 RENDER_RESERVE_S = 45  # --time-budget: kept for rendering tables and plots after the suites
-PASSES = ("forward", "forward+backward")
 # (title, op, variant, ours label, reference label)
 RANK_TABLES = [
     ("vsl_loss, row variant (the paper's Eq. 5)", "vsl_loss", "row", "vsl_ext row", "reference row"),

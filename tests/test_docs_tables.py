@@ -196,7 +196,8 @@ def test_the_record_writer_checks_widths_and_records_the_commit(tmp_path):
     with pytest.raises(ValueError, match="one 'l' or 'r' per column"):
         _record(tmp_path / "r.json", ["a", "b"], [["1", "2"]], align="lx")
     assert not (tmp_path / "r.json").exists()
-    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", results_record.current_commit())
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", results_record.current_commit(repo))
     assert results_record.current_commit(str(tmp_path)) == "unknown"          # not a git checkout
     assert results_record.load_range(6.43, 4.61) == "4.6-6.4"
     env = results_record.environment(2, "1.0-2.0")

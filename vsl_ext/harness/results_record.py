@@ -21,9 +21,6 @@ from typing import Optional, Sequence
 
 from .._atomic import atomic_write
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def machine() -> str:
     """The CPU's model name and the number of CPUs, e.g. ``"AMD EPYC 7B13, 2 CPUs"``."""
     name = ""
@@ -37,9 +34,11 @@ def machine() -> str:
     return f"{name or platform.machine()}, {os.cpu_count()} CPUs"
 
 
-def current_commit(repo: str = REPO) -> str:
-    """``git rev-parse HEAD`` of ``repo``, with ``+dirty`` when tracked files differ from it;
-    ``"unknown"`` outside a git checkout."""
+def current_commit(repo: Optional[str] = None) -> str:
+    """``git rev-parse HEAD`` of ``repo`` (default: the working directory, the checkout the
+    measuring commands run from; an installed package has no checkout of its own), with ``+dirty``
+    when tracked files differ from it; ``"unknown"`` outside a git checkout."""
+    repo = os.getcwd() if repo is None else repo
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                              check=True).stdout.strip()
