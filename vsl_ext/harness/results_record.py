@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 from .._atomic import atomic_write
 
+
 def machine() -> str:
     """The CPU's model name and the number of CPUs, e.g. ``"AMD EPYC 7B13, 2 CPUs"``."""
     name = ""
