@@ -50,7 +50,8 @@ def test_python_m_vsl_ext_passes_and_describes_the_install():
 
 def test_a_planted_wrong_rank_gradient_fails_naming_the_kernel():
     """A native rank backward that is wrong by 1e-3 in one entry: exit code 1, and the last line names
-    the sigmoid_rank backward checks and nothing else."""
+    the sigmoid_rank backward checks and the one other check built on that kernel (Smooth-AP's sorted
+    algorithm takes its gradient through the rank backward), nothing else."""
     code = textwrap.dedent("""
         import runpy
         import sys
@@ -71,8 +72,8 @@ def test_a_planted_wrong_rank_gradient_fails_naming_the_kernel():
     last = proc.stdout.splitlines()[-1]
     assert last.startswith("vsl_ext self-check: FAIL (")
     failed = last[len("vsl_ext self-check: FAIL ("):-1].split("; ")
-    assert sorted(failed) == sorted(f"cpu sigmoid_rank {a} {d} backward" for a in ("dense", "sorted")
-                                    for d in ("descending", "ascending"))
+    assert sorted(failed) == sorted([f"cpu sigmoid_rank {a} {d} backward" for a in ("dense", "sorted")
+                                     for d in ("descending", "ascending")] + ["cpu smooth_ap_loss sorted backward"])
 
 
 def test_a_planted_wrong_loss_fails_naming_it(monkeypatch):
@@ -100,6 +101,18 @@ def test_a_planted_wrong_similarity_fails_naming_the_mode(monkeypatch):
     monkeypatch.setattr(caption_index.CaptionIndex, "_cider_matrix", wrong)
     ok, lines = _run(only=["CaptionIndex"])
     assert not ok and lines[-1] == "vsl_ext self-check: FAIL (cpu CaptionIndex cider-d)"
+
+
+def test_a_planted_wrong_smooth_ap_gradient_fails_naming_it(monkeypatch):
+    right = kernels.cpu.smooth_ap_loss
+
+    def wrong(sims, relevant, weights, row_sums, grad_sims, tau):
+        right(sims, relevant, weights, row_sums, grad_sims, tau)
+        if grad_sims is not None:
+            grad_sims.view(-1)[-1] += 1e-3 * grad_sims.abs().max()
+    monkeypatch.setattr(kernels.cpu, "smooth_ap_loss", wrong)
+    ok, lines = _run(only=["smooth_ap_loss"])
+    assert not ok and lines[-1] == "vsl_ext self-check: FAIL (cpu smooth_ap_loss dense backward)"
 
 
 def test_a_kernel_that_raises_fails_naming_its_family(monkeypatch):
@@ -139,8 +152,9 @@ def test_the_gpu_checks_pass_on_the_emulated_cuda_kernels(monkeypatch, emulator)
     checks = {}
     self_check._rank_checks("cpu", checks, seed=11, versus_cpu=True)
     self_check._loss_checks("cpu", checks, seed=23, versus_cpu=True)
+    self_check._smooth_ap_checks("cpu", checks, seed=31, versus_cpu=True)
     self_check._caption_checks("cpu", checks, versus_cpu=True)
-    assert len(checks) == 18
+    assert len(checks) == 22
     assert [c.name for c in checks.values() if not c.passed] == []
 
 

@@ -10,6 +10,9 @@ torch and vsl_ext's CUDA kernels can both use:
   kernels' 256-thread block and 1,024-column tile, and CUDA's automatic switch (2,048 columns);
 * ``vsl_loss``: both variants ("row", "public-code") and both algorithms, the loss and its gradients
   with respect to S and C, at n = 6, 70 and 130 (on a GPU also 300 and 1,030);
+* ``smooth_ap_loss``: both algorithms, the loss and its gradient, tau = 0.01, on relevance with a query
+  without relevant references and an all-relevant one, rows across the CUDA kernels' 256-thread block
+  and 1,024-column tile;
 * ``CaptionIndex``: tf-idf and CIDEr-D image and caption similarities of a small corpus.
 
 Every result is compared with an independent float64 computation of its formula: the ranks and
@@ -24,9 +27,9 @@ of ``vsl_loss`` at n = 1,024 per device.
 The last line is ``vsl_ext self-check: PASS`` or ``vsl_ext self-check: FAIL (...)`` naming each
 failed check (device, op, algorithm or mode, direction or variant, forward or backward); the exit
 code is 0 or 1. It calls the public API only (``vsl_ext.sigmoid_rank``, ``vsl_ext.vsl_loss``,
-``vsl_ext.CaptionIndex``), as a user's program does. ``--require-cuda`` makes a machine whose GPU
-cannot be checked fail (the GPU session's use); without it, the reason CUDA is not checked is
-printed and the CPU result decides.
+``vsl_ext.smooth_ap_loss``, ``vsl_ext.CaptionIndex``), as a user's program does. ``--require-cuda``
+makes a machine whose GPU cannot be checked fail (the GPU session's use); without it, the reason CUDA
+is not checked is printed and the CPU result decides.
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ RANK_SHAPES = ((5, 7), (9, 70), (3, 1030), (2, 2100))
 # 256-thread block and 1,024-column tile (the float64 formula then runs on the GPU: n^3 work)
 LOSS_SIZES = (6, 70, 130)
 LOSS_SIZES_CUDA = (6, 70, 300, 1030)
+SMOOTH_AP_TAU = 0.01
+SMOOTH_AP_SHAPES = ((5, 7), (9, 70), (3, 1030))  # rows across the CUDA block (256) and tile (1,024)
 TIMED_N = 1024
 ROW_BLOCK_ELEMENTS = 2_000_000  # float64 elements of one (rows, cols, cols) block of the reference
 
@@ -245,6 +250,29 @@ def loss_inputs(n: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     return s.float(), ((levels + levels.t()) / 2).float()
 
 
+def smooth_ap_inputs(shape: Tuple[int, int], seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """float32 sims within a few tau of each other (tau = 0.01) and a bool relevance with a query without
+    relevant references (skipped) and, from 2 rows, an all-relevant query (AP 1, gradient 0)."""
+    g = torch.Generator().manual_seed(seed)
+    sims = 0.5 + torch.randn(shape, generator=g, dtype=torch.float64) * 5 * SMOOTH_AP_TAU
+    relevant = torch.rand(shape, generator=g) < 0.3
+    relevant[0] = False
+    relevant[-1, 0] = True
+    if shape[0] > 2:
+        relevant[1] = True
+    return sims.float(), relevant
+
+
+def smooth_ap_formula(sims: torch.Tensor, relevant: torch.Tensor) -> Tuple[float, torch.Tensor]:
+    """The Smooth-AP loss and its gradient by :func:`vsl_ext.reference.smooth_ap_loss` in float64."""
+    from . import reference
+
+    x = sims.double().requires_grad_(True)
+    loss = reference.smooth_ap_loss(x, relevant, SMOOTH_AP_TAU)
+    (grad,) = torch.autograd.grad(loss, x)
+    return float(loss.detach()), grad
+
+
 CAPTIONS = [
     ["A man riding a horse on the beach .", "a man rides a horse , a horse !", "Horse and rider at sunset"],
     ["Two dogs play in the snow", "two dogs playing in snow snow snow", "..."],
@@ -315,6 +343,33 @@ def _loss_checks(device: str, checks: Dict[str, Check], seed: int, versus_cpu: O
                     for label, got, expected in (("dS", ds, cpu_result[1]), ("dC", dc, cpu_result[2])):
                         bwd.compare(f"{label} n={n} vs CPU kernels", got, expected, 0.0,
                                     GRAD_RTOL * float(expected.abs().max()) + 1e-10)
+
+
+def _smooth_ap_checks(device: str, checks: Dict[str, Check], seed: int, versus_cpu: Optional[bool] = None) -> None:
+    """Records the Smooth-AP checks on ``device`` in ``checks`` (``versus_cpu`` as for the rank checks)."""
+    import vsl_ext
+
+    versus_cpu = device != "cpu" if versus_cpu is None else versus_cpu
+    for shape_no, shape in enumerate(SMOOTH_AP_SHAPES):
+        sims, relevant = smooth_ap_inputs(shape, seed + shape_no)
+        want, want_grad = smooth_ap_formula(sims.to(device), relevant.to(device))
+        size = f"{shape[0]}x{shape[1]}"
+        for algorithm in ("dense", "sorted"):
+            name = f"{device} smooth_ap_loss {algorithm}"
+            fwd = checks.setdefault(f"{name} forward", Check(f"{name} forward"))
+            bwd = checks.setdefault(f"{name} backward", Check(f"{name} backward"))
+            results = []
+            for on in ([device, "cpu"] if versus_cpu else [device]):
+                x = sims.to(on).requires_grad_(True)
+                loss = vsl_ext.smooth_ap_loss(x, relevant.to(on), SMOOTH_AP_TAU, algorithm=algorithm)
+                results.append((loss, torch.autograd.grad(loss, x)[0]))
+            loss, grad = results[0]
+            fwd.compare(f"loss {size}", loss, torch.tensor(want), RTOL, LOSS_ATOL)
+            bwd.compare(f"gradient {size}", grad, want_grad, 0.0, GRAD_RTOL * float(want_grad.abs().max()) + 1e-10)
+            if versus_cpu:
+                fwd.compare(f"loss {size} vs CPU kernels", loss, results[1][0], RTOL, LOSS_ATOL)
+                bwd.compare(f"gradient {size} vs CPU kernels", grad, results[1][1], 0.0,
+                            GRAD_RTOL * float(results[1][1].abs().max()) + 1e-10)
 
 
 def _caption_checks(device: str, checks: Dict[str, Check], versus_cpu: Optional[bool] = None) -> None:
@@ -414,7 +469,7 @@ def describe(out: TextIO) -> None:
 
 
 # --------------------------------------------------------------------------------------------- main
-FAMILIES = ("sigmoid_rank", "vsl_loss", "CaptionIndex")
+FAMILIES = ("sigmoid_rank", "vsl_loss", "smooth_ap_loss", "CaptionIndex")
 
 
 def run(out: TextIO = sys.stdout, require_cuda: bool = False, timing: bool = True,
@@ -432,6 +487,7 @@ def run(out: TextIO = sys.stdout, require_cuda: bool = False, timing: bool = Tru
     families: List[Tuple[str, Callable[[str, Dict[str, Check]], None]]] = [
         ("sigmoid_rank", lambda d, c: _rank_checks(d, c, seed=11)),
         ("vsl_loss", lambda d, c: _loss_checks(d, c, seed=23)),
+        ("smooth_ap_loss", lambda d, c: _smooth_ap_checks(d, c, seed=31)),
         ("CaptionIndex", _caption_checks),
     ]
     start = time.perf_counter()
