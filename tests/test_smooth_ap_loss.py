@@ -355,3 +355,26 @@ def test_backward_makes_no_zeros_for_the_gradient_output():
     ops = ops_making((7, 9), lambda: torch.autograd.grad(vsl_ext.smooth_ap_loss(x, rel), x))
     assert not [op for op in ops if "zeros" in op], ops
     assert ops.count("aten.mul.Tensor") == 1, ops  # the gradient times the incoming one, once
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_skipped_row_with_nan_gets_gradient_0_and_the_loss_is_never_negative(algorithm):
+    s = torch.tensor([[1.0, 2.0, 0.0], [math.nan, 0.0, 1.0]], requires_grad=True)
+    rel = torch.tensor([[True, False, False], [False, False, False]])
+    loss = vsl_ext.smooth_ap_loss(s, rel, 0.5, algorithm=algorithm)
+    (g,) = torch.autograd.grad(loss, s)
+    assert torch.equal(g[1], torch.zeros(3)) and torch.isfinite(g[0]).all()
+    everything = torch.ones(1, 1000, dtype=torch.bool)  # AP 1 in every rounding: the sum may exceed 1
+    for q in (1, 13):
+        x = torch.randn(q, 1000, generator=torch.Generator().manual_seed(q), dtype=torch.float64)
+        assert vsl_ext.smooth_ap_loss(x, everything.expand(q, -1), algorithm=algorithm).item() >= 0.0
+
+
+def test_a_second_derivative_through_a_product_raises():
+    """The loss of E E^T: the gradient's own derivative is not computed, and saying so beats treating
+    the gradient as a constant (a gradient penalty would be silently wrong)."""
+    e = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    rel = torch.eye(4, dtype=torch.bool)
+    (g,) = torch.autograd.grad(vsl_ext.smooth_ap_loss(e @ e.T, rel, 0.5), e, create_graph=True)
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        (g ** 2).sum().backward()

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Optional, Tuple
 import pytest
 import torch
 import torch.distributed as dist
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import vsl_ext
 import vsl_ext.distributed
@@ -496,15 +497,34 @@ def test_vmap_over_a_tau_schedule():
         torch.testing.assert_close(grads[i], want, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("entry", ["sigmoid_rank", "sigmoid_rank among", "vsl_loss", "vsl_loss public-code"])
-def test_a_second_derivative_raises_instead_of_treating_the_gradient_as_constant(entry):
+class _Passthrough(TorchDispatchMode):
+    """A dispatch mode that changes nothing but makes the public functions take their registered ops."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("entry", ["sigmoid_rank", "sigmoid_rank among", "vsl_loss", "vsl_loss public-code",
+                                   "smooth_ap_loss"])
+@pytest.mark.parametrize("through", ["leaf", "product"])
+def test_a_second_derivative_raises_instead_of_treating_the_gradient_as_constant(entry, through):
+    """Through a leaf and through E E^T (where a gradient penalty would otherwise get the gradient's
+    contribution as a constant, silently), eager and under a dispatch mode (the registered ops). (An
+    ``autograd.grad`` with respect to E alone prunes the gradient node and still sees a constant:
+    docs/transforms.md.)"""
     torch.manual_seed(0)
-    x = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    leaf = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
     c = torch.randn(5, 5, dtype=torch.float64)
-    losses = {"sigmoid_rank": lambda: (vsl_ext.sigmoid_rank(x, 0.1) * c).sum(),
-              "sigmoid_rank among": lambda: (vsl_ext.sigmoid_rank(x, 0.1, among=c > 0) * c).sum(),
-              "vsl_loss": lambda: vsl_ext.vsl_loss(x, c, 0.1),
-              "vsl_loss public-code": lambda: vsl_ext.vsl_loss(x, c, 0.1, "public-code")}
-    (grad,) = torch.autograd.grad(losses[entry](), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="no second derivative|does not require grad"):
-        torch.autograd.grad(grad.sum(), x)
+    losses = {"sigmoid_rank": lambda x: (vsl_ext.sigmoid_rank(x, 0.1) * c).sum(),
+              "sigmoid_rank among": lambda x: (vsl_ext.sigmoid_rank(x, 0.1, among=c > 0) * c).sum(),
+              "vsl_loss": lambda x: vsl_ext.vsl_loss(x, c, 0.1),
+              "vsl_loss public-code": lambda x: vsl_ext.vsl_loss(x, c, 0.1, "public-code"),
+              "smooth_ap_loss": lambda x: vsl_ext.smooth_ap_loss(x, c > 0, 0.1)}
+    wrt = leaf if through == "leaf" else e
+    for mode in (contextlib.nullcontext, _Passthrough):
+        with mode():
+            (grad,) = torch.autograd.grad(losses[entry](leaf if through == "leaf" else e @ e.T), wrt,
+                                          create_graph=True)
+        with pytest.raises(RuntimeError, match="no second derivative|not have been used|does not require grad"):
+            (grad ** 2).sum().backward()  # a gradient penalty's backward

@@ -150,6 +150,27 @@ class FirstOrderGradient(torch.autograd.Function):
         raise RuntimeError("vsl_ext: the ops' gradients have no second derivative (double backward is not supported)")
 
 
+class _Scale(FirstOrderGradient):
+    """A gradient (..., r, c) times the incoming gradient of each block's loss (...)."""
+
+    @staticmethod
+    def forward(grad: Tensor, grad_sum: Tensor, _tie: Optional[Tensor]) -> Tensor:
+        return grad * grad_sum.to(grad.dtype)[..., None, None]
+
+
+_FUNCTORCH_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
+def scale_gradient(grad: Tensor, grad_sum: Tensor) -> Tensor:
+    """``grad * grad_sum`` per block, as a gradient node. The gradient was computed by the forward, so
+    neither factor is connected to the graph: under ``create_graph`` (grad mode on in a backward) the
+    product is tied to a marker that requires grad, so that a backward reaching it raises
+    (:class:`FirstOrderGradient`) instead of treating the gradient as a constant."""
+    plain = not _FUNCTORCH_ACTIVE()  # inside torch.func's transforms a new leaf cannot require grad
+    tie = grad_sum.new_zeros(()).requires_grad_() if torch.is_grad_enabled() and plain else None
+    return _Scale.apply(grad, grad_sum, tie)
+
+
 class _RankBackward(FirstOrderGradient):
     """:func:`sigmoid_rank_backward_op` as the backward calls it."""
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from .. import _validate, kernels
 from .._native import _C
 from . import _checks
-from .sigmoid_rank import batched, per_sample
+from .sigmoid_rank import batched, per_sample, scale_gradient
 from .sigmoid_rank_among import ranks_among, ranks_among_backward, savable
 
 ALGORITHMS = _C.ALGORITHMS
@@ -75,7 +75,8 @@ def loss_and_grad(sims: Tensor, relevant: Tensor, tau: float, sims_grad: bool,
         if sims.numel():
             kernels.for_tensor(sims).smooth_ap_loss(sims.view(-1, cols), relevant.view(-1, cols), weights, row_sums,
                                                     grad.view(-1, cols) if grad is not None else None, tau)
-    loss = 1.0 - row_sums.view(sims.shape[:-1]).sum(-1)
+    # AP <= 1: a sum that rounds above 1 (a perfect ranking) gives 0, not -2e-16
+    loss = (1.0 - row_sums.view(sims.shape[:-1]).sum(-1)).clamp_(min=0.0)
     return loss, grad
 
 
@@ -107,6 +108,7 @@ def _by_sorted_ranks(sims: Tensor, relevant: Tensor, weights: Tensor, tau: float
                 g_out = torch.where(p, w * ratio / r64, 0.0).to(x.dtype)
                 g_all[a:a + step] = ranks_among_backward(x, p, g_in, tau, True, algorithm)
                 g_all[a:a + step] += ranks_among_backward(x, ~p, g_out, tau, True, algorithm)
+                g_all[a:a + step].masked_fill_(w == 0, 0.0)  # a skipped row's (0 * NaN would be NaN)
     return row_sums, grad
 
 
@@ -155,7 +157,7 @@ def _backward(ctx, grad_loss, _grad_grad):
         return None, None, None, None, None
     if sims is not None:
         _, grad = smooth_ap_loss_op(sims, relevant, tau, True, ctx.algorithm)
-    return grad * grad_loss.to(grad.dtype)[..., None, None], None, None, None, None
+    return scale_gradient(grad, grad_loss), None, None, None, None
 
 
 smooth_ap_loss_op.register_autograd(_backward, setup_context=_setup_context)

@@ -31,11 +31,10 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .. import _validate, kernels
 from . import _checks, _eager
-from .sigmoid_rank import FirstOrderGradient, batched, per_sample
+from .sigmoid_rank import batched, per_sample, scale_gradient
 
 VARIANTS = ("row", "public-code")
 _TORCH_GRAIN_SIZE = 32768   # at::internal::GRAIN_SIZE: torch runs smaller element-wise ops on one thread
@@ -116,18 +115,6 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (public_code, algorithm)
 
 
-class _Scale(FirstOrderGradient):
-    """d sum / d input (..., r, c) times the incoming gradient of each block's sum (...)."""
-
-    @staticmethod
-    def forward(grad: Tensor, grad_sum: Tensor) -> Tensor:
-        return grad * grad_sum.to(grad.dtype)[..., None, None]
-
-
-def _scale(grad: Tensor, grad_sum: Tensor) -> Tensor:
-    return _Scale.apply(grad, grad_sum)
-
-
 def _backward(ctx, grad_sum, _grad_sims, _grad_semantic):
     grad_sims, grad_semantic, sims, semantic, tau = ctx.saved_tensors
     public_code, algorithm = ctx.args
@@ -135,8 +122,8 @@ def _backward(ctx, grad_sum, _grad_sims, _grad_semantic):
         return None, None, None, None, None, None
     if sims is not None:
         _, grad_sims, grad_semantic = vsl_loss_ratio_sum_op(sims, semantic, tau, public_code, True, algorithm)
-    d_sims = _scale(grad_sims, grad_sum) if ctx.needs_input_grad[0] else None
-    d_semantic = _scale(grad_semantic, grad_sum) if ctx.needs_input_grad[1] else None
+    d_sims = scale_gradient(grad_sims, grad_sum) if ctx.needs_input_grad[0] else None
+    d_semantic = scale_gradient(grad_semantic, grad_sum) if ctx.needs_input_grad[1] else None
     return d_sims, d_semantic, None, None, None, None
 
 
@@ -171,7 +158,6 @@ class _EagerLoss(torch.autograd.Function):
         return total.mul(ctx.scale).add_(1.0).to(sims.dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_loss):
         grad_sims, grad_semantic = ctx.saved_tensors
         scale = grad_loss * ctx.scale
@@ -179,6 +165,8 @@ class _EagerLoss(torch.autograd.Function):
         def scaled(grad):
             if grad is None:
                 return None
+            if torch.is_grad_enabled():  # create_graph: a node whose derivative raises, not a constant
+                return scale_gradient(grad, scale)
             factor = scale.to(grad.dtype)
             if grad.is_cpu and grad.numel() >= _TORCH_GRAIN_SIZE and grad.dtype in (torch.float32, torch.float64):
                 # the same product on the package's pool: no torch OpenMP region (whose workers then
